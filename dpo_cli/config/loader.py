@@ -1,0 +1,205 @@
+"""YAML file + `--set` overrides -> one frozen, validated `RunConfig`.
+
+Every problem is collected and reported at once, one line each, as
+`FILE:LINE: dotted.key: what was expected, what was found (did you mean ...?)`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
+from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig, cross_field_problems
+from dpo_cli.errors import ConfigError
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a run config.
+
+    Args:
+        path: YAML file.
+        overrides: `dotted.key=value` strings; values are parsed as YAML (`0.2`, `true`, `[a, b]`).
+
+    Returns:
+        The validated, immutable config.
+
+    Raises:
+        ConfigError: With every problem found, one per line.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(source, [f"{source}: config file not found"])
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"{source}: the top level must be a mapping of sections, found {type(raw).__name__}"])
+    problems: list[str] = []
+    for override in overrides or []:
+        try:
+            apply_override(raw, override)
+        except ValueError as exc:
+            problems.append(f"--set {override}: {exc}")
+    if problems:
+        raise ConfigError(source, problems)
+    origins = {o.partition("=")[0].strip(): f"--set {o}" for o in overrides or []}
+    return validate(raw, source=source, yaml_root=root, origins=origins)
+
+
+def validate(
+    raw: dict[str, Any],
+    source: str = "<config>",
+    yaml_root: yaml.Node | None = None,
+    origins: dict[str, str] | None = None,
+) -> RunConfig:
+    """Validate an already parsed config mapping (see `load_config`).
+
+    `origins` maps dotted keys set on the command line to the `--set` text that set them, so
+    that their errors point there instead of into the file.
+    """
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, format_errors(exc, source, yaml_root, origins or {})) from None
+    problems = cross_field_problems(cfg)
+    if problems:
+        raise ConfigError(source, [f"{source}: {p}" for p in problems])
+    return cfg
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` inside the nested mapping, creating sections as needed."""
+    key, sep, value_text = override.partition("=")
+    if not sep or not key.strip():
+        raise ValueError("expected KEY=VALUE, e.g. training.beta=0.2")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def format_errors(
+    exc: ValidationError, source: str, yaml_root: yaml.Node | None, origins: dict[str, str] | None = None
+) -> list[str]:
+    """One line per problem, deduplicated across union members, with line numbers and suggestions."""
+    found: dict[str, tuple[int, str]] = {}
+    for error in exc.errors():
+        loc = _clean_loc(error["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if dotted in found:
+            continue
+        origin = next((text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None)
+        line = None if origin else _line_of(yaml_root, loc)
+        where = origin or (f"{source}:{line}" if line else source)
+        found[dotted] = (line or 0, f"{where}: {dotted}: {_describe(error, loc)}")
+    return [text for _, text in sorted(found.values(), key=lambda item: item[0])]
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds union member tags such as "literal['sigmoid', ...]" or "list[...]" to the path.
+    return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and not p.startswith("function-")))
+
+
+def _describe(error: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = error["type"]
+    found = error.get("input")
+    if kind == "extra_forbidden":
+        return _unknown_key(loc)
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        hint = _closest(str(found), _literal_choices(expected)) if isinstance(found, str) else ""
+        return f"expected {expected}, found {found!r}{hint}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(error.get("ctx", {}).values()), "?")
+        return f"expected a value {bounds[kind]} {limit}, found {found!r}"
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"expected {message.removeprefix('Input should be ')}, found {found!r}"
+    return message
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    *parent, key = loc
+    key = str(key)
+    if tuple(parent) == ("training",) and key in RESERVED_TRAINING_FIELDS:
+        return f"is a DPOConfig field that dpo sets for you: {RESERVED_TRAINING_FIELDS[key]}"
+    valid = _valid_keys(tuple(parent))
+    if tuple(parent) == ("training",):
+        return f"unknown key: not a `trl.DPOConfig` field{_closest(key, valid)}"
+    return f"unknown key{_closest(key, valid)}"
+
+
+def _valid_keys(parent: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] | None = RunConfig
+    for part in parent:
+        if model is None or isinstance(part, int):
+            break
+        field = model.model_fields.get(str(part))
+        model = _model_of(field.annotation) if field else None
+    if model is None:
+        return []
+    keys = list(model.model_fields)
+    if parent == ("training",):
+        keys = sorted(set(keys) | set(DPO_CONFIG_FIELDS))
+    return keys
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def _literal_choices(expected: str) -> list[str]:
+    return [c.strip().strip("'\"") for c in expected.replace(" or ", ",").split(",") if c.strip()]
+
+
+def _closest(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest YAML node along `loc` that exists."""
+    node, line = root, None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            line = match[0].start_mark.line + 1
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

@@ -1,0 +1,343 @@
+"""The config schema: the single source of truth for every setting.
+
+Types, defaults, ranges and descriptions live here once. The README's configuration
+reference and `dpo config schema` (JSON Schema for editors) are generated from these models.
+
+Section names follow the libraries they feed: `training:` uses `trl.DPOConfig` names,
+`lora:` uses `peft.LoraConfig` names, `quantization:` uses `transformers.BitsAndBytesConfig`
+names, so users never learn a second vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
+
+DPO_LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
+LossType = Literal[DPO_LOSS_TYPES]  # type: ignore[valid-type]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    name_or_path: str = Field(
+        description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    tokenizer_name_or_path: str | None = Field(
+        None, description="Tokenizer to load instead of the model's own (same forms as `name_or_path`)."
+    )
+    dtype: Dtype = Field(
+        "auto",
+        description="Precision the weights are loaded in; `auto` keeps the checkpoint's own dtype.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run custom model code shipped with the checkpoint. Off unless you trust the source."
+    )
+    attn_implementation: str | None = Field(
+        None, description="Attention kernel passed to `from_pretrained` (`eager`, `sdpa`, `flash_attention_2`)."
+    )
+    adapter: str | None = Field(
+        None,
+        description=(
+            "Existing LoRA adapter (for example from an SFT run) to continue training from. "
+            "It is loaded trainable on top of `name_or_path`; with `reference.kind: policy` "
+            "the reference is a frozen copy of this adapter, not the bare base model."
+        ),
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Path to a Jinja chat template file that replaces the tokenizer's own.",
+    )
+
+
+class ReferenceSection(Section):
+    kind: Literal["policy", "model", "none"] = Field(
+        "policy",
+        description=(
+            "`policy`: the starting policy, frozen (with LoRA: the adapters disabled, or a frozen "
+            "copy of `model.adapter`; with full fine-tuning: a second copy of the model). "
+            "`model`: a separate checkpoint at `name_or_path`. `none`: no reference model, for "
+            "reference-free algorithms only."
+        ),
+    )
+    name_or_path: str | None = Field(None, description="Reference checkpoint when `kind: model`.")
+    revision: str | None = Field(None, description="Hub revision of the reference checkpoint.")
+
+    @model_validator(mode="after")
+    def _path_matches_kind(self) -> ReferenceSection:
+        if self.kind == "model" and not self.name_or_path:
+            raise ValueError("`reference.kind: model` needs `reference.name_or_path`")
+        if self.kind != "model" and self.name_or_path:
+            raise ValueError(f"`reference.name_or_path` is only used with `kind: model` (kind is `{self.kind}`)")
+        return self
+
+
+class QuantizationSection(Section):
+    load_in_4bit: Literal[True] = Field(
+        True, description="Load the base weights in 4 bit (QLoRA). The only supported quantized mode."
+    )
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is QLoRA's.")
+    bnb_4bit_use_double_quant: bool = Field(True, description="Quantize the quantization constants too.")
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Dtype the 4-bit weights are dequantized to for matmuls."
+    )
+    bnb_4bit_quant_storage: Literal["uint8", "bfloat16", "float16", "float32"] = Field(
+        "uint8",
+        description="Storage dtype of packed 4-bit weights; under ZeRO-3 it must equal the compute dtype.",
+    )
+
+
+class LoraSection(Section):
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Module names to adapt, or `all-linear` for every linear layer except the output head.",
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
+    modules_to_save: list[str] | None = Field(
+        None, description="Extra modules trained fully and saved with the adapter."
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling (lora_alpha / sqrt(r)).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class DataColumns(Section):
+    prompt: str | None = Field(
+        "prompt",
+        description="Column holding the prompt; `null` when chosen/rejected are whole dialogues sharing a prefix.",
+    )
+    chosen: str = Field("chosen", description="Column holding the preferred response.")
+    rejected: str = Field("rejected", description="Column holding the dispreferred response.")
+
+
+class DataSection(Section):
+    train: str | list[str] = Field(
+        description=(
+            "Training data: JSONL/JSON/CSV/Parquet file(s), a folder of them, a glob, or a Hub dataset id."
+        )
+    )
+    eval: str | list[str] | None = Field(
+        None, description="Held-out data in the same forms; when absent, `eval_fraction` of train is held out."
+    )
+    subset: str | None = Field(None, description="Hub dataset configuration name.")
+    train_split: str = Field("train", description="Split read from `train`.")
+    eval_split: str | None = Field(
+        None, description="Split read from `eval` (defaults to `train_split` for files)."
+    )
+    eval_fraction: float | None = Field(
+        0.1, gt=0.0, lt=1.0, description="Fraction of train held out for eval when `eval` is not given."
+    )
+    seed: int = Field(42, description="Seed of the held-out split.")
+    columns: DataColumns = Field(default_factory=DataColumns, description="Source column names.")
+    format: Literal["auto", "standard", "conversational"] = Field(
+        "auto",
+        description="`standard`: strings; `conversational`: lists of role/content messages; `auto` detects.",
+    )
+    max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
+    max_eval_samples: int | None = Field(None, ge=1, description="Use only the first N eval rows.")
+
+
+class DeepSpeedSection(Section):
+    zero_stage: Literal[2, 3] = Field(3, description="ZeRO stage.")
+    offload_optimizer: Literal["none", "cpu"] = Field("none", description="Where optimizer states live.")
+    offload_param: Literal["none", "cpu"] = Field("none", description="Where parameters live (ZeRO-3 only).")
+    zero3_init: bool = Field(True, description="Build the model directly sharded (ZeRO-3 only).")
+    zero3_save_16bit_model: bool = Field(
+        True, description="Gather the 16-bit weights on save so the result loads in one process."
+    )
+
+
+class LaunchSection(Section):
+    num_processes: int = Field(1, ge=1, description="Processes in total over all machines (usually GPUs).")
+    num_machines: int = Field(1, ge=1, description="Machines (nodes) taking part.")
+    machine_rank: int = Field(0, ge=0, description="Rank of this machine, 0 on the main node.")
+    main_process_ip: str | None = Field(None, description="Address of the main node (multi-node only).")
+    main_process_port: int = Field(29500, ge=1, le=65535, description="Port of the main node.")
+    deepspeed: DeepSpeedSection | None = Field(None, description="DeepSpeed ZeRO settings; `null` for DDP.")
+    accelerate_config: str | None = Field(
+        None, description="Your own accelerate config file, used as is instead of a generated one."
+    )
+    deepspeed_config: str | None = Field(
+        None, description="Your own DeepSpeed JSON, used as is instead of one generated from `deepspeed:`."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LaunchSection:
+        if self.machine_rank >= self.num_machines:
+            raise ValueError(f"machine_rank {self.machine_rank} must be below num_machines {self.num_machines}")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("multi-node runs (num_machines > 1) need `main_process_ip`")
+        if self.num_processes < self.num_machines:
+            raise ValueError("num_processes counts all processes on all machines; it is below num_machines")
+        if self.deepspeed is not None and self.deepspeed_config:
+            raise ValueError("give either `deepspeed:` settings or `deepspeed_config:`, not both")
+        return self
+
+
+# DPOConfig fields that another section owns: one name per setting.
+RESERVED_TRAINING_FIELDS = {
+    "output_dir": "set the top-level `output_dir`",
+    "trust_remote_code": "set `model.trust_remote_code`",
+    "model_init_kwargs": "set `model.dtype`, `model.revision`, `model.attn_implementation`",
+    "deepspeed": "set `launch.deepspeed` or `launch.deepspeed_config`",
+    "resume_from_checkpoint": "pass `--resume` to `dpo train`",
+    "local_rank": "set by the launcher",
+    "pad_token": "deprecated in TRL; the tokenizer's pad token is used",
+}
+
+
+class _TrainingCommon(Section):
+    """The `DPOConfig` fields most runs set, typed with ranges. Others are accepted by name."""
+
+    beta: float = Field(0.1, gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
+    learning_rate: float = Field(1e-6, gt=0.0, lt=1.0, description="Peak learning rate.")
+    loss_type: LossType | list[LossType] = Field(
+        "sigmoid", description="DPO loss, or several combined with `loss_weights`."
+    )
+    loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+    )
+    num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
+    per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per device per micro-batch.")
+    per_device_eval_batch_size: int = Field(8, ge=1, description="Pairs per device per eval batch.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    max_length: int | None = Field(
+        1024, ge=8, description="Tokens of prompt + response kept per sequence; longer ones are truncated."
+    )
+    warmup_steps: float = Field(0, ge=0, description="Warm-up steps, or a fraction of all steps when below 1.")
+    lr_scheduler_type: str = Field("linear", description="Learning-rate schedule (`linear`, `cosine`, ...).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables).")
+    seed: int = Field(42, description="Seed for initialisation and data order.")
+    logging_steps: float = Field(10, gt=0, description="Steps between logged metrics.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate during training.")
+    eval_steps: float | None = Field(None, gt=0, description="Steps between evaluations with `eval_strategy: steps`.")
+    save_strategy: Literal["no", "steps", "epoch", "best"] = Field("steps", description="When to checkpoint.")
+    save_steps: float = Field(500, gt=0, description="Steps between checkpoints.")
+    save_total_limit: int | None = Field(None, ge=1, description="Checkpoints kept on disk; older ones are deleted.")
+    bf16: bool | None = Field(None, description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
+    fp16: bool = Field(False, description="float16 mixed precision.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    precompute_ref_log_probs: bool = Field(
+        False, description="Compute reference log-probs once before training, so no reference model stays loaded."
+    )
+    use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
+    report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
+    optim: str = Field("adamw_torch", description="Optimizer name as transformers spells it.")
+
+
+def _passthrough_fields() -> dict[str, Any]:
+    common = set(_TrainingCommon.model_fields)
+    return {
+        name: (Any, Field(None, description=f"`DPOConfig.{name}`: {help_text}"))
+        for name, help_text in sorted(DPO_CONFIG_FIELDS.items())
+        if name not in common and name not in RESERVED_TRAINING_FIELDS
+    }
+
+
+# Every other DPOConfig name is accepted unchanged; TRL checks its value when the run is built.
+TrainingSection = create_model(
+    "TrainingSection",
+    __base__=_TrainingCommon,
+    __doc__="`trl.DPOConfig` fields, by their TRL names. Only the keys you set are passed on.",
+    **_passthrough_fields(),
+)
+
+
+class RunConfig(Section):
+    """A whole `dpo` run."""
+
+    output_dir: str = Field(description="Run directory: resolved config, metrics, plots, checkpoints, final weights.")
+    model: ModelSection
+    reference: ReferenceSection = Field(default_factory=ReferenceSection)
+    quantization: QuantizationSection | None = Field(None, description="4-bit loading (QLoRA); needs `lora`.")
+    lora: LoraSection | None = Field(None, description="LoRA adapters; `null` means full fine-tuning.")
+    data: DataSection
+    training: TrainingSection = Field(default_factory=TrainingSection)  # type: ignore[valid-type]
+    launch: LaunchSection = Field(default_factory=LaunchSection)
+
+    @property
+    def mode(self) -> Literal["full", "lora", "qlora"]:
+        if self.lora is None and not self.model.adapter:
+            return "full"
+        return "qlora" if self.quantization is not None else "lora"
+
+    def training_overrides(self) -> dict[str, Any]:
+        """The `training:` keys the user set, as DPOConfig keyword arguments."""
+        return {name: getattr(self.training, name) for name in sorted(self.training.model_fields_set)}
+
+    def loss_types(self) -> list[str]:
+        loss = self.training.loss_type
+        return [loss] if isinstance(loss, str) else list(loss)
+
+
+def cross_field_problems(cfg: RunConfig) -> list[str]:
+    """Rules that involve more than one section, each as one readable sentence.
+
+    Kept outside pydantic's validators so that all of them are reported at once, one line each.
+    """
+    problems = []
+    t = cfg.training
+    if cfg.quantization is not None and cfg.lora is None and not cfg.model.adapter:
+        problems.append("`quantization` without `lora`: 4-bit weights cannot be trained directly; add a `lora:` section")
+    if cfg.model.adapter and cfg.lora is not None:
+        problems.append(
+            "`model.adapter` continues an existing adapter with its own settings; remove the `lora:` section "
+            "(a second, new adapter would silently sit beside it)"
+        )
+    losses = cfg.loss_types()
+    if t.loss_weights is not None and len(t.loss_weights) != len(losses):
+        problems.append(
+            f"`training.loss_weights` has {len(t.loss_weights)} values for {len(losses)} loss types (TRL needs one each)"
+        )
+    if "exo_pair" in losses and t.label_smoothing == 0.0:
+        problems.append("`loss_type: exo_pair` needs `label_smoothing` > 0 (TRL's rule; the EXO paper uses 1e-3)")
+    if t.bf16 and t.fp16:
+        problems.append("`training.bf16` and `training.fp16` are both true; pick one")
+    if cfg.reference.kind == "none":
+        problems.append(
+            "`reference.kind: none` needs a reference-free algorithm; every DPO loss compares against a reference "
+            "(use `training.precompute_ref_log_probs: true` to avoid keeping one in memory)"
+        )
+    if t.max_steps == 0:
+        problems.append("`training.max_steps` is 0: nothing would be trained")
+    if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2:
+        if cfg.launch.deepspeed.offload_param != "none":
+            problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
+    if cfg.quantization is not None and cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 3:
+        compute = cfg.quantization.bnb_4bit_compute_dtype
+        if cfg.quantization.bnb_4bit_quant_storage != compute:
+            problems.append(
+                f"QLoRA under ZeRO-3 shards the packed 4-bit weights with the other parameters, so "
+                f"`quantization.bnb_4bit_quant_storage` must equal `bnb_4bit_compute_dtype` ({compute})"
+            )
+    return problems

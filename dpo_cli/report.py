@@ -1,0 +1,36 @@
+"""Human-readable summaries printed at the end of a command."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dpo_cli.training import RunResult
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def print_run_summary(result: RunResult) -> None:
+    s = result.summary
+    what = "model" if s.get("mode") == "full" else "adapter"
+    lines = [
+        "",
+        f"run        {result.output_dir}  ({s.get('mode')}, {s.get('steps')} steps)",
+        f"loss       {_num(s.get('initial_loss'))} at step 1 -> {_num(s.get('final_loss'))}"
+        + (f"  (expected at step 0: {_num(s.get('expected_initial_loss'))})" if s.get("expected_initial_loss") else ""),
+    ]
+    if "eval_reward_accuracy" in s:
+        lines.append(
+            f"held-out   reward accuracy {_num(s.get('eval_reward_accuracy'), 3)}, "
+            f"margin {_num(s.get('eval_reward_margin'), 3)}, loss {_num(s.get('eval_loss'))}"
+        )
+    lines += [
+        f"{what:<10} {result.final_dir}",
+        f"metrics    {s.get('metrics')}",
+        f"plots      {', '.join(str(p) for p in result.plots)}",
+        "diagnosis",
+    ]
+    lines += [f"  {f.level:<8} {f.message}" for f in result.findings] or ["  nothing to report"]
+    print("\n".join(lines))

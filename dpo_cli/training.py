@@ -1,0 +1,275 @@
+"""`dpo train` as a library function: config in, trained run directory out."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpo_cli.config.schema import RunConfig
+from dpo_cli.diagnose import Finding, diagnose, expected_initial_loss, summarize
+from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
+from dpo_cli.rundir import (
+    atomic_write_json,
+    atomic_write_text,
+    checkpoint_step,
+    checkpoints_dir,
+    latest_checkpoint,
+    check_run_dir,
+    init_run_dir,
+    read_json,
+    read_metrics,
+    truncate_metrics,
+)
+
+# Keys that may change between a run and its resumption (extending or re-logging a run is fine).
+RESUMABLE_CHANGES = {
+    "training.max_steps",
+    "training.num_train_epochs",
+    "training.logging_steps",
+    "training.save_steps",
+    "training.save_total_limit",
+    "training.eval_steps",
+    "training.report_to",
+}
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    final_dir: Path
+    summary: dict[str, Any]
+    findings: list[Finding]
+    plots: list[Path] = field(default_factory=list)
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    data = cfg.model_dump(mode="json", exclude_unset=False)
+    data["training"] = cfg.training_overrides()
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Hardware checks, separate from config validation so configs validate on a laptop."""
+    import torch
+
+    t = cfg.training
+    cuda = torch.cuda.is_available() and not t.use_cpu
+    if t.fp16 and not cuda:
+        raise DpoError("training.fp16 needs a CUDA GPU; none is in use here (set `fp16: false`)", exit_code=EXIT_USAGE)
+    bf16 = t.bf16 if t.bf16 is not None else not t.fp16
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        raise DpoError(
+            f"training.bf16: {torch.cuda.get_device_name()} has no bfloat16 support",
+            exit_code=EXIT_USAGE,
+            details=["set `training.fp16: true` and `training.bf16: false` (pre-Ampere GPUs)"],
+        )
+    if cfg.quantization is not None:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DpoError("quantization needs bitsandbytes: pip install bitsandbytes", exit_code=EXIT_USAGE) from None
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def check_resume_compatible(cfg: RunConfig, output_dir: Path) -> None:
+    saved_path = output_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    current = _flatten(yaml.safe_load(config_to_yaml(cfg)))
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise DpoError(
+            f"{output_dir}: the config differs from the run being resumed",
+            exit_code=EXIT_USAGE,
+            details=[f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed],
+        )
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def resume_command(config_path: str | None, overrides: list[str]) -> str:
+    parts = ["dpo", "train", config_path or "CONFIG", *[f"--set {shlex.quote(o)}" for o in overrides], "--resume"]
+    return " ".join(parts)
+
+
+@dataclass
+class BuiltRun:
+    """A ready DPOTrainer and what was built for it."""
+
+    trainer: Any
+    data: Any
+    tokenizer: Any
+    guard: Any
+    stop: Any
+
+
+def build_trainer(cfg: RunConfig, metrics_path: Path, extra_callbacks: list[Any] | None = None) -> BuiltRun:
+    """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import DPOTrainer
+
+    from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_dpo_config, to_lora_config
+    from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
+    from dpo_cli.data import load_preference_data
+
+    args = to_dpo_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
+    data = load_preference_data(cfg.data)
+    tokenizer = load_tokenizer(cfg)
+    policy = load_policy(cfg)
+    reference = load_reference(cfg)
+    peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
+    guard, stop = NanGuard(), GracefulStop()
+    trainer = DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[MetricsWriter(metrics_path), guard, stop, CheckpointMarker(), *(extra_callbacks or [])],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(ProgressBar())
+    return BuiltRun(trainer=trainer, data=data, tokenizer=tokenizer, guard=guard, stop=stop)
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+) -> RunResult:
+    """Train as configured and leave a complete run directory.
+
+    Raises:
+        DpoError: The run directory is taken, inputs are unusable, training diverged (NaN) or
+            was interrupted (exit code 130, after saving a checkpoint).
+    """
+    output_dir = Path(cfg.output_dir)
+    main = is_main_process()
+    if main:
+        check_run_dir(output_dir, overwrite=overwrite, resume=resume)
+        if resume:
+            check_resume_compatible(cfg, output_dir)
+    preflight(cfg)
+
+    metrics_path = output_dir / "metrics.jsonl"
+    resume_from = latest_checkpoint(output_dir) if resume else None
+    built = build_trainer(cfg, metrics_path)
+    trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+    if main:
+        init_run_dir(output_dir, overwrite=overwrite, resume=resume)
+        atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
+        if resume_from is not None:
+            truncate_metrics(metrics_path, checkpoint_step(resume_from))
+
+    run_info = {
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "mode": cfg.mode,
+        "config": config_path,
+        "resumed_from": str(resume_from) if resume_from else None,
+        "train_rows": len(data.train),
+        "eval_rows": len(data.eval) if data.eval is not None else 0,
+        "data_format": data.format,
+        "versions": _versions(),
+    }
+    if main:
+        atomic_write_json(output_dir / "run.json", run_info)
+
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    expected = expected_initial_loss(cfg.loss_types(), cfg.training.loss_weights, cfg.training.beta)
+    if guard.tripped is not None:
+        step, key = guard.tripped
+        _finish(output_dir, run_info, "failed", main)
+        raise DpoError(
+            f"training stopped at step {step}: `{key}` became NaN/inf",
+            details=[
+                "lower training.learning_rate, or use bf16 instead of fp16 (fp16 overflows)",
+                "check the data for empty responses (dpo validate-data)",
+                f"metrics so far: {metrics_path}",
+            ],
+        )
+    if stop.received is not None:
+        _finish(output_dir, run_info, "interrupted", main)
+        raise DpoError(
+            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {checkpoints_dir(output_dir)}",
+            exit_code=EXIT_INTERRUPTED,
+            details=[f"resume with: {resume_command(config_path, overrides or [])}"],
+        )
+
+    final_dir = output_dir / "final"
+    if data.eval is not None:
+        trainer.evaluate()
+    trainer.save_model(str(final_dir))
+    if main:
+        built.tokenizer.save_pretrained(str(final_dir))
+    records = read_metrics(metrics_path)
+    summary = summarize(records)
+    findings = diagnose(records, expected_loss=expected)
+    plots: list[Path] = []
+    if main:
+        from dpo_cli.plots import write_plots
+
+        plots = write_plots(records, output_dir / "plots", expected_loss=expected)
+        summary.update(
+            {
+                "mode": cfg.mode,
+                "expected_initial_loss": expected,
+                "final_dir": str(final_dir),
+                "metrics": str(metrics_path),
+                "plots": [str(p) for p in plots],
+                "diagnosis": [{"level": f.level, "message": f.message} for f in findings],
+            }
+        )
+        atomic_write_json(output_dir / "summary.json", summary)
+        _finish(output_dir, run_info, "completed", main)
+    return RunResult(output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots)
+
+
+def _finish(output_dir: Path, run_info: dict[str, Any], status: str, main: bool) -> None:
+    if not main:
+        return
+    info = {**run_info, "status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = output_dir / "run.json"
+    if path.exists():
+        info = {**read_json(path), **info}
+    atomic_write_json(path, info)
+
