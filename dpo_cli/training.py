@@ -137,6 +137,7 @@ class BuiltRun:
 
 def build_trainer(cfg: RunConfig, metrics_path: Path, extra_callbacks: list[Any] | None = None) -> BuiltRun:
     """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it."""
+    _quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOTrainer
 
@@ -262,6 +263,18 @@ def train(
         atomic_write_json(output_dir / "summary.json", summary)
         _finish(output_dir, run_info, "completed", main)
     return RunResult(output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots)
+
+
+def _quiet_known_noise() -> None:
+    """Silence warnings that are harmless in this setup, so the ones that matter stay visible."""
+    import warnings
+
+    for pattern in (
+        r".*is_gradient_checkpointing.*is deprecated",  # transformers 5 internal rename, not ours to fix
+        r".*'pin_memory' argument is set as true but no accelerator",  # CPU runs
+        r".*fan_in_fan_out is set to False but the target module is `Conv1D`",  # GPT-2 style layers, PEFT fixes it
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def _finish(output_dir: Path, run_info: dict[str, Any], status: str, main: bool) -> None:

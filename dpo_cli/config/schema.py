@@ -44,6 +44,8 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
+    """The policy model and its tokenizer."""
+
     name_or_path: str = Field(
         description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`."
     )
@@ -76,6 +78,8 @@ class ModelSection(Section):
 
 
 class ReferenceSection(Section):
+    """The frozen reference the policy is compared against (an explicit, visible choice)."""
+
     kind: Literal["policy", "model", "none"] = Field(
         "policy",
         description=(
@@ -98,6 +102,8 @@ class ReferenceSection(Section):
 
 
 class QuantizationSection(Section):
+    """4-bit loading for QLoRA, by `transformers.BitsAndBytesConfig` names."""
+
     load_in_4bit: Literal[True] = Field(
         True, description="Load the base weights in 4 bit (QLoRA). The only supported quantized mode."
     )
@@ -113,6 +119,8 @@ class QuantizationSection(Section):
 
 
 class LoraSection(Section):
+    """LoRA adapters, by `peft.LoraConfig` names."""
+
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
@@ -129,6 +137,8 @@ class LoraSection(Section):
 
 
 class DataColumns(Section):
+    """Which source columns hold the prompt and the two responses."""
+
     prompt: str | None = Field(
         "prompt",
         description="Column holding the prompt; `null` when chosen/rejected are whole dialogues sharing a prefix.",
@@ -138,6 +148,8 @@ class DataColumns(Section):
 
 
 class DataSection(Section):
+    """Where the preference pairs come from."""
+
     train: str | list[str] = Field(
         description=(
             "Training data: JSONL/JSON/CSV/Parquet file(s), a folder of them, a glob, or a Hub dataset id."
@@ -165,6 +177,8 @@ class DataSection(Section):
 
 
 class DeepSpeedSection(Section):
+    """DeepSpeed ZeRO settings, turned into a DeepSpeed JSON at launch."""
+
     zero_stage: Literal[2, 3] = Field(3, description="ZeRO stage.")
     offload_optimizer: Literal["none", "cpu"] = Field("none", description="Where optimizer states live.")
     offload_param: Literal["none", "cpu"] = Field("none", description="Where parameters live (ZeRO-3 only).")
@@ -175,6 +189,8 @@ class DeepSpeedSection(Section):
 
 
 class LaunchSection(Section):
+    """How many processes and machines, and with which engine (DDP or DeepSpeed)."""
+
     num_processes: int = Field(1, ge=1, description="Processes in total over all machines (usually GPUs).")
     num_machines: int = Field(1, ge=1, description="Machines (nodes) taking part.")
     machine_rank: int = Field(0, ge=0, description="Rank of this machine, 0 on the main node.")

@@ -1,0 +1,38 @@
+"""Regenerate the configuration reference inside README.md from the pydantic schema.
+
+    python scripts/gen_config_reference.py          # rewrite README.md
+    python scripts/gen_config_reference.py --check  # exit 1 if README.md is stale (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dpo_cli.config.reference import render_reference, splice  # noqa: E402
+from dpo_cli.rundir import atomic_write_text  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    args = parser.parse_args()
+    readme = ROOT / "README.md"
+    current = readme.read_text(encoding="utf-8")
+    updated = splice(current, render_reference())
+    if args.check:
+        if updated != current:
+            print("README.md config reference is stale: run python scripts/gen_config_reference.py")
+            return 1
+        return 0
+    atomic_write_text(readme, updated)
+    print(f"updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
