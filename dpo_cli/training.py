@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,13 +193,20 @@ def train(
 
     metrics_path = output_dir / "metrics.jsonl"
     resume_from = latest_checkpoint(output_dir) if resume else None
-    built = build_trainer(cfg, metrics_path)
-    trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+    fresh = main and not resume and not (output_dir.exists() and any(output_dir.iterdir()))
     if main:
         init_run_dir(output_dir, overwrite=overwrite, resume=resume)
         atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
         if resume_from is not None:
             truncate_metrics(metrics_path, checkpoint_step(resume_from))
+    try:
+        built = build_trainer(cfg, metrics_path)
+    except BaseException:
+        # A typo in a model path must not leave a run directory that the next attempt refuses.
+        if fresh or (main and overwrite):
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
 
     run_info = {
         "status": "running",

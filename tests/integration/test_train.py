@@ -179,7 +179,9 @@ def test_reference_model_mismatch_is_diagnosed(lora_run, tiny_model_dir: Path, t
 def test_mistral_config_builds_dpo_config_without_weights(tmp_path: Path) -> None:
     from dpo_cli.build import to_bnb_config, to_dpo_config, to_lora_config
 
-    cfg = load_config(ROOT / "configs" / "mistral.yaml")
+    # transformers itself refuses bf16 in DPOConfig on a machine without a bf16 GPU unless
+    # use_cpu is set; that is the only change needed to resolve the 8-GPU config here.
+    cfg = load_config(ROOT / "configs" / "mistral.yaml", ["training.use_cpu=true"])
     args = to_dpo_config(cfg, tmp_path / "checkpoints")
     assert args.beta == 0.1 and args.max_length == 2048 and args.gradient_accumulation_steps == 8
     assert args.bf16 is True and args.loss_type == ["sigmoid"]
