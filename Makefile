@@ -26,6 +26,7 @@ $(SMOLLM2)/.complete: $(STAMP) scripts/build_smollm2.py
 
 # The main job: SmolLM2-135M-Instruct + LoRA on the bundled data, on the CPU, in a few minutes.
 demo: $(SMOLLM2)/.complete
+	$(DPO) validate-data configs/demo.yaml
 	$(DPO) train configs/demo.yaml --overwrite
 
 test: $(STAMP)

@@ -105,8 +105,10 @@ def model_load_kwargs(model: ModelSection, cfg: RunConfig) -> dict[str, Any]:
 def _quantized_device_map() -> dict[str, int] | None:
     # 4-bit weights cannot be moved after loading, so each process loads onto its own GPU.
     import torch
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
-    if not torch.cuda.is_available():
+    # Under ZeRO-3 DeepSpeed places the (sharded) weights; transformers refuses a device_map there.
+    if not torch.cuda.is_available() or is_deepspeed_zero3_enabled():
         return None
     return {"": int(os.environ.get("LOCAL_RANK", "0"))}
 

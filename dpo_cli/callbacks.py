@@ -52,10 +52,14 @@ class GracefulStop(TrainerCallback):
     """On SIGTERM/SIGINT, finish the current step, save a checkpoint and stop.
 
     A second signal falls through to the default handler, so an impatient Ctrl-C still works.
+    In a multi-process run the ranks agree at every step end: when any rank got a signal, all
+    of them save and stop together (a rank stopping alone would leave the others hanging in
+    their next collective). `stopped` is then true on every rank, `received` only on those signalled.
     """
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.stopped = False
         self._previous: dict[int, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -70,7 +74,8 @@ class GracefulStop(TrainerCallback):
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.received is not None:
+        if _any_rank(self.received is not None, args):
+            self.stopped = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -78,6 +83,18 @@ class GracefulStop(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def _any_rank(flag: bool, args) -> bool:
+    """`flag` OR-ed over all ranks (just `flag` in a single process)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=args.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 class CheckpointMarker(TrainerCallback):

@@ -121,10 +121,12 @@ def to_preference_columns(dataset: Dataset, data: DataSection, label: str) -> tu
         data), and the names of the columns that were ignored.
     """
     cols = data.columns
-    wanted = {"chosen": cols.chosen, "rejected": cols.rejected}
-    if cols.prompt is not None:
-        wanted = {"prompt": cols.prompt, **wanted}
     present = list(dataset.column_names)
+    wanted = {"chosen": cols.chosen, "rejected": cols.rejected}
+    # No prompt column and none configured: the HH layout, where TRL extracts the shared start.
+    implicit = cols.prompt is None or (cols.prompt not in present and "prompt" not in cols.model_fields_set)
+    if not implicit:
+        wanted = {"prompt": cols.prompt, **wanted}
     missing = [f"`{src}` (for {dst})" for dst, src in wanted.items() if src not in present]
     if missing:
         raise DpoError(

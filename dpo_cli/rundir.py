@@ -26,6 +26,8 @@ from typing import Any
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
 COMPLETE_MARKER = ".complete"
+# Written by the launcher before the ranks start (dpo_cli.launch); it is not an earlier run.
+LAUNCH_DIR = "launch"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -63,7 +65,7 @@ def check_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
     """
     if overwrite and resume:
         raise DpoError("--overwrite and --resume contradict each other; pick one", exit_code=EXIT_USAGE)
-    exists = output_dir.exists() and any(output_dir.iterdir())
+    exists = holds_run(output_dir)
     if resume:
         if latest_checkpoint(output_dir) is None:
             raise DpoError(
@@ -80,6 +82,11 @@ def check_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
         )
 
 
+def holds_run(output_dir: Path) -> bool:
+    """True when `output_dir` holds anything besides the launcher's files."""
+    return output_dir.is_dir() and any(child.name != LAUNCH_DIR for child in output_dir.iterdir())
+
+
 def init_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
     """Create the run directory, replacing an earlier run only when `overwrite` was asked for.
 
@@ -88,7 +95,14 @@ def init_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
     """
     check_run_dir(output_dir, overwrite=overwrite, resume=resume)
     if overwrite and output_dir.exists():
-        shutil.rmtree(output_dir)
+        # Other ranks may still be reading the launch files (the DeepSpeed JSON), so they stay.
+        for child in output_dir.iterdir():
+            if child.name == LAUNCH_DIR:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -135,5 +149,6 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Keep only records up to `last_step`, so that a resumed run appends without duplicates."""
-    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    # The interrupted segment's end-of-training record (train_runtime, ...) goes too: the resumed run writes its own.
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step and "train_runtime" not in r]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))

@@ -23,6 +23,7 @@ from dpo_cli.rundir import (
     checkpoints_dir,
     latest_checkpoint,
     check_run_dir,
+    holds_run,
     init_run_dir,
     read_json,
     read_metrics,
@@ -38,6 +39,10 @@ RESUMABLE_CHANGES = {
     "training.save_total_limit",
     "training.eval_steps",
     "training.report_to",
+    # A re-queued job lands on other nodes; where rank 0 listens is not part of the run.
+    "launch.main_process_ip",
+    "launch.main_process_port",
+    "launch.machine_rank",
 }
 
 
@@ -147,7 +152,10 @@ def build_trainer(cfg: RunConfig, metrics_path: Path, extra_callbacks: list[Any]
     from dpo_cli.data import load_preference_data
 
     args = to_dpo_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
-    data = load_preference_data(cfg.data)
+    # Rank 0 reads the files into the datasets cache first; the other ranks then reuse that cache
+    # instead of each parsing the data at once (TRL tokenizes the same way).
+    with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
+        data = load_preference_data(cfg.data)
     tokenizer = load_tokenizer(cfg)
     policy = load_policy(cfg)
     reference = load_reference(cfg)
@@ -193,7 +201,7 @@ def train(
 
     metrics_path = output_dir / "metrics.jsonl"
     resume_from = latest_checkpoint(output_dir) if resume else None
-    fresh = main and not resume and not (output_dir.exists() and any(output_dir.iterdir()))
+    fresh = main and not resume and not holds_run(output_dir)
     if main:
         init_run_dir(output_dir, overwrite=overwrite, resume=resume)
         atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
@@ -236,7 +244,7 @@ def train(
                 f"metrics so far: {metrics_path}",
             ],
         )
-    if stop.received is not None:
+    if stop.stopped:
         _finish(output_dir, run_info, "interrupted", main)
         raise DpoError(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {checkpoints_dir(output_dir)}",

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 VOCAB_SIZE = 1024
+N_POSITIONS = 512
+KINDS = ("causal-lm", "seq-cls")
 SPECIAL_TOKENS = ["<|pad|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -35,8 +37,11 @@ MARKER = ".complete"
 
 
 def _corpus() -> list[str]:
+    files = sorted(SAMPLE.glob("*.jsonl"))
+    if not files:
+        raise SystemExit(f"error: no sample data in {SAMPLE}; run python scripts/make_sample_data.py")
     texts = []
-    for path in sorted(SAMPLE.glob("*.jsonl")):
+    for path in files:
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             for value in row.values():
@@ -50,7 +55,11 @@ def _corpus() -> list[str]:
 
 
 def train_tokenizer():
-    """A byte-level BPE tokenizer wrapped as a transformers fast tokenizer."""
+    """Train the byte-level BPE tokenizer on the sample data.
+
+    Returns:
+        A `PreTrainedTokenizerFast` with ChatML special tokens and chat template.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -65,25 +74,49 @@ def train_tokenizer():
     )
     tok.train_from_iterator(_corpus(), trainer)
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<|pad|>", bos_token="<|im_start|>", eos_token="<|im_end|>"
+        tokenizer_object=tok,
+        pad_token="<|pad|>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        model_max_length=N_POSITIONS,
     )
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
 
 
-def build_tiny_model(output_dir: Path, seed: int = 0, kind: str = "causal-lm", force: bool = False) -> Path:
-    """Build the tiny model into `output_dir` (atomically) and return it."""
-    import torch
-    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+def is_built(output_dir: Path, kind: str = "causal-lm") -> bool:
+    """Whether `output_dir` holds a complete build of `kind` (the marker is written last)."""
+    marker = Path(output_dir) / MARKER
+    return marker.is_file() and marker.read_text().strip() in ("", kind)
 
+
+def build_tiny_model(output_dir: Path, seed: int = 0, kind: str = "causal-lm", force: bool = False) -> Path:
+    """Build the tiny model and its tokenizer into `output_dir`, atomically.
+
+    Args:
+        output_dir: Where the `from_pretrained` directory goes; built beside it, then renamed.
+        seed: Seeds the weight initialisation; the same seed gives the same weights.
+        kind: "causal-lm" (`GPT2LMHeadModel`) or "seq-cls" (`GPT2ForSequenceClassification`,
+            one output, for reward models).
+        force: Rebuild even if `output_dir` already holds a complete build.
+
+    Returns:
+        `output_dir`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
     output_dir = Path(output_dir)
-    if (output_dir / MARKER).exists() and not force:
+    if is_built(output_dir, kind) and not force:
         return output_dir
+
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
     torch.manual_seed(seed)
     tokenizer = train_tokenizer()
     config = GPT2Config(
         vocab_size=len(tokenizer),
-        n_positions=512,
+        n_positions=N_POSITIONS,
         n_embd=64,
         n_layer=2,
         n_head=2,
@@ -99,10 +132,12 @@ def build_tiny_model(output_dir: Path, seed: int = 0, kind: str = "causal-lm", f
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        reloaded = AutoTokenizer.from_pretrained(staging)
-        assert len(reloaded) == len(tokenizer) > 500, f"tokenizer vocabulary is {len(reloaded)} after reload"
-        assert reloaded.pad_token_id != reloaded.eos_token_id
-        (staging / MARKER).write_text("")
+        _verify(staging, len(tokenizer))
+        (staging / MARKER).write_text(kind)
+        # mkdtemp and safetensors make private files; the model is meant to be shared.
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -112,16 +147,36 @@ def build_tiny_model(output_dir: Path, seed: int = 0, kind: str = "causal-lm", f
     return output_dir
 
 
+def _verify(saved: Path, trained_size: int) -> None:
+    """Reload from disk and fail loudly on the traps that once gave a 1-token vocabulary."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    config = AutoConfig.from_pretrained(saved)
+    assert len(tokenizer) == trained_size > 500, f"tokenizer vocabulary is {len(tokenizer)} after reload"
+    assert config.vocab_size == len(tokenizer), f"model vocab {config.vocab_size} != tokenizer {len(tokenizer)}"
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id, "pad and eos must differ"
+    messages = [{"role": "user", "content": "How do I fix a squeaky door?"}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": "Add a drop of oil."}], tokenize=True, return_dict=True
+    )
+    n = len(prompt["input_ids"])
+    assert full["input_ids"][:n] == prompt["input_ids"], "templated prompt is not a prefix of prompt+response"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--kind", choices=["causal-lm", "seq-cls"], default="causal-lm")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kind", choices=KINDS, default="causal-lm")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the weight initialisation")
     parser.add_argument("--force", action="store_true", help="rebuild even if a complete build is there")
     args = parser.parse_args()
-    existed = (args.output / MARKER).exists()
+    if is_built(args.output, args.kind) and not args.force:
+        print(f"{args.output}: already built ({args.kind}); --force rebuilds it")
+        return
     build_tiny_model(args.output, seed=args.seed, kind=args.kind, force=args.force)
-    print(f"{args.output}: {'already built' if existed and not args.force else 'built'} ({args.kind})")
+    print(f"{args.output}: built ({args.kind})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from dpo_cli import __version__
-from dpo_cli.cli import config_cmd, train
+from dpo_cli.cli import config_cmd, doctor, merge_adapter, plan, train, validate_data
+from dpo_cli.cli import eval as eval_cmd
 
 app = typer.Typer(
     name="dpo",
@@ -16,6 +17,11 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.command("train")(train.train)
+app.command("eval")(eval_cmd.eval_)
+app.command("validate-data")(validate_data.validate_data)
+app.command("plan")(plan.plan)
+app.command("doctor")(doctor.doctor)
+app.command("merge-adapter")(merge_adapter.merge_adapter)
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -14,13 +14,44 @@ def train(
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in output_dir.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last complete checkpoint.")] = False,
+    skip_validation: Annotated[
+        bool, typer.Option(help="Train without checking the data first (`dpo validate-data` runs those checks).")
+    ] = False,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes (GPUs) over all machines; above 1 re-runs under `accelerate launch`."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the launch command and generated accelerate/DeepSpeed files; run nothing.")
+    ] = False,
 ) -> None:
     """Train with DPO as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
+    from dpo_cli import launch
     from dpo_cli.config.loader import load_config
     from dpo_cli.report import print_run_summary
+    from dpo_cli.training import is_main_process
     from dpo_cli.training import train as run_training
 
+    if num_processes is not None:
+        set_ = [*(set_ or []), f"launch.num_processes={num_processes}"]
     with user_errors():
         cfg = load_config(config, set_)
+        if dry_run or launch.needs_launcher(cfg):
+            args = launch.train_args(str(config), set_, overwrite=overwrite, resume=resume, skip_validation=skip_validation)
+            if dry_run:
+                print(launch.dry_run(cfg, args))
+                return
+            raise typer.Exit(launch.launch(cfg, args, overwrite=overwrite, resume=resume))
+        # One rank checks the data; the others wait for it at the first collective.
+        if not skip_validation and is_main_process():
+            from pathlib import Path
+
+            from dpo_cli.rundir import check_run_dir
+            from dpo_cli.validation import check_before_training
+
+            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume)  # the cheapest refusal first
+            # Before any model is loaded: bad rows stop the run here, in seconds.
+            check_before_training(cfg, str(config))
         result = run_training(cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [])
-        print_run_summary(result)
+        if is_main_process():  # one summary, not one per rank
+            print_run_summary(result)

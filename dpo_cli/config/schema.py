@@ -217,6 +217,63 @@ class LaunchSection(Section):
         return self
 
 
+class JudgeSection(Section):
+    """Who decides which of two responses is better, for the win rate of `dpo eval`."""
+
+    kind: Literal["endpoint", "reward_model", "llm"] = Field(
+        description=(
+            "`endpoint`: any OpenAI-compatible chat endpoint (`base_url` + `model`); `reward_model`: a local "
+            "`AutoModelForSequenceClassification` at `path` scoring each response; `llm`: a local causal LM at "
+            "`path` answering a rubric prompt."
+        )
+    )
+    base_url: str | None = Field(None, description="Endpoint root, e.g. `http://127.0.0.1:8000/v1` (`kind: endpoint`).")
+    model: str | None = Field(None, description="Model name sent to the endpoint (`kind: endpoint`).")
+    api_key_env: str | None = Field(
+        None,
+        description=(
+            "Name of the environment variable holding the endpoint's API key (the key itself never goes in "
+            "the config, on disk or in logs); unset for endpoints without authentication."
+        ),
+    )
+    path: str | None = Field(None, description="Local judge model directory (`kind: reward_model` or `llm`).")
+    max_retries: int = Field(
+        5, ge=0, le=20, description="Retries, with exponential backoff, of an endpoint call on transient errors."
+    )
+    timeout: float = Field(60.0, gt=0.0, description="Seconds one endpoint call may take before it is retried.")
+    max_new_tokens: int = Field(
+        64, ge=1, description="Tokens the judge may write (`endpoint`, `llm`); the verdict is read from its reply."
+    )
+
+    @model_validator(mode="after")
+    def _target_matches_kind(self) -> JudgeSection:
+        if self.kind == "endpoint":
+            missing = [name for name in ("base_url", "model") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"`judge.kind: endpoint` needs {' and '.join(f'`{m}`' for m in missing)}")
+        elif not self.path:
+            raise ValueError(f"`judge.kind: {self.kind}` needs `path` (a local model directory)")
+        return self
+
+
+class EvalSection(Section):
+    """`dpo eval`: held-out preference metrics, generations, pathology checks and a judged win rate."""
+
+    num_prompts: int = Field(64, ge=1, description="Held-out prompts to generate for (the first N of the eval split).")
+    max_new_tokens: int = Field(128, ge=1, description="Tokens generated per response at most.")
+    temperature: float = Field(
+        0.7, ge=0.0, description="Sampling temperature of generations; 0 decodes greedily."
+    )
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold of generations.")
+    seed: int = Field(0, description="Seed of generation sampling (fixed per batch, so reruns reproduce).")
+    batch_size: int = Field(8, ge=1, description="Prompts generated together in one batch.")
+    preference: bool = Field(True, description="Compute the held-out preference metrics (no generation needed).")
+    generate: bool = Field(
+        True, description="Generate from policy and reference for the pathology report and the win rate."
+    )
+    judge: JudgeSection | None = Field(None, description="Judge for the win rate; `null` skips the win rate.")
+
+
 # DPOConfig fields that another section owns: one name per setting.
 RESERVED_TRAINING_FIELDS = {
     "output_dir": "set the top-level `output_dir`",
@@ -300,6 +357,7 @@ class RunConfig(Section):
     data: DataSection
     training: TrainingSection = Field(default_factory=TrainingSection)  # type: ignore[valid-type]
     launch: LaunchSection = Field(default_factory=LaunchSection)
+    eval: EvalSection = Field(default_factory=EvalSection, description="Read by `dpo eval` only; training ignores it.")
 
     @property
     def mode(self) -> Literal["full", "lora", "qlora"]:
@@ -349,6 +407,21 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
     if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2:
         if cfg.launch.deepspeed.offload_param != "none":
             problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
+    ds = cfg.launch.deepspeed
+    zero3 = ds is not None and ds.zero_stage == 3
+    if zero3 and cfg.mode != "full" and t.gradient_checkpointing:
+        gc_kwargs = getattr(t, "gradient_checkpointing_kwargs", None) or {}
+        if isinstance(gc_kwargs, dict) and gc_kwargs.get("use_reentrant") is False:
+            problems.append(
+                "LoRA under ZeRO-3 with gradient checkpointing needs re-entrant checkpointing (the non-re-entrant "
+                "kind gets no gradients for the sharded adapters); remove `use_reentrant: false` from "
+                "`training.gradient_checkpointing_kwargs`"
+            )
+    if ds is not None and ds.offload_optimizer == "cpu" and not t.optim.startswith("adamw"):
+        problems.append(
+            f"`launch.deepspeed.offload_optimizer: cpu` runs DeepSpeed's own CPU AdamW; `training.optim: {t.optim}` "
+            "would be ignored (use an adamw optimizer or no offload)"
+        )
     if cfg.quantization is not None and cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 3:
         compute = cfg.quantization.bnb_4bit_compute_dtype
         if cfg.quantization.bnb_4bit_quant_storage != compute:
