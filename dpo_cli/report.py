@@ -34,3 +34,17 @@ def print_run_summary(result: RunResult) -> None:
     ]
     lines += [f"  {f.level:<8} {f.message}" for f in result.findings] or ["  nothing to report"]
     print("\n".join(lines))
+
+
+def print_point_line(name: str, what: str) -> None:
+    print(f"[sweep] {name}: {what}", flush=True)
+
+
+def print_sweep_summary(result: Any) -> None:
+    lines = ["", result.table.read_text().rstrip(), ""]
+    if result.plot:
+        lines.append(f"plot       {result.plot}")
+    lines.append(f"state      {result.sweep_dir / 'sweep.json'}")
+    if result.winner:
+        lines.append(f"winner     {result.winner['point']}: {result.winner.get('final_dir')}")
+    print("\n".join(lines))

@@ -53,6 +53,7 @@ class RunResult:
     summary: dict[str, Any]
     findings: list[Finding]
     plots: list[Path] = field(default_factory=list)
+    model: Any = field(default=None, repr=False)  # the trained model object, for callers that reuse it
 
 
 def is_main_process() -> bool:
@@ -141,8 +142,24 @@ class BuiltRun:
     stop: Any
 
 
-def build_trainer(cfg: RunConfig, metrics_path: Path, extra_callbacks: list[Any] | None = None) -> BuiltRun:
-    """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it."""
+def build_trainer(
+    cfg: RunConfig,
+    metrics_path: Path,
+    extra_callbacks: list[Any] | None = None,
+    policy: Any = None,
+    ref_logps_cache: Path | None = None,
+) -> BuiltRun:
+    """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it.
+
+    Args:
+        cfg: The run config.
+        metrics_path: Where `metrics.jsonl` is appended.
+        extra_callbacks: More Trainer callbacks.
+        policy: An already loaded base model to train instead of loading `model.name_or_path`
+            (a sweep loads it once for all its points). It must be what `load_policy` returns.
+        ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
+            with the same data and starting model (see `dpo_cli.ref_cache`).
+    """
     _quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOTrainer
@@ -157,11 +174,16 @@ def build_trainer(cfg: RunConfig, metrics_path: Path, extra_callbacks: list[Any]
     with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
         data = load_preference_data(cfg.data)
     tokenizer = load_tokenizer(cfg)
-    policy = load_policy(cfg)
+    policy = policy if policy is not None else load_policy(cfg)
     reference = load_reference(cfg)
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
-    trainer = DPOTrainer(
+    trainer_cls = DPOTrainer
+    if ref_logps_cache is not None:
+        from dpo_cli.ref_cache import shared_ref_trainer_class
+
+        trainer_cls = shared_ref_trainer_class(ref_logps_cache)
+    trainer = trainer_cls(
         model=policy,
         ref_model=reference,
         args=args,
@@ -184,6 +206,8 @@ def train(
     resume: bool = False,
     config_path: str | None = None,
     overrides: list[str] | None = None,
+    policy: Any = None,
+    ref_logps_cache: Path | None = None,
 ) -> RunResult:
     """Train as configured and leave a complete run directory.
 
@@ -208,7 +232,7 @@ def train(
         if resume_from is not None:
             truncate_metrics(metrics_path, checkpoint_step(resume_from))
     try:
-        built = build_trainer(cfg, metrics_path)
+        built = build_trainer(cfg, metrics_path, policy=policy, ref_logps_cache=ref_logps_cache)
     except BaseException:
         # A typo in a model path must not leave a run directory that the next attempt refuses.
         if fresh or (main and overwrite):
@@ -225,6 +249,8 @@ def train(
         "train_rows": len(data.train),
         "eval_rows": len(data.eval) if data.eval is not None else 0,
         "data_format": data.format,
+        # Where precomputed reference log-probs came from: {"train": "computed" | "reused", ...}
+        "ref_logps": getattr(trainer, "ref_logps_source", None),
         "versions": _versions(),
     }
     if main:
@@ -278,7 +304,9 @@ def train(
         )
         atomic_write_json(output_dir / "summary.json", summary)
         _finish(output_dir, run_info, "completed", main)
-    return RunResult(output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots)
+    return RunResult(
+        output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
+    )
 
 
 def _quiet_known_noise() -> None:

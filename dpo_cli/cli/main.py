@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dpo_cli import __version__
-from dpo_cli.cli import config_cmd, doctor, merge_adapter, plan, train, validate_data
+from dpo_cli.cli import config_cmd, doctor, merge_adapter, plan, sweep_beta, train, validate_data
 from dpo_cli.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.command("validate-data")(validate_data.validate_data)
 app.command("plan")(plan.plan)
 app.command("doctor")(doctor.doctor)
 app.command("merge-adapter")(merge_adapter.merge_adapter)
+app.command("sweep-beta")(sweep_beta.sweep_beta)
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -55,7 +55,7 @@ def merge_adapter(
     for line in result.warnings:
         print(f"warning: {line}")
     print(
-        f"verified: max abs logit difference {result.max_abs_diff:.3g} (tolerance {result.tolerance:g} for {result.dtype}) "
-        f"over {result.prompts} prompts; the adapter itself moves logits by {result.adapter_effect:.3g}"
+        f"verified: max abs logit difference {result.max_abs_diff:.3g} (tolerance {result.tolerance:g} for {result.dtype}), "
+        f"mean {result.mean_abs_diff:.2g}, over {result.prompts} prompts; the adapter itself moves logits by {result.adapter_effect:.3g}"
     )
     print(f"merged model: {result.output_dir} ({len(result.shards)} safetensors shard(s), {result.dtype})")

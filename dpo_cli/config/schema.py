@@ -346,6 +346,40 @@ TrainingSection = create_model(
 )
 
 
+class SweepSection(Section):
+    """Settings of `dpo sweep-beta`: the grid, where it goes, and how the winner is chosen."""
+
+    betas: list[float] = Field(
+        [0.01, 0.05, 0.1, 0.2, 0.5], min_length=1, description="Values of `training.beta` to train (each > 0)."
+    )
+    learning_rates: list[float] | None = Field(
+        None, description="Optional `training.learning_rate` grid; every beta is trained with every rate."
+    )
+    output_dir: str | None = Field(None, description="Sweep directory; defaults to `<output_dir>-sweep`.")
+    select_by: Literal["reward_accuracy", "logp_margin"] = Field(
+        "reward_accuracy",
+        description=(
+            "Held-out metric the winner maximises: implicit-reward accuracy, or the policy's log-prob margin "
+            "(chosen minus rejected), which unlike the reward margin does not scale with beta."
+        ),
+    )
+    max_chosen_logp_drop: float | None = Field(
+        5.0,
+        ge=0.0,
+        description=(
+            "Guard: a point whose mean held-out chosen log-prob fell more than this many nats below the "
+            "reference (likelihood displacement, drifting far from the reference) cannot win; `null` disables it."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> SweepSection:
+        bad = [b for b in self.betas if b <= 0] + [lr for lr in self.learning_rates or [] if lr <= 0]
+        if bad:
+            raise ValueError(f"sweep values must be > 0, found {bad}")
+        return self
+
+
 class RunConfig(Section):
     """A whole `dpo` run."""
 
@@ -358,6 +392,7 @@ class RunConfig(Section):
     training: TrainingSection = Field(default_factory=TrainingSection)  # type: ignore[valid-type]
     launch: LaunchSection = Field(default_factory=LaunchSection)
     eval: EvalSection = Field(default_factory=EvalSection, description="Read by `dpo eval` only; training ignores it.")
+    sweep: SweepSection = Field(default_factory=SweepSection, description="Read by `dpo sweep-beta` only.")
 
     @property
     def mode(self) -> Literal["full", "lora", "qlora"]:

@@ -1,0 +1,373 @@
+"""`dpo sweep-beta` as a library: a grid of normal `dpo train` runs, compared on held-out pairs.
+
+Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs, into
+`SWEEP_DIR/beta_<b>[_lr_<lr>]/`. What does not depend on beta is done once:
+
+- tokenization: `datasets` caches the tokenized splits by fingerprint, so the second point
+  reads the first point's cache;
+- reference log-probs: every point runs with `precompute_ref_log_probs`; the first point
+  computes them and the others read them from `SWEEP_DIR/.ref_logps/`, keyed by the token ids
+  and TRL's hash of the starting model (same data, same seed, same fresh adapter), see
+  `dpo_cli.ref_cache`;
+- libraries and the base model: points run in one process by default, and with LoRA the base
+  model is loaded once and the adapter removed (`unload`) after each point.
+
+`sweep.json` records every point's status, error and metrics; it is rewritten atomically after
+each point, so an interruption leaves a consistent directory and a re-run skips finished points
+and resumes unfinished ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpo_cli.config.loader import load_config
+from dpo_cli.config.schema import RunConfig, SweepSection
+from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
+from dpo_cli.rundir import atomic_write_json, atomic_write_text, holds_run, latest_checkpoint, read_json
+
+STATE_FILE = "sweep.json"
+REF_CACHE_DIR = ".ref_logps"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point: a beta and, optionally, a learning rate."""
+
+    beta: float
+    learning_rate: float | None = None
+
+    @property
+    def name(self) -> str:
+        name = f"beta_{self.beta:g}"
+        return name if self.learning_rate is None else f"{name}_lr_{self.learning_rate:g}"
+
+    def overrides(self, sweep_dir: Path) -> list[str]:
+        sets = [f"training.beta={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
+        if self.learning_rate is not None:
+            sets.append(f"training.learning_rate={_yaml_float(self.learning_rate)}")
+        # Reference log-probs do not depend on beta: computed once, cached by TRL, reused.
+        sets.append("training.precompute_ref_log_probs=true")
+        return sets
+
+
+def _yaml_float(value: float) -> str:
+    # YAML 1.1 reads "1e-05" as a string; "1.0e-05" is a float.
+    text = repr(float(value))
+    mantissa, sep, exponent = text.partition("e")
+    return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+
+
+def expand(sweep: SweepSection, betas: list[float] | None = None, learning_rates: list[float] | None = None) -> list[Point]:
+    """The grid in a stable order: every beta with every learning rate, duplicates removed."""
+    betas = list(dict.fromkeys(betas or sweep.betas))
+    rates = list(dict.fromkeys(learning_rates or sweep.learning_rates or [])) or [None]
+    return [Point(beta, rate) for beta in betas for rate in rates]
+
+
+def sweep_dir_of(cfg: RunConfig, explicit: str | Path | None = None) -> Path:
+    return Path(explicit or cfg.sweep.output_dir or f"{cfg.output_dir.rstrip('/')}-sweep")
+
+
+def point_configs(config_path: Path, overrides: list[str], points: list[Point], sweep_dir: Path) -> dict[str, RunConfig]:
+    """Validate every point before anything trains; all problems of all points are reported together."""
+    configs: dict[str, RunConfig] = {}
+    problems: list[str] = []
+    for point in points:
+        try:
+            configs[point.name] = load_config(config_path, [*overrides, *point.overrides(sweep_dir)])
+        except ConfigError as exc:
+            problems += [f"{point.name}: {p}" for p in exc.problems]
+    if problems:
+        raise ConfigError(str(config_path), problems)
+    first = next(iter(configs.values()))
+    if first.data.eval is None and not first.data.eval_fraction:
+        raise DpoError("a sweep compares points on held-out pairs: set `data.eval` or `data.eval_fraction`", EXIT_USAGE)
+    return configs
+
+
+def point_status(run_dir: Path) -> str:
+    """`completed`, `resumable` (a complete checkpoint exists), `partial` (no usable checkpoint) or `new`."""
+    info = run_dir / "run.json"
+    if info.exists() and read_json(info).get("status") == "completed" and (run_dir / "summary.json").exists():
+        return "completed"
+    if latest_checkpoint(run_dir) is not None:
+        return "resumable"
+    return "partial" if holds_run(run_dir) else "new"
+
+
+def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
+    """The held-out numbers a point is judged by, from its `summary.json` and `metrics.jsonl`."""
+    from dpo_cli.rundir import read_metrics
+
+    summary = read_json(run_dir / "summary.json")
+    evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if "eval_loss" in r]
+    last = evals[-1] if evals else {}
+    chosen, rejected = last.get("eval_logps/chosen"), last.get("eval_logps/rejected")
+    reward_chosen = last.get("eval_rewards/chosen")
+    return {
+        "ref_logps": read_json(run_dir / "run.json").get("ref_logps"),
+        "reward_accuracy": summary.get("eval_reward_accuracy"),
+        "reward_margin": summary.get("eval_reward_margin"),
+        "dpo_loss": summary.get("eval_loss"),
+        "logp_margin": chosen - rejected if chosen is not None and rejected is not None else None,
+        # rewards/chosen = beta * (log p_policy - log p_ref) averaged over pairs: the shift in nats.
+        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None else None,
+        "final_train_loss": summary.get("final_loss"),
+        "final_dir": summary.get("final_dir"),
+    }
+
+
+def choose(rows: list[dict[str, Any]], sweep: SweepSection) -> tuple[dict[str, Any] | None, str]:
+    """The winning row and the rule that chose it, in words."""
+    metric = sweep.select_by
+    guard = sweep.max_chosen_logp_drop
+    rule = f"highest held-out {metric}"
+    rule += ", among points with a positive reward margin"
+    if guard is not None:
+        rule += f" whose chosen log-prob fell by at most {guard:g} nats"
+    rule += "; ties go to the larger beta (closer to the reference)"
+    eligible = [
+        r
+        for r in rows
+        if r.get("status") == "completed"
+        and r.get(metric) is not None
+        and (r.get("reward_margin") or 0.0) > 0.0
+        and (guard is None or r.get("chosen_logp_shift") is None or r["chosen_logp_shift"] >= -guard)
+    ]
+    if not eligible:
+        return None, rule
+    return max(eligible, key=lambda r: (r[metric], r["beta"])), rule
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    winner: dict[str, Any] | None
+    rule: str
+    table: Path
+    plot: Path | None
+
+
+class _State:
+    """`sweep.json`, rewritten atomically after every change."""
+
+    def __init__(self, sweep_dir: Path, points: list[Point]):
+        self.path = sweep_dir / STATE_FILE
+        old = read_json(self.path).get("points", {}) if self.path.exists() else {}
+        self.points: dict[str, dict[str, Any]] = {}
+        for p in points:
+            self.points[p.name] = {**old.get(p.name, {}), "beta": p.beta, "learning_rate": p.learning_rate}
+
+    def update(self, name: str, **fields: Any) -> None:
+        self.points[name].update(fields)
+        atomic_write_json(self.path, {"points": self.points, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def run_sweep(
+    config_path: Path,
+    overrides: list[str] | None = None,
+    *,
+    betas: list[float] | None = None,
+    learning_rates: list[float] | None = None,
+    sweep_dir: str | Path | None = None,
+    validate: bool = True,
+) -> SweepResult:
+    """Train and compare every point in this process.
+
+    The data is validated once (all points share it) unless `validate` is false.
+
+    Raises:
+        ConfigError: A point's config is invalid (nothing is trained then).
+        DpoError: Interrupted (exit code 130): the current point saved a checkpoint, the state is
+            consistent, and re-running the command continues.
+    """
+    overrides = list(overrides or [])
+    base_cfg = load_config(config_path, overrides)
+    points = expand(base_cfg.sweep, betas, learning_rates)
+    out = sweep_dir_of(base_cfg, sweep_dir)
+    configs = point_configs(config_path, overrides, points, out)
+    if validate:
+        from dpo_cli.validation import check_before_training
+
+        check_before_training(next(iter(configs.values())), str(config_path))
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, points)
+    shared_base = None
+    reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
+    from dpo_cli.report import print_point_line
+    from dpo_cli.training import train
+
+    for point in points:
+        cfg = configs[point.name]
+        run_dir = Path(cfg.output_dir)
+        status = point_status(run_dir)
+        if status == "completed":
+            state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+            print_point_line(point.name, "done earlier, skipped")
+            continue
+        state.update(point.name, status="running", error=None)
+        if reuse_base and shared_base is None:
+            from dpo_cli.build import load_policy
+
+            shared_base = load_policy(cfg)
+        try:
+            result = train(
+                cfg,
+                resume=status == "resumable",
+                overwrite=status == "partial",
+                config_path=str(config_path),
+                overrides=[*overrides, *point.overrides(out)],
+                policy=shared_base,
+                ref_logps_cache=out / REF_CACHE_DIR,
+            )
+        except DpoError as exc:
+            interrupted = exc.exit_code == EXIT_INTERRUPTED
+            state.update(point.name, status="interrupted" if interrupted else "failed", error=str(exc))
+            if interrupted:
+                raise DpoError(
+                    f"sweep interrupted during {point.name}; its checkpoint is saved",
+                    exit_code=EXIT_INTERRUPTED,
+                    details=[f"re-run the same command to continue: {sweep_command(config_path, overrides, out)}"],
+                ) from None
+            print_point_line(point.name, f"failed: {exc.message}")
+            shared_base = None  # its adapter may still be attached: load a clean base next time
+            continue
+        except Exception as exc:  # an unexpected failure of one point must not lose the others
+            state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc(limit=8))
+            print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
+            shared_base = None
+            continue
+        if shared_base is not None:
+            shared_base = _detach_adapter(result.model)
+        state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+        print_point_line(point.name, "trained")
+    return finish(out, state.points, base_cfg.sweep)
+
+
+def _detach_adapter(peft_model: Any) -> Any:
+    """The base model back from a trained PEFT wrapper, adapter removed and TRL's patches undone."""
+    base = peft_model.unload()
+    # TRL patches `forward` on the instance with its fused LM head; drop it so the next point patches afresh.
+    base.__dict__.pop("forward", None)
+    base.train()
+    return base
+
+
+def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection) -> SweepResult:
+    """Write the table, the plot and the choice from the recorded point states."""
+    from dpo_cli.sweep_report import write_plot, write_tables
+
+    rows = [{"point": name, **info} for name, info in points.items()]
+    winner, rule = choose(rows, sweep)
+    table = write_tables(out, rows, winner, rule)
+    plot = write_plot(out, rows)
+    state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else {"points": points}
+    state.update({"winner": winner["point"] if winner else None, "rule": rule})
+    atomic_write_json(out / STATE_FILE, state)
+    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot)
+
+
+def sweep_command(config_path: Path, overrides: list[str], out: Path) -> str:
+    sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
+    return f"dpo sweep-beta {config_path} {sets} --output {out}".replace("  ", " ")
+
+
+def train_commands(config_path: Path, overrides: list[str], points: list[Point], out: Path) -> list[list[str]]:
+    """One `dpo train` argv per point, for a cluster scheduler or parallel device groups."""
+    commands = []
+    for point in points:
+        argv = ["dpo", "train", str(config_path)]
+        for o in [*overrides, *point.overrides(out)]:
+            argv += ["--set", o]
+        commands.append(argv)
+    return commands
+
+
+def run_parallel(
+    config_path: Path,
+    overrides: list[str],
+    *,
+    device_groups: list[str],
+    betas: list[float] | None = None,
+    learning_rates: list[float] | None = None,
+    sweep_dir: str | Path | None = None,
+    dpo_argv: list[str] | None = None,
+    popen=subprocess.Popen,
+    validate: bool = True,
+) -> SweepResult:
+    """Run points as separate `dpo train` processes, one per device group at a time.
+
+    Args:
+        device_groups: `CUDA_VISIBLE_DEVICES` values, e.g. ["0,1", "2,3"] for two points at once
+            on two GPUs each.
+        dpo_argv: How to invoke dpo (default: this Python's `-m dpo_cli`).
+        popen: Process factory, a parameter so tests can observe the commands.
+    """
+    import sys
+
+    base_cfg = load_config(config_path, overrides)
+    points = expand(base_cfg.sweep, betas, learning_rates)
+    out = sweep_dir_of(base_cfg, sweep_dir)
+    configs = point_configs(config_path, overrides, points, out)
+    if validate:
+        from dpo_cli.validation import check_before_training
+
+        check_before_training(next(iter(configs.values())), str(config_path))
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out, points)
+    dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
+    queue = [(p, argv) for p, argv in zip(points, train_commands(config_path, overrides, points, out), strict=True)]
+    running: dict[str, tuple[Point, Any, Any]] = {}
+    free = list(device_groups)
+    while queue or running:
+        while queue and free:
+            point, argv = queue.pop(0)
+            run_dir = out / point.name
+            status = point_status(run_dir)
+            if status == "completed":
+                state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                continue
+            argv = [*dpo_argv, *argv[1:], "--skip-validation"]  # checked once above
+            if status == "resumable":
+                argv.append("--resume")
+            elif status == "partial":
+                argv.append("--overwrite")
+            group = free.pop(0)
+            log = (out / f"{point.name}.log").open("w")
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": group}
+            running[point.name] = (point, popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), group)
+            state.update(point.name, status="running", device_group=group, error=None)
+        for name, (point, proc, group) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[name]
+            free.append(group)
+            if code == 0:
+                state.update(name, status="completed", **point_metrics(out / name, point.beta))
+            else:
+                tail = _log_tail(out / f"{name}.log")
+                state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
+                             error=f"exit code {code}: {tail}")
+        time.sleep(0.5)
+    return finish(out, state.points, base_cfg.sweep)
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    if not path.exists():
+        return ""
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+
+
+def write_commands(path: Path, commands: list[list[str]]) -> None:
+    atomic_write_text(path, "".join(" ".join(shlex.quote(a) for a in argv) + "\n" for argv in commands))

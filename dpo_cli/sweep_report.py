@@ -1,0 +1,94 @@
+"""The sweep's table (Markdown and CSV) and its plot of held-out metrics against beta."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from dpo_cli.rundir import atomic_write_text
+
+COLUMNS = [
+    ("point", "point"),
+    ("beta", "beta"),
+    ("learning_rate", "lr"),
+    ("status", "status"),
+    ("reward_accuracy", "held-out reward acc"),
+    ("reward_margin", "reward margin"),
+    ("logp_margin", "log-prob margin"),
+    ("chosen_logp_shift", "chosen log-prob shift (nats)"),
+    ("dpo_loss", "held-out DPO loss"),
+    ("final_dir", "weights"),
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write_tables(out: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None, rule: str) -> Path:
+    """`results.md` and `results.csv`; returns the Markdown path."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([key for key, _ in COLUMNS] + ["error"])
+    for row in rows:
+        writer.writerow([_cell(row.get(key)) for key, _ in COLUMNS] + [row.get("error") or ""])
+    atomic_write_text(out / "results.csv", buffer.getvalue())
+
+    lines = ["# Beta sweep", "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
+             "|" + " --- |" * len(COLUMNS)]
+    for row in rows:
+        cells = [_cell(row.get(key)) for key, _ in COLUMNS]
+        if winner and row["point"] == winner["point"]:
+            cells[0] = f"**{cells[0]}** (chosen)"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", f"Rule: {rule}.", ""]
+    if winner:
+        lines.append(f"Chosen: `{winner['point']}`, weights in `{winner.get('final_dir')}`.")
+    else:
+        lines.append("No point qualified under the rule.")
+    failed = [r for r in rows if r.get("status") in ("failed", "interrupted")]
+    if failed:
+        lines += ["", "Points that did not finish:", ""]
+        lines += [f"- `{r['point']}` ({r['status']}): {str(r.get('error') or '').splitlines()[0]}" for r in failed]
+    path = out / "results.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """Held-out reward accuracy, log-prob margin and chosen log-prob shift against beta (log axis)."""
+    done = [r for r in rows if r.get("status") == "completed" and r.get("reward_accuracy") is not None]
+    if not done:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("reward_accuracy", "held-out reward accuracy"), ("logp_margin", "log-prob margin (chosen - rejected)"),
+              ("chosen_logp_shift", "chosen log-prob shift vs reference")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    rates = sorted({r.get("learning_rate") for r in done}, key=lambda v: (v is None, v or 0))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for rate in rates:
+            series = sorted((r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None)
+            if series:
+                label = "default lr" if rate is None else f"lr {rate:g}"
+                ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("beta")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    path = out / "sweep.png"
+    tmp = out / ".sweep.png.tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path

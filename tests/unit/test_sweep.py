@@ -1,0 +1,90 @@
+"""Sweep grid expansion, naming, validation of every point, and the choice rule (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dpo_cli.config.schema import SweepSection
+from dpo_cli.errors import ConfigError
+from dpo_cli.sweep import Point, choose, expand, point_configs, train_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def test_expand_names_and_order() -> None:
+    points = expand(SweepSection(betas=[0.1, 0.01, 0.1], learning_rates=[5e-6, 1e-5]))
+    assert [p.name for p in points] == [
+        "beta_0.1_lr_5e-06",
+        "beta_0.1_lr_1e-05",
+        "beta_0.01_lr_5e-06",
+        "beta_0.01_lr_1e-05",
+    ]
+
+
+def test_cli_values_replace_config_grid() -> None:
+    points = expand(SweepSection(), betas=[0.2, 0.5])
+    assert [p.name for p in points] == ["beta_0.2", "beta_0.5"]
+
+
+def test_point_overrides(tmp_path: Path) -> None:
+    overrides = Point(0.05, 1e-5).overrides(tmp_path)
+    assert "training.beta=0.05" in overrides
+    assert "training.learning_rate=1.0e-05" in overrides  # YAML reads 1e-05 as a string
+    assert f"output_dir={tmp_path / 'beta_0.05_lr_1e-05'}" in overrides
+    assert "training.precompute_ref_log_probs=true" in overrides
+
+
+def test_every_point_is_validated_before_training(tmp_path: Path) -> None:
+    points = [Point(0.1), Point(-1.0), Point(0.2, -3.0)]
+    with pytest.raises(ConfigError) as info:
+        point_configs(SMOKE, [], points, tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "beta_-1:" in text and "beta_0.2_lr_-3:" in text
+    assert "beta_0.1:" not in text
+    assert not any(tmp_path.iterdir())  # nothing was created
+
+
+def test_sweep_section_rejects_non_positive_values() -> None:
+    with pytest.raises(ValueError):
+        SweepSection(betas=[0.1, 0.0])
+
+
+def row(point: str, beta: float, acc: float, margin: float = 0.5, shift: float = 0.0, status: str = "completed") -> dict:
+    return {"point": point, "beta": beta, "status": status, "reward_accuracy": acc, "reward_margin": margin,
+            "chosen_logp_shift": shift, "logp_margin": acc * 10}
+
+
+def test_choose_best_accuracy_with_guards() -> None:
+    rows = [
+        row("a", 0.01, 0.95, shift=-20.0),  # best accuracy, but drifted far: excluded by the guard
+        row("b", 0.1, 0.90),
+        row("c", 0.5, 0.90),  # tie with b: larger beta wins
+        row("d", 0.2, 0.99, margin=-0.1),  # negative margin: excluded
+        row("e", 0.3, 1.0, status="failed"),
+    ]
+    winner, rule = choose(rows, SweepSection(max_chosen_logp_drop=5.0))
+    assert winner["point"] == "c"
+    assert "5 nats" in rule and "larger beta" in rule
+    winner, _ = choose(rows, SweepSection(max_chosen_logp_drop=None))
+    assert winner["point"] == "a"
+
+
+def test_choose_by_logp_margin() -> None:
+    rows = [row("a", 0.1, 0.9), row("b", 0.2, 0.95)]
+    winner, rule = choose(rows, SweepSection(select_by="logp_margin"))
+    assert winner["point"] == "b" and "logp_margin" in rule
+
+
+def test_no_winner_when_nothing_qualifies() -> None:
+    winner, _ = choose([row("a", 0.1, 0.9, margin=0.0)], SweepSection())
+    assert winner is None
+
+
+def test_train_commands_for_a_scheduler(tmp_path: Path) -> None:
+    commands = train_commands(SMOKE, ["lora.r=4"], [Point(0.1), Point(0.2)], tmp_path)
+    assert commands[0][:3] == ["dpo", "train", str(SMOKE)]
+    assert commands[0][3:5] == ["--set", "lora.r=4"]
+    assert f"output_dir={tmp_path / 'beta_0.2'}" in commands[1]
