@@ -172,6 +172,27 @@ class _State:
         atomic_write_json(self.path, {"points": self.points, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
+def _prepare(
+    config_path: Path,
+    overrides: list[str],
+    betas: list[float] | None,
+    learning_rates: list[float] | None,
+    sweep_dir: str | Path | None,
+    validate: bool,
+) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
+    """Everything checked before the first point trains: every point's config, and the data once."""
+    base_cfg = load_config(config_path, overrides)
+    points = expand(base_cfg.sweep, betas, learning_rates)
+    out = sweep_dir_of(base_cfg, sweep_dir)
+    configs = point_configs(config_path, overrides, points, out)
+    if validate:
+        from dpo_cli.validation import check_before_training
+
+        check_before_training(next(iter(configs.values())), str(config_path))
+    out.mkdir(parents=True, exist_ok=True)
+    return base_cfg, points, configs, out, _State(out, points)
+
+
 def run_sweep(
     config_path: Path,
     overrides: list[str] | None = None,
@@ -191,16 +212,7 @@ def run_sweep(
             consistent, and re-running the command continues.
     """
     overrides = list(overrides or [])
-    base_cfg = load_config(config_path, overrides)
-    points = expand(base_cfg.sweep, betas, learning_rates)
-    out = sweep_dir_of(base_cfg, sweep_dir)
-    configs = point_configs(config_path, overrides, points, out)
-    if validate:
-        from dpo_cli.validation import check_before_training
-
-        check_before_training(next(iter(configs.values())), str(config_path))
-    out.mkdir(parents=True, exist_ok=True)
-    state = _State(out, points)
+    base_cfg, points, configs, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
     shared_base = None
     reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
     from dpo_cli.report import print_point_line
@@ -315,16 +327,7 @@ def run_parallel(
     """
     import sys
 
-    base_cfg = load_config(config_path, overrides)
-    points = expand(base_cfg.sweep, betas, learning_rates)
-    out = sweep_dir_of(base_cfg, sweep_dir)
-    configs = point_configs(config_path, overrides, points, out)
-    if validate:
-        from dpo_cli.validation import check_before_training
-
-        check_before_training(next(iter(configs.values())), str(config_path))
-    out.mkdir(parents=True, exist_ok=True)
-    state = _State(out, points)
+    base_cfg, points, _, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
     dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
     queue = [(p, argv) for p, argv in zip(points, train_commands(config_path, overrides, points, out), strict=True)]
     running: dict[str, tuple[Point, Any, Any]] = {}

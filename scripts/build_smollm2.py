@@ -84,7 +84,10 @@ def build_smollm2(output_dir: Path, force: bool = False) -> Path:
         tokenizer.save_pretrained(staging)
         _verify(loaded, tokenizer, staging)
         (staging / MARKER).write_text("")
-        staging.chmod(0o755)  # mkdtemp makes it private; the model is meant to be shared
+        # mkdtemp and safetensors make private files; the model is meant to be shared.
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)

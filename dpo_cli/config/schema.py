@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
 
@@ -326,6 +326,12 @@ class _TrainingCommon(Section):
     use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
     report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
     optim: str = Field("adamw_torch", description="Optimizer name as transformers spells it.")
+
+    @field_validator("eval_strategy", "save_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `no` as false; `save_strategy: no` means the string "no".
+        return "no" if value is False else value
 
 
 def _passthrough_fields() -> dict[str, Any]:
