@@ -442,7 +442,10 @@ def merge_adapter(
 
     fatal, forceable = base_mismatches(source)
     if fatal:
-        raise DpoError(f"{source.adapter_dir}: the adapter cannot be merged into {source.base}", details=fatal)
+        raise DpoError(
+            f"{source.adapter_dir}: the adapter cannot be merged into {source.base}, not even with --force",
+            details=[*fatal, *forceable],
+        )
     if forceable and not force:
         raise DpoError(
             f"{source.base}: does not match the base the adapter was trained on",
@@ -531,9 +534,9 @@ def _merge_into(source: MergeSource, staging: Path, dtype: str, device: str, max
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_cli.training import _quiet_known_noise
+    from dpo_cli.training import quiet_known_noise
 
-    _quiet_known_noise()
+    quiet_known_noise()
     device = _resolve_device(device)
     # No quantization_config is ever passed: the base loads in `dtype`, whatever the run used.
     kwargs = _load_kwargs(dtype, device, source.trust_remote_code)

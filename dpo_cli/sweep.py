@@ -263,7 +263,27 @@ def run_sweep(
             shared_base = _detach_adapter(result.model)
         state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
         print_point_line(point.name, "trained")
+    judge_points(out, state, base_cfg)
     return finish(out, state.points, base_cfg.sweep)
+
+
+def judge_points(out: Path, state: _State, base_cfg: RunConfig) -> None:
+    """With `eval.judge` configured, `dpo eval`'s judged win rate against the reference, per point.
+
+    The held-out preference metrics are already in each point's run (training's final
+    evaluation), so only generation and judging run here; a point judged earlier is skipped.
+    """
+    if base_cfg.eval.judge is None or not base_cfg.eval.generate:
+        return
+    from dpo_cli.evaluation.runner import resolve_target, run_eval
+
+    for name, info in state.points.items():
+        if info.get("status") != "completed" or info.get("win_rate") is not None:
+            continue
+        target = resolve_target(out / name, model=None, overrides=["eval.preference=false"])
+        (report,) = run_eval([target], overwrite=True, echo=lambda _text: None)
+        rates = report.get("winrate") or {}
+        state.update(name, win_rate=rates.get("win_rate"), win_rate_ci95=rates.get("win_ci95"))
 
 
 def _detach_adapter(peft_model: Any) -> Any:
@@ -363,6 +383,7 @@ def run_parallel(
                 state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
                              error=f"exit code {code}: {tail}")
         time.sleep(0.5)
+    judge_points(out, state, base_cfg)
     return finish(out, state.points, base_cfg.sweep)
 
 

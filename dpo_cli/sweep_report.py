@@ -19,6 +19,7 @@ COLUMNS = [
     ("logp_margin", "log-prob margin"),
     ("chosen_logp_shift", "chosen log-prob shift (nats)"),
     ("dpo_loss", "held-out DPO loss"),
+    ("win_rate", "judged win rate"),
     ("final_dir", "weights"),
 ]
 

@@ -160,7 +160,7 @@ def build_trainer(
         ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
             with the same data and starting model (see `dpo_cli.ref_cache`).
     """
-    _quiet_known_noise()
+    quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import DPOTrainer
 
@@ -309,7 +309,7 @@ def train(
     )
 
 
-def _quiet_known_noise() -> None:
+def quiet_known_noise() -> None:
     """Silence warnings that are harmless in this setup, so the ones that matter stay visible."""
     import warnings
 

@@ -362,11 +362,12 @@ class SweepSection(Section):
         None, description="Optional `training.learning_rate` grid; every beta is trained with every rate."
     )
     output_dir: str | None = Field(None, description="Sweep directory; defaults to `<output_dir>-sweep`.")
-    select_by: Literal["reward_accuracy", "logp_margin"] = Field(
+    select_by: Literal["reward_accuracy", "logp_margin", "win_rate"] = Field(
         "reward_accuracy",
         description=(
-            "Held-out metric the winner maximises: implicit-reward accuracy, or the policy's log-prob margin "
-            "(chosen minus rejected), which unlike the reward margin does not scale with beta."
+            "Held-out metric the winner maximises: implicit-reward accuracy; the policy's log-prob margin "
+            "(chosen minus rejected), which unlike the reward margin does not scale with beta; or the judged "
+            "win rate against the reference (needs `eval.judge`)."
         ),
     )
     max_chosen_logp_drop: float | None = Field(
@@ -443,6 +444,8 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
             "`reference.kind: none` needs a reference-free algorithm; every DPO loss compares against a reference "
             "(use `training.precompute_ref_log_probs: true` to avoid keeping one in memory)"
         )
+    if cfg.sweep.select_by == "win_rate" and (cfg.eval.judge is None or not cfg.eval.generate):
+        problems.append("`sweep.select_by: win_rate` needs a judge: set `eval.judge` (and keep `eval.generate` on)")
     if t.max_steps == 0:
         problems.append("`training.max_steps` is 0: nothing would be trained")
     if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2:

@@ -99,3 +99,17 @@ def test_a_failed_point_is_recorded_and_the_rest_go_on(tiny_model_dir: Path, tmp
     assert result.winner["point"] == "beta_0.2"
     assert "did not finish" in (sweep_dir / "results.md").read_text()
     assert json.loads((sweep_dir / "sweep.json").read_text())["points"]["beta_0.1"]["error"]
+
+
+@pytest.mark.slow
+def test_sweep_with_a_judge_selects_by_win_rate(tiny_model_dir: Path, tiny_reward_model_dir: Path, tmp_path: Path) -> None:
+    overrides = smoke_overrides(
+        tiny_model_dir, tmp_path / "run", *SHORT,
+        "eval.judge.kind=reward_model", f"eval.judge.path={tiny_reward_model_dir}",
+        "eval.num_prompts=4", "eval.max_new_tokens=8", "sweep.select_by=win_rate",
+    )
+    result = run_sweep(SMOKE, overrides, betas=[0.1, 0.5], sweep_dir=tmp_path / "sweep")
+    for row in result.rows:
+        assert 0.0 <= row["win_rate"] <= 1.0
+        assert (result.sweep_dir / row["point"] / "eval" / "report.json").is_file()
+    assert "win_rate" in result.rule

@@ -88,3 +88,11 @@ def test_train_commands_for_a_scheduler(tmp_path: Path) -> None:
     assert commands[0][:3] == ["dpo", "train", str(SMOKE)]
     assert commands[0][3:5] == ["--set", "lora.r=4"]
     assert f"output_dir={tmp_path / 'beta_0.2'}" in commands[1]
+
+
+def test_win_rate_selection_needs_a_judge(tmp_path: Path) -> None:
+    from dpo_cli.config.loader import load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(SMOKE, ["sweep.select_by=win_rate"])
+    assert "needs a judge" in str(info.value)
