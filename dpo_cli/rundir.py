@@ -15,17 +15,21 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
 COMPLETE_MARKER = ".complete"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 # Written by the launcher before the ranks start (dpo_cli.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -36,6 +40,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; run files are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
@@ -104,6 +109,40 @@ def init_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
             else:
                 child.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def run_lock(output_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory for the life of the block.
+
+    Two `dpo train` processes writing one run directory (a second launch, a job re-queued while
+    the first still saves) would corrupt it; the second is refused instead. The lock file sits
+    beside the directory so that `--overwrite` does not delete it, and the OS drops the lock
+    when the process dies, however it dies.
+    """
+    import fcntl
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = output_dir.parent / f".{output_dir.name}.lock"
+    handle = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise DpoError(
+                f"{output_dir}: in use by another dpo process ({owner})",
+                exit_code=EXIT_USAGE,
+                details=["wait for it to finish, or stop it (it saves a checkpoint on SIGTERM) and pass --resume"],
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
 
 
 def checkpoints_dir(output_dir: Path) -> Path:

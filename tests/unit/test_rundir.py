@@ -76,3 +76,27 @@ def test_metrics_truncation_and_torn_line(tmp_path: Path) -> None:
     assert [r["step"] for r in read_metrics(path)] == [1, 5, 10, 15]
     truncate_metrics(path, 10)
     assert [r["step"] for r in read_metrics(path)] == [1, 5, 10]
+
+
+def test_run_lock_refuses_a_second_writer_and_is_released(tmp_path: Path) -> None:
+    from dpo_cli.rundir import run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run):
+        with pytest.raises(DpoError) as info:
+            with run_lock(run):
+                pass
+        assert "in use by another dpo process" in info.value.message
+    with run_lock(run):  # released when the first holder is done
+        pass
+
+
+def test_atomic_writes_follow_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    target = tmp_path / "config.yaml"
+    atomic_write_text(target, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
