@@ -4,6 +4,9 @@ Loading goes through `datasets.load_dataset` (memory-mapped Arrow, cached, share
 then columns are mapped to TRL's names `prompt` / `chosen` / `rejected`. Both TRL formats are
 kept as they are: standard (strings) and conversational (lists of role/content messages,
 rendered later by the tokenizer's chat template inside TRL).
+
+KTO reads unpaired rows instead, `prompt` / `completion` / `label` (true: desirable); pairs
+become two such rows only when `data.unpair` asks for it.
 """
 
 from __future__ import annotations
@@ -143,30 +146,97 @@ def to_preference_columns(dataset: Dataset, data: DataSection, label: str) -> tu
     return dataset, ignored
 
 
+def is_unpaired(columns: list[str], data: DataSection) -> bool:
+    """Rows with one response and a label (KTO's layout) rather than a chosen/rejected pair."""
+    cols = data.columns
+    return cols.completion in columns and cols.label in columns and cols.chosen not in columns
+
+
+def to_unpaired_columns(dataset: Dataset, data: DataSection, label: str) -> tuple[Dataset, list[str]]:
+    """Rename the configured unpaired columns to TRL's `prompt` / `completion` / `label`, drop the rest.
+
+    Raises:
+        DpoError: A column is missing, or `label` holds something other than booleans.
+    """
+    cols = data.columns
+    present = list(dataset.column_names)
+    wanted = {"prompt": cols.prompt or "prompt", "completion": cols.completion, "label": cols.label}
+    missing = [f"`{src}` (for {dst})" for dst, src in wanted.items() if src not in present]
+    if missing:
+        raise DpoError(
+            f"{label}: missing column {', '.join(missing)}",
+            exit_code=EXIT_USAGE,
+            details=[f"columns present: {', '.join(present)}", "map them with `data.columns` in the config"],
+        )
+    kind = dataset.features[wanted["label"]]
+    if getattr(kind, "dtype", None) != "bool":
+        raise DpoError(
+            f"{label}: column `{wanted['label']}` must hold true/false (desirable or not), found {kind}",
+            exit_code=EXIT_USAGE,
+            details=["run `dpo validate-data` on it for the rows at fault"],
+        )
+    ignored = [c for c in present if c not in wanted.values()]
+    if ignored:
+        dataset = dataset.remove_columns(ignored)
+    renames = {src: dst for dst, src in wanted.items() if src != dst}
+    return (dataset.rename_columns(renames) if renames else dataset), ignored
+
+
+def unpair(dataset: Dataset) -> Dataset:
+    """Each pair as two rows: prompt + chosen labelled true, prompt + rejected labelled false."""
+    from trl.data_utils import unpair_preference_dataset
+
+    return unpair_preference_dataset(dataset)
+
+
 def detect_format(row: dict[str, Any]) -> str:
     """`conversational` when responses are lists of messages, else `standard`."""
-    value = row.get("chosen")
+    value = row.get("chosen", row.get("completion"))
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m for m in value):
         return "conversational"
     return "standard"
 
 
-def load_preference_data(data: DataSection) -> PreferenceData:
+def _columns_for(dataset: Dataset, data: DataSection, label: str, unpaired: bool) -> tuple[Dataset, list[str]]:
+    if is_unpaired(list(dataset.column_names), data):
+        if not unpaired:
+            raise DpoError(
+                f"{label}: unpaired rows (`{data.columns.completion}` + `{data.columns.label}`) train only with "
+                "`algorithm: kto`; DPO and its variants need chosen/rejected pairs",
+                exit_code=EXIT_USAGE,
+            )
+        return to_unpaired_columns(dataset, data, label)
+    if unpaired and not data.unpair:
+        raise DpoError(
+            f"{label}: KTO trains on unpaired rows (prompt, completion, label) and these are preference pairs",
+            exit_code=EXIT_USAGE,
+            details=["set `data.unpair: true` to split each pair into a desirable and an undesirable row"],
+        )
+    return to_preference_columns(dataset, data, label)
+
+
+def load_preference_data(data: DataSection, *, unpaired: bool = False) -> PreferenceData:
     """Load train and eval splits as configured.
 
     The eval split comes from `data.eval`, or is a seeded `eval_fraction` of train.
+
+    Args:
+        data: The config's `data:` section.
+        unpaired: The algorithm trains on unpaired rows (KTO): such rows are read as they are,
+            and pairs are split in two when `data.unpair` is set (after the eval split is held
+            out, so both halves of a pair land on the same side).
 
     Raises:
         DpoError: Missing files or columns, an empty split, or a format that contradicts `data.format`.
     """
     train_src = resolve_source(data.train)
     train = load_split(train_src, split=data.train_split, subset=data.subset)
-    train, ignored = to_preference_columns(train, data, train_src.label)
+    train, ignored = _columns_for(train, data, train_src.label, unpaired)
     eval_set = None
     if data.eval is not None:
         eval_src = resolve_source(data.eval)
         eval_set = load_split(eval_src, split=data.eval_split or data.train_split, subset=data.subset)
-        eval_set, _ = to_preference_columns(eval_set, data, eval_src.label)
+        eval_set, _ = _columns_for(eval_set, data, eval_src.label, unpaired)
     elif data.eval_fraction:
         if len(train) < 2:
             raise DpoError(f"{train_src.label}: too few rows ({len(train)}) to hold out an eval split", exit_code=EXIT_USAGE)
@@ -186,4 +256,11 @@ def load_preference_data(data: DataSection) -> PreferenceData:
         )
     if eval_set is not None and len(eval_set) and detect_format(eval_set[0]) != fmt:
         raise DpoError(f"train data is {fmt} but eval data is {detect_format(eval_set[0])}", exit_code=EXIT_USAGE)
+    if unpaired and data.unpair:
+        # Unpairing puts a batch's desirable rows before its undesirable ones; KTO reads rows in order,
+        # so they are shuffled (seeded) to mix both labels into every batch.
+        if "chosen" in train.column_names:
+            train = unpair(train).shuffle(seed=data.seed)
+        if eval_set is not None and "chosen" in eval_set.column_names:
+            eval_set = unpair(eval_set).shuffle(seed=data.seed)
     return PreferenceData(train=train, eval=eval_set, format=fmt, ignored_columns=ignored)

@@ -43,6 +43,7 @@ class Point:
 
     beta: float
     learning_rate: float | None = None
+    algorithm: str = "dpo"  # whose strength parameter `beta` sets (see dpo_cli.algorithms)
 
     @property
     def name(self) -> str:
@@ -50,11 +51,15 @@ class Point:
         return name if self.learning_rate is None else f"{name}_lr_{self.learning_rate:g}"
 
     def overrides(self, sweep_dir: Path) -> list[str]:
-        sets = [f"training.beta={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
+        from dpo_cli.algorithms import ALGORITHMS
+
+        algorithm = ALGORITHMS[self.algorithm]
+        sets = [f"{algorithm.strength_key}={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
         if self.learning_rate is not None:
             sets.append(f"training.learning_rate={_yaml_float(self.learning_rate)}")
-        # Reference log-probs do not depend on beta: computed once, cached by TRL, reused.
-        sets.append("training.precompute_ref_log_probs=true")
+        if algorithm.reference:
+            # Reference log-probs do not depend on beta: computed once, cached by TRL, reused.
+            sets.append("training.precompute_ref_log_probs=true")
         return sets
 
 
@@ -65,11 +70,16 @@ def _yaml_float(value: float) -> str:
     return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
 
 
-def expand(sweep: SweepSection, betas: list[float] | None = None, learning_rates: list[float] | None = None) -> list[Point]:
+def expand(
+    sweep: SweepSection,
+    betas: list[float] | None = None,
+    learning_rates: list[float] | None = None,
+    algorithm: str = "dpo",
+) -> list[Point]:
     """The grid in a stable order: every beta with every learning rate, duplicates removed."""
     betas = list(dict.fromkeys(betas or sweep.betas))
     rates = list(dict.fromkeys(learning_rates or sweep.learning_rates or [])) or [None]
-    return [Point(beta, rate) for beta in betas for rate in rates]
+    return [Point(beta, rate, algorithm) for beta in betas for rate in rates]
 
 
 def sweep_dir_of(cfg: RunConfig, explicit: str | Path | None = None) -> Path:
@@ -119,10 +129,20 @@ def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
         "dpo_loss": summary.get("eval_loss"),
         "logp_margin": chosen - rejected if chosen is not None and rejected is not None else None,
         # rewards/chosen = beta * (log p_policy - log p_ref) averaged over pairs: the shift in nats.
-        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None else None,
+        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None and _has_reference(run_dir) else None,
         "final_train_loss": summary.get("final_loss"),
         "final_dir": summary.get("final_dir"),
     }
+
+
+def _has_reference(run_dir: Path) -> bool:
+    # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
+    import yaml
+
+    from dpo_cli.algorithms import ALGORITHMS
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    return ALGORITHMS[(saved or {}).get("algorithm", "dpo")].reference
 
 
 def choose(rows: list[dict[str, Any]], sweep: SweepSection) -> tuple[dict[str, Any] | None, str]:
@@ -182,7 +202,12 @@ def _prepare(
 ) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
-    points = expand(base_cfg.sweep, betas, learning_rates)
+    if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
+        raise DpoError(
+            "KTO logs no reward accuracy (its rows are unpaired): set `sweep.select_by: logp_margin` or `win_rate`",
+            EXIT_USAGE,
+        )
+    points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
     out = sweep_dir_of(base_cfg, sweep_dir)
     configs = point_configs(config_path, overrides, points, out)
     if validate:
@@ -264,7 +289,7 @@ def run_sweep(
         state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
         print_point_line(point.name, "trained")
     judge_points(out, state, base_cfg)
-    return finish(out, state.points, base_cfg.sweep)
+    return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
 
 
 def judge_points(out: Path, state: _State, base_cfg: RunConfig) -> None:
@@ -295,16 +320,18 @@ def _detach_adapter(peft_model: Any) -> Any:
     return base
 
 
-def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection) -> SweepResult:
+def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, algorithm: str = "dpo") -> SweepResult:
     """Write the table, the plot and the choice from the recorded point states."""
+    from dpo_cli.algorithms import ALGORITHMS
     from dpo_cli.sweep_report import write_plot, write_tables
 
     rows = [{"point": name, **info} for name, info in points.items()]
     winner, rule = choose(rows, sweep)
-    table = write_tables(out, rows, winner, rule)
+    swept = f"`{ALGORITHMS[algorithm].strength_key}`, {ALGORITHMS[algorithm].strength_meaning}"
+    table = write_tables(out, rows, winner, rule, swept=swept)
     plot = write_plot(out, rows)
     state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else {"points": points}
-    state.update({"winner": winner["point"] if winner else None, "rule": rule})
+    state.update({"winner": winner["point"] if winner else None, "rule": rule, "swept": swept})
     atomic_write_json(out / STATE_FILE, state)
     return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot)
 
@@ -384,7 +411,7 @@ def run_parallel(
                              error=f"exit code {code}: {tail}")
         time.sleep(0.5)
     judge_points(out, state, base_cfg)
-    return finish(out, state.points, base_cfg.sweep)
+    return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:

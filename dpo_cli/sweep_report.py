@@ -32,8 +32,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_tables(out: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None, rule: str) -> Path:
-    """`results.md` and `results.csv`; returns the Markdown path."""
+def write_tables(
+    out: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None, rule: str, swept: str | None = None
+) -> Path:
+    """`results.md` and `results.csv`; returns the Markdown path. `swept` names the swept parameter."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow([key for key, _ in COLUMNS] + ["error"])
@@ -41,8 +43,10 @@ def write_tables(out: Path, rows: list[dict[str, Any]], winner: dict[str, Any] |
         writer.writerow([_cell(row.get(key)) for key, _ in COLUMNS] + [row.get("error") or ""])
     atomic_write_text(out / "results.csv", buffer.getvalue())
 
-    lines = ["# Beta sweep", "", "| " + " | ".join(title for _, title in COLUMNS) + " |",
-             "|" + " --- |" * len(COLUMNS)]
+    lines = ["# Beta sweep", ""]
+    if swept:
+        lines += [f"Swept: {swept}.", ""]
+    lines += ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for row in rows:
         cells = [_cell(row.get(key)) for key, _ in COLUMNS]
         if winner and row["point"] == winner["point"]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
+from dpo_cli.algorithms import expected_first_loss
 from dpo_cli.config.schema import RunConfig
-from dpo_cli.diagnose import Finding, diagnose, expected_initial_loss, summarize
+from dpo_cli.diagnose import Finding, diagnose, summarize
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.rundir import (
     atomic_write_json,
@@ -27,6 +28,7 @@ from dpo_cli.rundir import (
     init_run_dir,
     read_json,
     read_metrics,
+    run_lock,
     truncate_metrics,
 )
 
@@ -162,30 +164,31 @@ def build_trainer(
     """
     quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from trl import DPOTrainer
 
-    from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_dpo_config, to_lora_config
+    from dpo_cli.algorithms import algorithm_of, to_trainer_config, trainer_kwargs
+    from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
     from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
     from dpo_cli.data import load_preference_data
 
-    args = to_dpo_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
+    algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
+    args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
     # Rank 0 reads the files into the datasets cache first; the other ranks then reuse that cache
     # instead of each parsing the data at once (TRL tokenizes the same way).
     with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
-        data = load_preference_data(cfg.data)
+        data = load_preference_data(cfg.data, unpaired=not algorithm.paired)
     tokenizer = load_tokenizer(cfg)
     policy = policy if policy is not None else load_policy(cfg)
-    reference = load_reference(cfg)
+    reference = load_reference(cfg) if algorithm.reference else None
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
-    trainer_cls = DPOTrainer
-    if ref_logps_cache is not None:
+    trainer_cls = algorithm.trainer_class()
+    if ref_logps_cache is not None and cfg.algorithm == "dpo":
         from dpo_cli.ref_cache import shared_ref_trainer_class
 
         trainer_cls = shared_ref_trainer_class(ref_logps_cache)
     trainer = trainer_cls(
         model=policy,
-        ref_model=reference,
+        **trainer_kwargs(cfg, reference),
         args=args,
         train_dataset=data.train,
         eval_dataset=data.eval,
@@ -200,6 +203,33 @@ def build_trainer(
 
 
 def train(
+    cfg: RunConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    policy: Any = None,
+    ref_logps_cache: Path | None = None,
+) -> RunResult:
+    """Train as configured and leave a complete run directory.
+
+    The run directory is locked for the whole run (see `rundir.run_lock`); other arguments as
+    in `_train`.
+
+    Raises:
+        DpoError: The run directory is taken or in use, inputs are unusable, training diverged
+            (NaN) or was interrupted (exit code 130, after saving a checkpoint).
+    """
+    kwargs = dict(overwrite=overwrite, resume=resume, config_path=config_path, overrides=overrides,
+                  policy=policy, ref_logps_cache=ref_logps_cache)
+    if not is_main_process():
+        return _train(cfg, **kwargs)
+    with run_lock(Path(cfg.output_dir)):
+        return _train(cfg, **kwargs)
+
+
+def _train(
     cfg: RunConfig,
     *,
     overwrite: bool = False,
@@ -258,7 +288,7 @@ def train(
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
-    expected = expected_initial_loss(cfg.loss_types(), cfg.training.loss_weights, cfg.training.beta)
+    expected = expected_first_loss(cfg)
     if guard.tripped is not None:
         step, key = guard.tripped
         _finish(output_dir, run_info, "failed", main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dpo_cli import __version__
-from dpo_cli.cli import config_cmd, doctor, merge_adapter, plan, sweep_beta, train, validate_data
+from dpo_cli.cli import config_cmd, doctor, generate_pairs, iterate, merge_adapter, plan, sweep_beta, train, validate_data
 from dpo_cli.cli import eval as eval_cmd
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app.command("plan")(plan.plan)
 app.command("doctor")(doctor.doctor)
 app.command("merge-adapter")(merge_adapter.merge_adapter)
 app.command("sweep-beta")(sweep_beta.sweep_beta)
+app.command("generate-pairs")(generate_pairs.generate_pairs)
+app.command("iterate")(iterate.iterate)
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -43,7 +43,7 @@ def sweep_beta(
             from dpo_cli.config.loader import load_config
 
             cfg = load_config(config, set_)
-            points = expand(cfg.sweep, beta_list, rate_list)
+            points = expand(cfg.sweep, beta_list, rate_list, cfg.algorithm)
             out = sweep_dir_of(cfg, output)
             point_configs(config, set_ or [], points, out)
             import shlex

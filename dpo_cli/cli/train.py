@@ -25,7 +25,7 @@ def train(
         bool, typer.Option(help="Print the launch command and generated accelerate/DeepSpeed files; run nothing.")
     ] = False,
 ) -> None:
-    """Train with DPO as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
+    """Train with DPO (or the `algorithm:` CONFIG names) as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
     from dpo_cli import launch
     from dpo_cli.config.loader import load_config
     from dpo_cli.report import print_run_summary

@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
 from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig, cross_field_problems
 from dpo_cli.errors import ConfigError
 
@@ -71,10 +70,13 @@ def validate(
     `origins` maps dotted keys set on the command line to the `--set` text that set them, so
     that their errors point there instead of into the file.
     """
+    from dpo_cli.config.variants import run_config_class
+
+    config_class = run_config_class(raw.get("algorithm", "dpo"))
     try:
-        cfg = RunConfig.model_validate(raw)
+        cfg = config_class.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, format_errors(exc, source, yaml_root, origins or {})) from None
+        raise ConfigError(source, format_errors(exc, source, yaml_root, origins or {}, config_class)) from None
     problems = cross_field_problems(cfg)
     if problems:
         raise ConfigError(source, [f"{source}: {p}" for p in problems])
@@ -100,7 +102,11 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def format_errors(
-    exc: ValidationError, source: str, yaml_root: yaml.Node | None, origins: dict[str, str] | None = None
+    exc: ValidationError,
+    source: str,
+    yaml_root: yaml.Node | None,
+    origins: dict[str, str] | None = None,
+    config_class: type[RunConfig] = RunConfig,
 ) -> list[str]:
     """One line per problem, deduplicated across union members, with line numbers and suggestions."""
     found: dict[str, tuple[int, str]] = {}
@@ -112,7 +118,7 @@ def format_errors(
         origin = next((text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None)
         line = None if origin else _line_of(yaml_root, loc)
         where = origin or (f"{source}:{line}" if line else source)
-        found[dotted] = (line or 0, f"{where}: {dotted}: {_describe(error, loc)}")
+        found[dotted] = (line or 0, f"{where}: {dotted}: {_describe(error, loc, config_class)}")
     return [text for _, text in sorted(found.values(), key=lambda item: item[0])]
 
 
@@ -121,11 +127,11 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(p for p in loc if isinstance(p, int) or ("[" not in p and not p.startswith("function-")))
 
 
-def _describe(error: dict[str, Any], loc: tuple[Any, ...]) -> str:
+def _describe(error: dict[str, Any], loc: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> str:
     kind = error["type"]
     found = error.get("input")
     if kind == "extra_forbidden":
-        return _unknown_key(loc)
+        return _unknown_key(loc, config_class)
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
@@ -142,19 +148,32 @@ def _describe(error: dict[str, Any], loc: tuple[Any, ...]) -> str:
     return message
 
 
-def _unknown_key(loc: tuple[Any, ...]) -> str:
+def _unknown_key(loc: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> str:
+    from dpo_cli.config.variants import CONFIG_CLASSES, other_algorithms_with
+
     *parent, key = loc
     key = str(key)
+    algorithm = _algorithm_of(config_class)
+    trl_class = CONFIG_CLASSES[algorithm][0]
     if tuple(parent) == ("training",) and key in RESERVED_TRAINING_FIELDS:
-        return f"is a DPOConfig field that dpo sets for you: {RESERVED_TRAINING_FIELDS[key]}"
-    valid = _valid_keys(tuple(parent))
+        return f"is a {trl_class.rsplit('.', 1)[-1]} field that dpo sets for you: {RESERVED_TRAINING_FIELDS[key]}"
+    valid = _valid_keys(tuple(parent), config_class)
     if tuple(parent) == ("training",):
-        return f"unknown key: not a `trl.DPOConfig` field{_closest(key, valid)}"
+        others = other_algorithms_with(key, algorithm)
+        hint = f" (a `{CONFIG_CLASSES[others[0]][0]}` field, read with `algorithm: {others[0]}`)" if others else ""
+        hint = hint or _closest(key, valid)
+        return f"unknown key: not a `{trl_class}` field (`algorithm: {algorithm}`){hint}"
     return f"unknown key{_closest(key, valid)}"
 
 
-def _valid_keys(parent: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] | None = RunConfig
+def _algorithm_of(config_class: type[RunConfig]) -> str:
+    from dpo_cli.config.variants import RUN_CONFIG_CLASSES
+
+    return next(name for name, cls in RUN_CONFIG_CLASSES.items() if cls is config_class)
+
+
+def _valid_keys(parent: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> list[str]:
+    model: type[BaseModel] | None = config_class
     for part in parent:
         if model is None or isinstance(part, int):
             break
@@ -164,7 +183,9 @@ def _valid_keys(parent: tuple[Any, ...]) -> list[str]:
         return []
     keys = list(model.model_fields)
     if parent == ("training",):
-        keys = sorted(set(keys) | set(DPO_CONFIG_FIELDS))
+        from dpo_cli.config.variants import CONFIG_CLASSES
+
+        keys = sorted(set(keys) | set(CONFIG_CLASSES[_algorithm_of(config_class)][1]))
     return keys
 
 

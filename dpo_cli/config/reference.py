@@ -90,6 +90,7 @@ def render_reference() -> str:
                 f"Every other `trl.DPOConfig` field ({len(others)} more) is accepted under its TRL name and "
                 "checked by TRL when the run is built: " + ", ".join(f"`{o}`" for o in others) + ".",
             ]
+            lines += _algorithm_tables()
             continue
         lines += _table(model, f"{name}.")
         for sub_name, sub_field in model.model_fields.items():
@@ -105,3 +106,23 @@ def splice(readme: str, reference: str) -> str:
     """Replace the generated block inside README text."""
     start, end = readme.index(BEGIN), readme.index(END) + len(END)
     return readme[:start] + reference + readme[end:]
+
+
+def _algorithm_tables() -> list[str]:
+    """`training:` under the other algorithms: the keys each adds to (or changes from) DPO's common ones."""
+    from dpo_cli.config.schema import _TrainerArgs
+    from dpo_cli.config.variants import CONFIG_CLASSES, TRAINING_SECTIONS
+
+    lines: list[str] = []
+    shared = set(_TrainerArgs.model_fields)
+    for algorithm, section in TRAINING_SECTIONS.items():
+        if algorithm == "dpo":
+            continue
+        typed = section.__mro__[1]  # the hand-written class the generated section extends
+        own = [n for n in typed.model_fields if n not in shared or repr(typed.model_fields[n]) != repr(_TrainerArgs.model_fields[n])]
+        config = CONFIG_CLASSES[algorithm][0]
+        lines += ["", f"#### `training:` with `algorithm: {algorithm}` (`{config}`)", ""]
+        lines += _table(typed, "training.", own)
+        lines += ["", f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
+                  "is accepted by name."]
+    return lines

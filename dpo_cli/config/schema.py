@@ -34,6 +34,9 @@ DPO_LOSS_TYPES = (
     "sigmoid_norm",
 )
 LossType = Literal[DPO_LOSS_TYPES]  # type: ignore[valid-type]
+Algorithm = Literal["dpo", "kto", "orpo", "simpo", "cpo"]
+# Algorithms whose loss has no reference model in it: they load none and train no faster with one.
+REFERENCE_FREE = frozenset({"orpo", "simpo", "cpo"})
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -145,6 +148,10 @@ class DataColumns(Section):
     )
     chosen: str = Field("chosen", description="Column holding the preferred response.")
     rejected: str = Field("rejected", description="Column holding the dispreferred response.")
+    completion: str = Field("completion", description="Unpaired data (KTO): column holding the one response.")
+    label: str = Field(
+        "label", description="Unpaired data (KTO): boolean column, true when the response is desirable."
+    )
 
 
 class DataSection(Section):
@@ -174,6 +181,13 @@ class DataSection(Section):
     )
     max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, ge=1, description="Use only the first N eval rows.")
+    unpair: bool = Field(
+        False,
+        description=(
+            "`algorithm: kto` only: split each preference pair into two unpaired rows (prompt + chosen labelled "
+            "desirable, prompt + rejected undesirable)."
+        ),
+    )
 
 
 class DeepSpeedSection(Section):
@@ -274,6 +288,91 @@ class EvalSection(Section):
     judge: JudgeSection | None = Field(None, description="Judge for the win rate; `null` skips the win rate.")
 
 
+class EndpointSection(Section):
+    """An OpenAI-compatible chat endpoint to sample responses from (vLLM, TGI, `transformers serve`, ...)."""
+
+    base_url: str = Field(description="Endpoint root, e.g. `http://127.0.0.1:8000/v1`.")
+    model: str = Field(description="Model name sent to the endpoint.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key; unset for servers without one."
+    )
+    max_retries: int = Field(5, ge=0, le=20, description="Retries, with exponential backoff, on transient errors.")
+    timeout: float = Field(120.0, gt=0.0, description="Seconds one request may take before it is retried.")
+
+
+class GenerateSection(Section):
+    """`dpo generate-pairs` and `dpo iterate`: sample responses per prompt, score them, pair winners with losers."""
+
+    prompts: str | list[str] | None = Field(
+        None, description="Prompt file(s) or folder (JSONL, JSON, CSV, Parquet) or Hub id; `--prompts` overrides."
+    )
+    prompt_column: str = Field(
+        "prompt", description="Column holding each prompt: a string, or a list of role/content messages."
+    )
+    max_prompts: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+    num_samples: int = Field(4, ge=2, description="Responses sampled per prompt.")
+    max_new_tokens: int = Field(128, ge=1, description="Tokens generated per response at most.")
+    temperature: float = Field(0.8, gt=0.0, description="Sampling temperature (> 0: the samples must differ).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    seed: int = Field(0, description="Sampling seed (fixed per batch of prompts, so reruns reproduce).")
+    batch_size: int = Field(
+        8, ge=1, description="Prompts sampled together (local model), or requests in flight (endpoint)."
+    )
+    endpoint: EndpointSection | None = Field(
+        None, description="Sample from this endpoint instead of the local model (`dpo iterate` always uses the policy)."
+    )
+    scorer: str | None = Field(
+        None,
+        description=(
+            "Scoring function `module:function` or `path/to/file.py:function`, called as `f(prompt, response) -> "
+            "float` (higher is better); `null` uses the judge in `eval.judge`."
+        ),
+    )
+    pairing: Literal["best_vs_worst", "all"] = Field(
+        "best_vs_worst",
+        description="`best_vs_worst`: one pair per prompt; `all`: every ranked pair whose gap passes `min_score_gap`.",
+    )
+    min_score_gap: float = Field(
+        0.0, ge=0.0, description="A pair is kept only when chosen outscores rejected by more than this."
+    )
+    max_similarity: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="Responses at least this similar (normalised Indel similarity) count as one; the rest are paired.",
+    )
+
+    @field_validator("scorer")
+    @classmethod
+    def _function_reference(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, sep, function = value.rpartition(":")
+            if not sep or not module or not function.isidentifier():
+                raise ValueError(f"`{value}` is not `module:function` or `path/to/file.py:function`")
+        return value
+
+
+class IterateSection(Section):
+    """`dpo iterate`: rounds of generate pairs -> validate -> train -> evaluate, each from the last."""
+
+    rounds: int = Field(2, ge=1, description="Rounds to run; `--rounds` overrides.")
+    reference: Literal["original", "previous"] = Field(
+        "original",
+        description="Reference of each round: the original model, or the previous round's policy (online-style DPO).",
+    )
+    prompts_per_round: int | None = Field(
+        None, ge=1, description="Prompts per round, taken in turn from `generate.prompts`; `null`: all, every round."
+    )
+    eval_prompts: str | list[str] | None = Field(
+        None,
+        description=(
+            "Fixed held-out prompts scored after every round (generated with the `eval:` settings); `null`: the "
+            "prompts of the `data:` eval split."
+        ),
+    )
+    min_pairs: int = Field(4, ge=1, description="A round that yields fewer pairs than this stops the loop.")
+
+
 # DPOConfig fields that another section owns: one name per setting.
 RESERVED_TRAINING_FIELDS = {
     "output_dir": "set the top-level `output_dir`",
@@ -286,18 +385,11 @@ RESERVED_TRAINING_FIELDS = {
 }
 
 
-class _TrainingCommon(Section):
-    """The `DPOConfig` fields most runs set, typed with ranges. Others are accepted by name."""
+class _TrainerArgs(Section):
+    """Fields every algorithm's TRL config shares (`DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig`)."""
 
     beta: float = Field(0.1, gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
     learning_rate: float = Field(1e-6, gt=0.0, lt=1.0, description="Peak learning rate.")
-    loss_type: LossType | list[LossType] = Field(
-        "sigmoid", description="DPO loss, or several combined with `loss_weights`."
-    )
-    loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
-    label_smoothing: float = Field(
-        0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
-    )
     num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
     per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per device per micro-batch.")
@@ -334,11 +426,25 @@ class _TrainingCommon(Section):
         return "no" if value is False else value
 
 
-def _passthrough_fields() -> dict[str, Any]:
-    common = set(_TrainingCommon.model_fields)
+class _TrainingCommon(_TrainerArgs):
+    """The `DPOConfig` fields most runs set, typed with ranges. Others are accepted by name."""
+
+    loss_type: LossType | list[LossType] = Field(
+        "sigmoid", description="DPO loss, or several combined with `loss_weights`."
+    )
+    loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+    )
+
+
+def _passthrough_fields(
+    fields: dict[str, str] = DPO_CONFIG_FIELDS, typed: type[Section] = _TrainingCommon, config: str = "DPOConfig"
+) -> dict[str, Any]:
+    common = set(typed.model_fields)
     return {
-        name: (Any, Field(None, description=f"`DPOConfig.{name}`: {help_text}"))
-        for name, help_text in sorted(DPO_CONFIG_FIELDS.items())
+        name: (Any, Field(None, description=f"`{config}.{name}`: {help_text}"))
+        for name, help_text in sorted(fields.items())
         if name not in common and name not in RESERVED_TRAINING_FIELDS
     }
 
@@ -391,6 +497,14 @@ class RunConfig(Section):
     """A whole `dpo` run."""
 
     output_dir: str = Field(description="Run directory: resolved config, metrics, plots, checkpoints, final weights.")
+    algorithm: Algorithm = Field(
+        "dpo",
+        description=(
+            "Preference-optimization trainer: `dpo` (TRL's DPOTrainer, every `loss_type`), `kto` (unpaired "
+            "thumbs-up/down data), `orpo`, `simpo` and `cpo` (reference-free). `training:` takes that trainer's "
+            "own config names; see README's variants section."
+        ),
+    )
     model: ModelSection
     reference: ReferenceSection = Field(default_factory=ReferenceSection)
     quantization: QuantizationSection | None = Field(None, description="4-bit loading (QLoRA); needs `lora`.")
@@ -400,6 +514,18 @@ class RunConfig(Section):
     launch: LaunchSection = Field(default_factory=LaunchSection)
     eval: EvalSection = Field(default_factory=EvalSection, description="Read by `dpo eval` only; training ignores it.")
     sweep: SweepSection = Field(default_factory=SweepSection, description="Read by `dpo sweep-beta` only.")
+    generate: GenerateSection = Field(
+        default_factory=GenerateSection, description="Read by `dpo generate-pairs` and `dpo iterate` only."
+    )
+    iterate: IterateSection = Field(default_factory=IterateSection, description="Read by `dpo iterate` only.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_free_default(cls, data: Any) -> Any:
+        # A reference-free algorithm has no reference to choose: unset means none, not the policy.
+        if isinstance(data, dict) and data.get("algorithm") in REFERENCE_FREE and "reference" not in data:
+            return {**data, "reference": {"kind": "none"}}
+        return data
 
     @property
     def mode(self) -> Literal["full", "lora", "qlora"]:
@@ -412,7 +538,8 @@ class RunConfig(Section):
         return {name: getattr(self.training, name) for name in sorted(self.training.model_fields_set)}
 
     def loss_types(self) -> list[str]:
-        loss = self.training.loss_type
+        """The configured loss names (ORPO has no `loss_type`: `["orpo"]`)."""
+        loss = getattr(self.training, "loss_type", None) or self.algorithm
         return [loss] if isinstance(loss, str) else list(loss)
 
 
@@ -430,19 +557,20 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
             "`model.adapter` continues an existing adapter with its own settings; remove the `lora:` section "
             "(a second, new adapter would silently sit beside it)"
         )
-    losses = cfg.loss_types()
-    if t.loss_weights is not None and len(t.loss_weights) != len(losses):
-        problems.append(
-            f"`training.loss_weights` has {len(t.loss_weights)} values for {len(losses)} loss types (TRL needs one each)"
-        )
-    if "exo_pair" in losses and t.label_smoothing == 0.0:
-        problems.append("`loss_type: exo_pair` needs `label_smoothing` > 0 (TRL's rule; the EXO paper uses 1e-3)")
+    if cfg.algorithm == "dpo":
+        problems += dpo_loss_problems(cfg)
+    else:
+        from dpo_cli.config.variants import algorithm_problems
+
+        problems += algorithm_problems(cfg)
+    if cfg.data.unpair and cfg.algorithm != "kto":
+        problems.append("`data.unpair` splits pairs into unpaired rows for KTO; set `algorithm: kto` or remove it")
     if t.bf16 and t.fp16:
         problems.append("`training.bf16` and `training.fp16` are both true; pick one")
-    if cfg.reference.kind == "none":
+    if cfg.reference.kind == "none" and cfg.algorithm not in REFERENCE_FREE:
         problems.append(
-            "`reference.kind: none` needs a reference-free algorithm; every DPO loss compares against a reference "
-            "(use `training.precompute_ref_log_probs: true` to avoid keeping one in memory)"
+            f"`reference.kind: none` needs a reference-free algorithm (orpo, simpo, cpo); `{cfg.algorithm}` compares "
+            "against a reference (use `training.precompute_ref_log_probs: true` to avoid keeping one in memory)"
         )
     if cfg.sweep.select_by == "win_rate" and (cfg.eval.judge is None or not cfg.eval.generate):
         problems.append("`sweep.select_by: win_rate` needs a judge: set `eval.judge` (and keep `eval.generate` on)")
@@ -473,4 +601,62 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
                 f"QLoRA under ZeRO-3 shards the packed 4-bit weights with the other parameters, so "
                 f"`quantization.bnb_4bit_quant_storage` must equal `bnb_4bit_compute_dtype` ({compute})"
             )
+    return problems
+
+
+# TRL's f-DPO reparameterisation only cancels log Z(x) in a chosen-minus-rejected difference.
+F_DIVERGENCE_LOSSES = frozenset({"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"})
+
+
+def dpo_loss_problems(cfg: RunConfig) -> list[str]:
+    """TRL 1.16's `DPOConfig` / `DPOTrainer.__init__` rules on loss combinations, checked at config time."""
+    problems = []
+    t = cfg.training
+    losses = cfg.loss_types()
+    if t.loss_weights is not None and len(t.loss_weights) != len(losses):
+        problems.append(
+            f"`training.loss_weights` has {len(t.loss_weights)} values for {len(losses)} loss types (TRL needs one each)"
+        )
+    if len(set(losses)) != len(losses):
+        problems.append(f"`training.loss_type` lists a loss twice ({losses}); give it one entry and a larger weight")
+    if "exo_pair" in losses and t.label_smoothing == 0.0:
+        problems.append("`loss_type: exo_pair` needs `label_smoothing` > 0 (TRL's rule; the EXO paper uses 1e-3)")
+    smoothing_losses = {"robust", "exo_pair", "aot", "aot_unpaired"}
+    if t.label_smoothing > 0 and not smoothing_losses & set(losses):
+        problems.append(
+            f"`training.label_smoothing` is {t.label_smoothing} but only the {sorted(smoothing_losses)} losses read it; "
+            f"with {losses} it would be ignored (TRL 1.16's sigmoid loss no longer reads it; for conservative DPO "
+            "on noisy labels use `loss_type: robust`)"
+        )
+    divergence = getattr(t, "f_divergence_type", None) or "reverse_kl"
+    if divergence != "reverse_kl" and not set(losses) <= F_DIVERGENCE_LOSSES:
+        problems.append(
+            f"`training.f_divergence_type: {divergence}` works only with the losses {sorted(F_DIVERGENCE_LOSSES)} "
+            f"(TRL's rule: the f-divergence term cancels only in the chosen-minus-rejected difference); "
+            f"{sorted(set(losses) - F_DIVERGENCE_LOSSES)} need the default `reverse_kl`"
+        )
+    if getattr(t, "use_weighting", None) and {"aot", "aot_unpaired"} & set(losses):
+        problems.append(
+            "`training.use_weighting` (WPO) cannot be combined with `aot`/`aot_unpaired` (TRL's rule: those losses "
+            "sort the batch, which misaligns the per-pair weights)"
+        )
+    problems += sync_ref_problems(cfg)
+    return problems
+
+
+def sync_ref_problems(cfg: RunConfig) -> list[str]:
+    """TRL's `sync_ref_model` (TR-DPO) rules, shared by DPO and KTO."""
+    if not getattr(cfg.training, "sync_ref_model", None):
+        return []
+    problems = []
+    if cfg.mode != "full":
+        problems.append(
+            "`training.sync_ref_model` is not supported with LoRA (TRL's rule: with PEFT the reference is the policy "
+            "with its adapters disabled, so there is no reference model to update); train fully, or drop it"
+        )
+    if cfg.training.precompute_ref_log_probs:
+        problems.append(
+            "`training.sync_ref_model` and `precompute_ref_log_probs` exclude each other (TRL's rule: precomputed "
+            "log-probs assume a fixed reference, which syncing keeps changing)"
+        )
     return problems

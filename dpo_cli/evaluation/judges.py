@@ -60,33 +60,73 @@ def rubric_prompt(prompt: str, a: str, b: str) -> str:
     return RUBRIC.format(prompt=prompt.strip(), a=a.strip(), b=b.strip())
 
 
-class EndpointJudge:
-    """An OpenAI-compatible chat endpoint answering the rubric prompt.
+class ChatEndpoint:
+    """An OpenAI-compatible chat endpoint, with its failures turned into messages naming the config keys.
 
     The API key is read from the environment variable the config names, held only in the
     client object, and never written to disk or printed.
     """
 
-    def __init__(self, section: JudgeSection):
+    def __init__(self, section: Any, *, key: str, role: str):
+        """`section` has base_url, model, api_key_env, max_retries and timeout; `key` is its dotted config path."""
         from openai import OpenAI
 
         self.base_url = section.base_url
         self.model = section.model
-        self.max_new_tokens = section.max_new_tokens
         self.retries = section.max_retries
+        self.key, self.role = key, role
         api_key = "unused"  # the client insists on a key; servers without authentication ignore it
         if section.api_key_env:
             api_key = os.environ.get(section.api_key_env, "")
             if not api_key:
                 raise DpoError(
-                    f"eval.judge.api_key_env: environment variable `{section.api_key_env}` is not set or empty",
+                    f"{key}.api_key_env: environment variable `{section.api_key_env}` is not set or empty",
                     exit_code=EXIT_USAGE,
-                    details=[f"export {section.api_key_env}=... before running `dpo eval`"],
+                    details=[f"export {section.api_key_env}=... first"],
                 )
         self.api_key_env = section.api_key_env
         self.client = OpenAI(
             base_url=section.base_url, api_key=api_key, max_retries=section.max_retries, timeout=section.timeout
         )
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int, **sampling: Any) -> tuple[str, bool]:
+        """The reply's text, and whether the model finished it (rather than running out of tokens)."""
+        import openai
+
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=max_tokens, **sampling
+            )
+        except openai.APIConnectionError as exc:  # includes timeouts, after the client's retries
+            raise DpoError(
+                f"{self.role} endpoint {self.base_url} is unreachable after {self.retries} retries: "
+                f"{type(exc).__name__}: {exc}",
+                details=[f"check {self.key}.base_url and that the server is running"],
+            ) from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            where = f"the key in ${self.api_key_env}" if self.api_key_env else f"no key ({self.key}.api_key_env unset)"
+            raise DpoError(
+                f"{self.role} endpoint {self.base_url} refused {where}: HTTP {exc.status_code}", exit_code=EXIT_USAGE
+            ) from None
+        except openai.APIStatusError as exc:
+            raise DpoError(
+                f"{self.role} endpoint {self.base_url} answered HTTP {exc.status_code} for model `{self.model}`"
+                f"{' after ' + str(self.retries) + ' retries' if exc.status_code >= 500 or exc.status_code == 429 else ''}"
+                f": {_short(exc.message)}",
+                details=[f"check {self.key}.model and {self.key}.base_url"],
+            ) from None
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            return "", False
+        return choices[0].message.content or "", choices[0].finish_reason == "stop"
+
+
+class EndpointJudge:
+    """An OpenAI-compatible chat endpoint answering the rubric prompt, decoded greedily."""
+
+    def __init__(self, section: JudgeSection):
+        self.endpoint = ChatEndpoint(section, key="eval.judge", role="judge")
+        self.max_new_tokens = section.max_new_tokens
 
     def check(self) -> None:
         """One short call, so that a dead endpoint stops the run before any generation."""
@@ -97,36 +137,7 @@ class EndpointJudge:
         return parse_verdict(reply), reply
 
     def _complete(self, content: str, max_tokens: int) -> str:
-        import openai
-
-        try:
-            response = self.client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": content}],
-                max_tokens=max_tokens,
-                temperature=0.0,
-            )
-        except openai.APIConnectionError as exc:  # includes timeouts, after the client's retries
-            raise DpoError(
-                f"judge endpoint {self.base_url} is unreachable after {self.retries} retries: "
-                f"{type(exc).__name__}: {exc}",
-                details=["check eval.judge.base_url and that the server is running"],
-            ) from None
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            where = f"the key in ${self.api_key_env}" if self.api_key_env else "no key (eval.judge.api_key_env unset)"
-            raise DpoError(
-                f"judge endpoint {self.base_url} refused {where}: HTTP {exc.status_code}", exit_code=EXIT_USAGE
-            ) from None
-        except openai.APIStatusError as exc:
-            raise DpoError(
-                f"judge endpoint {self.base_url} answered HTTP {exc.status_code} for model `{self.model}`"
-                f"{' after ' + str(self.retries) + ' retries' if exc.status_code >= 500 or exc.status_code == 429 else ''}"
-                f": {_short(exc.message)}",
-                details=["check eval.judge.model and eval.judge.base_url"],
-            ) from None
-        choices = getattr(response, "choices", None) or []
-        message = choices[0].message.content if choices else None
-        return message or ""
+        return self.endpoint.complete([{"role": "user", "content": content}], max_tokens=max_tokens, temperature=0.0)[0]
 
 
 class RewardModelJudge:

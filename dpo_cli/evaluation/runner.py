@@ -147,10 +147,12 @@ def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progr
 
 
 def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from dpo_cli.algorithms import algorithm_of
     from dpo_cli.data import load_preference_data
     from dpo_cli.evaluation.generate import eval_prompts, generate, load_generation_models
 
-    data = load_preference_data(target.cfg.data)
+    # KTO's held-out rows are unpaired; only their prompts are used here.
+    data = load_preference_data(target.cfg.data, unpaired=not algorithm_of(target.cfg).paired)
     if data.eval is None:
         raise DpoError("generation needs held-out prompts: set `data.eval` or `data.eval_fraction`",
                        exit_code=EXIT_USAGE)

@@ -77,9 +77,10 @@ def validate_config(
     """Validate the data of a run config, with its tokenizer unless `tokens` is False."""
     checker = token_checker_for(cfg) if tokens else None
     name = cfg.model.tokenizer_name_or_path or cfg.model.name_or_path
+    kto = (cfg.training.desirable_weight, cfg.training.undesirable_weight) if cfg.algorithm == "kto" else None
     return validate_data(
         cfg.data, token_checker=checker, tokenizer_name=name if tokens else None, writer=writer,
-        near_identical=near_identical,
+        near_identical=near_identical, kto_weights=kto,
     )
 
 

@@ -83,6 +83,12 @@ CHECKS: dict[str, Check] = {
         Check("replacement_char", WARNING, "text holds U+FFFD (broken encoding)"),
         Check("control_chars", WARNING, "text holds control characters"),
         Check("few_rows", WARNING, "very few training rows"),
+        Check(
+            "label_balance",
+            WARNING,
+            "desirable and undesirable rows unbalanced for the KTO weights",
+            "set desirable_weight or undesirable_weight as suggested",
+        ),
     )
 }
 
@@ -357,3 +363,29 @@ def length_bias_message(bias: dict[str, float], unit: str) -> str | None:
     if shorter >= BIAS_FRACTION or ratio <= 1 / BIAS_RATIO:
         return f"chosen is shorter in {shorter:.0%} of pairs; mean {unit} ratio chosen/rejected {ratio:.2f}"
     return None
+
+
+# KTO paper, Eq. 8 and its guidance: weighted desirable over weighted undesirable examples
+# should lie in [1, 4/3]. TRL's KTOTrainer warns with the same ranges (rounded to 1.33).
+KTO_RATIO_RANGE = (1.0, 4.0 / 3.0)
+
+
+def kto_weight_advice(desirable: int, undesirable: int, desirable_weight: float, undesirable_weight: float) -> str | None:
+    """A sentence suggesting `desirable_weight` / `undesirable_weight` for these label counts, or None when fine.
+
+    One weight is moved at a time (the paper's advice is to adjust one, not both).
+    """
+    if desirable == 0 or undesirable == 0:
+        missing = "undesirable (label false)" if undesirable == 0 else "desirable (label true)"
+        return f"no {missing} rows among {desirable + undesirable}: KTO learns from both kinds"
+    low, high = KTO_RATIO_RANGE
+    ratio = desirable * desirable_weight / (undesirable * undesirable_weight)
+    if low <= ratio <= high:
+        return None
+    d_low = undesirable * undesirable_weight / desirable
+    u_high = desirable * desirable_weight / undesirable
+    return (
+        f"{desirable} desirable vs {undesirable} undesirable rows: weighted ratio {ratio:.2f} is outside the KTO "
+        f"paper's [1, 4/3]; set EITHER training.desirable_weight in [{d_low * low:.2f}, {d_low * high:.2f}] OR "
+        f"training.undesirable_weight in [{u_high / high:.2f}, {u_high / low:.2f}] (not both)"
+    )

@@ -120,6 +120,8 @@ class Layout:
     chosen: str
     rejected: str
     scores: tuple[str, str] | None = None
+    # KTO's unpaired rows: `chosen` then names the completion column and `rejected` the label column.
+    unpaired: bool = False
 
     @property
     def format(self) -> str:
@@ -128,6 +130,8 @@ class Layout:
 
     def describe(self) -> str:
         text = self.format
+        if self.unpaired:
+            return f"{text}, unpaired rows (prompt, completion, boolean label: KTO's layout)"
         if self.implicit:
             text += " with implicit prompt (extracted from the shared start of chosen and rejected, as TRL does)"
         return text
@@ -193,7 +197,7 @@ def _other_layout(columns: DataColumns, keys: list[str], sample: list[dict[str, 
             "unpaired rows (prompt/completion/label, the KTO layout): each row rates a single completion, "
             "while DPO needs a chosen and a rejected response to the same prompt. Pair a label=true completion "
             "with a label=false one for each prompt into prompt/chosen/rejected columns, or train these rows "
-            f"with KTO. {found}"
+            f"with KTO (`algorithm: kto`). {found}"
         )
     responses = next((k for k in RESPONSE_LISTS if k in key_set and _is_list(sample, k)), None)
     scores = next((k for k in SCORE_LISTS if k in key_set), None)

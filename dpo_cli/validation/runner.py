@@ -35,6 +35,7 @@ from dpo_cli.validation.checks import (
     text_problems,
 )
 from dpo_cli.validation.formats import SAMPLE_ROWS, Layout, LayoutError, RawRow, detect_layout, iter_batches, value_kind
+from dpo_cli.validation.unpaired import UnpairedRows, detect_kto_layout
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataSection
@@ -106,6 +107,7 @@ def validate_data(
     tokenizer_name: str | None = None,
     writer: CleanWriter | None = None,
     near_identical: float = NEAR_IDENTICAL,
+    kto_weights: tuple[float, float] | None = None,
 ) -> ValidationReport:
     """Check the train (and eval) data of a `data:` section the way `dpo train` will read it.
 
@@ -116,6 +118,9 @@ def validate_data(
         tokenizer_name: Shown in the report.
         writer: Receives every row, kept or rejected with its reasons (`--write-clean`).
         near_identical: Similarity (0-1) from which chosen and rejected count as near-identical.
+        kto_weights: For `algorithm: kto`, its `(desirable_weight, undesirable_weight)`: rows are
+            then read as KTO reads them (unpaired, or pairs under `data.unpair`) and the label
+            balance is checked against the weights (see `dpo_cli.validation.unpaired`).
 
     Raises:
         DpoError: A data file is missing or cannot be read at all.
@@ -132,7 +137,7 @@ def validate_data(
         clean_dir=writer.directory if writer else None,
     )
     try:
-        _run_splits(report, sources, data, token_checker, writer, near_identical)
+        _run_splits(report, sources, data, token_checker, writer, near_identical, kto_weights)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -154,11 +159,12 @@ def _run_splits(
     token_checker: TokenChecker | None,
     writer: CleanWriter | None,
     near_identical: float,
+    kto_weights: tuple[float, float] | None = None,
 ) -> None:
     train: _SplitChecker | None = None
     train_format: str | None = None
     for name, source, split in sources:
-        checker = _SplitChecker(name, source, data, token_checker, writer, near_identical, train)
+        checker = _SplitChecker(name, source, data, token_checker, writer, near_identical, train, kto_weights)
         checker.run(split)
         split_report = checker.report
         report.splits.append(split_report)
@@ -185,6 +191,7 @@ class _SplitChecker:
         writer: CleanWriter | None,
         near_identical: float,
         train: _SplitChecker | None,
+        kto_weights: tuple[float, float] | None = None,
     ):
         self.report = SplitReport(name=name, source=source.label)
         if tokens is not None:
@@ -199,6 +206,8 @@ class _SplitChecker:
         self.kinds: dict[str, str] = {}
         self.keys: dict[str, None] = {}
         self.layout: Layout | None = None
+        self.kto_weights = kto_weights
+        self.unpaired = UnpairedRows() if kto_weights is not None else None
 
     def run(self, split: str) -> None:
         pending: list[RawRow] = []
@@ -211,11 +220,16 @@ class _SplitChecker:
                 for row in sample:
                     self.keys.update(dict.fromkeys(row))
                 try:
-                    self.layout = detect_layout(self.data.columns, list(self.keys), sample)
+                    if self.kto_weights is not None:
+                        self.layout = detect_kto_layout(self.data.columns, list(self.keys), sample, self.data.unpair)
+                    else:
+                        self.layout = detect_layout(self.data.columns, list(self.keys), sample)
                 except LayoutError as exc:
                     self.report.findings.note("layout", str(exc))
                     return
                 self.report.layout = self.layout
+                if self.layout.unpaired:
+                    self.report.tokens = None  # token checks replay TRL's pair tokenization only
                 batch, pending = pending, []
             self._batch(batch)
         if self.layout is None:
@@ -226,7 +240,7 @@ class _SplitChecker:
 
     def _batch(self, rows: list[RawRow]) -> None:
         checked = [self._check_row(raw) for raw in rows]
-        if self.tokens is not None and self.layout is not None:
+        if self.tokens is not None and self.layout is not None and not self.layout.unpaired:
             todo = [i for i, (_, triple, problems) in enumerate(checked) if triple and not _has_error(problems)]
             results = self.tokens.check([checked[i][1] for i in todo], self.layout.conversational)
             lengths = self.report.tokens
@@ -259,6 +273,8 @@ class _SplitChecker:
         layout = self.layout
         if layout is None:
             return raw, None, []
+        if layout.unpaired:
+            return self.unpaired.check(self, raw)
         row = raw.data
         problems: list[Problem] = []
         if raw.line is not None:
@@ -374,6 +390,8 @@ class _SplitChecker:
                 findings.note("no_rows", f"none of the {report.rows} rows can train")
             elif usable < MIN_ROWS:
                 findings.note("few_rows", f"{usable} usable rows; DPO usually needs hundreds of pairs or more")
+            if self.layout is not None and self.layout.unpaired:
+                self.unpaired.finish(findings, self.kto_weights)
         tokens = report.tokens is not None and report.token_pairs.pairs
         bias = (report.token_pairs if tokens else report.char_pairs).length_bias()
         if bias is not None and report.char_pairs.pairs >= 10:

@@ -16,7 +16,7 @@ from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig
 from dpo_cli.errors import EXIT_USAGE, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("**/*.yaml"))
 
 MINIMAL = {
     "output_dir": "runs/x",
@@ -38,7 +38,7 @@ def problems(tmp_path: Path, data: dict | str, overrides: list[str] | None = Non
     return info.value.problems
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
 def test_every_shipped_config_validates(path: Path) -> None:
     cfg = load_config(path)
     assert cfg.output_dir
