@@ -130,6 +130,11 @@ def to_preference_columns(dataset: Dataset, data: DataSection, label: str) -> tu
     implicit = cols.prompt is None or (cols.prompt not in present and "prompt" not in cols.model_fields_set)
     if not implicit:
         wanted = {"prompt": cols.prompt, **wanted}
+    _require_columns(present, wanted, label)
+    return _select_columns(dataset, wanted)
+
+
+def _require_columns(present: list[str], wanted: dict[str, str], label: str) -> None:
     missing = [f"`{src}` (for {dst})" for dst, src in wanted.items() if src not in present]
     if missing:
         raise DpoError(
@@ -137,13 +142,15 @@ def to_preference_columns(dataset: Dataset, data: DataSection, label: str) -> tu
             exit_code=EXIT_USAGE,
             details=[f"columns present: {', '.join(present)}", "map them with `data.columns` in the config"],
         )
-    ignored = [c for c in present if c not in wanted.values()]
+
+
+def _select_columns(dataset: Dataset, wanted: dict[str, str]) -> tuple[Dataset, list[str]]:
+    """Keep the `wanted` source columns under TRL's names (the keys); return the dropped column names."""
+    ignored = [c for c in dataset.column_names if c not in wanted.values()]
     if ignored:
         dataset = dataset.remove_columns(ignored)
     renames = {src: dst for dst, src in wanted.items() if src != dst}
-    if renames:
-        dataset = dataset.rename_columns(renames)
-    return dataset, ignored
+    return (dataset.rename_columns(renames) if renames else dataset), ignored
 
 
 def is_unpaired(columns: list[str], data: DataSection) -> bool:
@@ -161,13 +168,7 @@ def to_unpaired_columns(dataset: Dataset, data: DataSection, label: str) -> tupl
     cols = data.columns
     present = list(dataset.column_names)
     wanted = {"prompt": cols.prompt or "prompt", "completion": cols.completion, "label": cols.label}
-    missing = [f"`{src}` (for {dst})" for dst, src in wanted.items() if src not in present]
-    if missing:
-        raise DpoError(
-            f"{label}: missing column {', '.join(missing)}",
-            exit_code=EXIT_USAGE,
-            details=[f"columns present: {', '.join(present)}", "map them with `data.columns` in the config"],
-        )
+    _require_columns(present, wanted, label)
     kind = dataset.features[wanted["label"]]
     if getattr(kind, "dtype", None) != "bool":
         raise DpoError(
@@ -175,11 +176,7 @@ def to_unpaired_columns(dataset: Dataset, data: DataSection, label: str) -> tupl
             exit_code=EXIT_USAGE,
             details=["run `dpo validate-data` on it for the rows at fault"],
         )
-    ignored = [c for c in present if c not in wanted.values()]
-    if ignored:
-        dataset = dataset.remove_columns(ignored)
-    renames = {src: dst for dst, src in wanted.items() if src != dst}
-    return (dataset.rename_columns(renames) if renames else dataset), ignored
+    return _select_columns(dataset, wanted)
 
 
 def unpair(dataset: Dataset) -> Dataset:

@@ -18,6 +18,21 @@ SetOption = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set training.beta=0.2 (repeatable).", show_default=False),
 ]
 
+PromptsOption = Annotated[
+    str | None,
+    typer.Option(help="Prompt file, folder or Hub id (default: generate.prompts).", show_default=False),
+]
+ScorerOption = Annotated[
+    str | None,
+    typer.Option(help="Scoring function module:function or file.py:function (overrides generate.scorer).",
+                 show_default=False),
+]
+
+
+def generate_overrides(prompts: str | None, scorer: str | None) -> list[str]:
+    """`--prompts` and `--scorer` as `generate.*` overrides."""
+    return [*([f"generate.prompts={prompts}"] if prompts else []), *([f"generate.scorer={scorer}"] if scorer else [])]
+
 
 def err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)

@@ -7,26 +7,20 @@ from typing import Annotated
 
 import typer
 
-from dpo_cli.cli.common import ConfigArg, SetOption, user_errors
+from dpo_cli.cli.common import ConfigArg, PromptsOption, ScorerOption, SetOption, generate_overrides, user_errors
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 
 
 def generate_pairs(
     config: ConfigArg,
     output: Annotated[Path, typer.Option(help="Directory for pairs.jsonl, its summary and the sample cache.")],
-    prompts: Annotated[
-        str | None, typer.Option(help="Prompt file, folder or Hub id (default: generate.prompts).", show_default=False)
-    ] = None,
+    prompts: PromptsOption = None,
     model: Annotated[
         Path | None,
         typer.Option(help="Sample from this adapter or model directory instead of the config's model.",
                      show_default=False),
     ] = None,
-    scorer: Annotated[
-        str | None,
-        typer.Option(help="Scoring function module:function or file.py:function (overrides generate.scorer).",
-                     show_default=False),
-    ] = None,
+    scorer: ScorerOption = None,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild finished pairs (cached samples and scores are reused).")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -42,9 +36,7 @@ def generate_pairs(
     from dpo_cli.pairs.scoring import make_scorer
 
     with user_errors():
-        overrides = [*(set_ or []), *([f"generate.scorer={scorer}"] if scorer else [])]
-        if prompts:
-            overrides.append(f"generate.prompts={prompts}")
+        overrides = [*(set_ or []), *generate_overrides(prompts, scorer)]
         if model is not None:
             overrides += model_overrides(model)
         cfg = load_config(config, overrides)

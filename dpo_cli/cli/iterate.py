@@ -6,20 +6,14 @@ from typing import Annotated
 
 import typer
 
-from dpo_cli.cli.common import ConfigArg, SetOption, user_errors
+from dpo_cli.cli.common import ConfigArg, PromptsOption, ScorerOption, SetOption, generate_overrides, user_errors
 
 
 def iterate(
     config: ConfigArg,
     rounds: Annotated[int | None, typer.Option(min=1, help="Rounds to run in all (default: iterate.rounds).")] = None,
-    prompts: Annotated[
-        str | None, typer.Option(help="Prompt file, folder or Hub id (default: generate.prompts).", show_default=False)
-    ] = None,
-    scorer: Annotated[
-        str | None,
-        typer.Option(help="Scoring function module:function or file.py:function (overrides generate.scorer).",
-                     show_default=False),
-    ] = None,
+    prompts: PromptsOption = None,
+    scorer: ScorerOption = None,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Start the loop in output_dir over, deleting its rounds.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -32,8 +26,7 @@ def iterate(
     from dpo_cli.iterate import run_iterate
 
     with user_errors():
-        overrides = [*(set_ or []), *([f"generate.scorer={scorer}"] if scorer else []),
-                     *([f"generate.prompts={prompts}"] if prompts else [])]
+        overrides = [*(set_ or []), *generate_overrides(prompts, scorer)]
         result = run_iterate(config, overrides, rounds=rounds, overwrite=overwrite, progress=progress)
         first, last = result.rounds[0].get(result.metric), result.rounds[-1].get(result.metric)
         print(f"{result.metric}: {first:.4f} -> {last:.4f} over {len(result.rounds) - 1} round(s)")

@@ -183,3 +183,22 @@ def test_missing_scorer_and_prompts_are_clear_errors(tiny_model_dir: Path, tmp_p
                                     "--prompts", str(SAMPLE / "eval.jsonl")])
     assert no_scorer.exit_code == 2 and "generate.scorer is not set" in no_scorer.output
     assert "Traceback" not in no_scorer.output
+
+
+def test_pairwise_llm_judge_scores_every_answer_and_ties_are_reported(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # The tiny model answers the rubric with noise: every judgement is unparseable, so a tie, so
+    # every prompt's answers tie and no pair is made; the summary says exactly that.
+    config = pairs_config(tmp_path, tiny_model_dir, max_prompts=3)
+    data = yaml.safe_load(config.read_text())
+    data["eval"] = {"judge": {"kind": "llm", "path": str(tiny_model_dir), "max_new_tokens": 8}}
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "judged"
+    result = runner.invoke(app, ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"),
+                                 "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = read_json(out / "summary.json")
+    assert summary["judge"] == f"judge llm {tiny_model_dir}"
+    assert summary["pairs"] == 0 and summary["skipped"] == {"every distinct response scored the same": 3}
+    scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert all(s["scores"] == [0.5] * len(s["kept"]) for s in scores)
+    assert "no pair for 3 prompt(s): every distinct response scored the same" in result.output
