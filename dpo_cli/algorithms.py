@@ -109,11 +109,6 @@ def expected_first_loss(cfg: RunConfig) -> float | None:
     from dpo_cli.diagnose import expected_initial_loss
 
     t = cfg.training
-    separate = cfg.reference.kind == "model" and (
-        cfg.reference.name_or_path != cfg.model.name_or_path or cfg.model.adapter is not None
-    )
-    if separate:
-        return None  # a different reference (an SFT model, an earlier round): log-ratios are not 0 at step 0
     if cfg.algorithm == "dpo":
         if getattr(t, "use_weighting", None):
             return None  # WPO multiplies each pair's loss by its (model-dependent) probability

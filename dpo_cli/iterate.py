@@ -332,7 +332,7 @@ class _Loop:
 
             try:
                 train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
-                      overrides=round_overrides)
+                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model")
             except DpoError as exc:
                 if exc.exit_code != EXIT_INTERRUPTED:
                     raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
