@@ -270,6 +270,21 @@ class JudgeSection(Section):
         return self
 
 
+class AlignmentTaxSection(Section):
+    """Benchmarks run on the reference and the trained model by lm-evaluation-harness (`pip install lm_eval`)."""
+
+    tasks: list[str] = Field(
+        min_length=1,
+        description=(
+            "lm-evaluation-harness task names (`arc_easy`, `hellaswag`, ...) or paths to task YAML files, e.g. "
+            "a task over a local data file."
+        ),
+    )
+    limit: int | None = Field(None, ge=1, description="Examples per task; `null`: all of them.")
+    num_fewshot: int | None = Field(None, ge=0, description="Few-shot examples; `null`: each task's default.")
+    batch_size: int = Field(8, ge=1, description="Batch size of the harness's log-likelihood requests.")
+
+
 class EvalSection(Section):
     """`dpo eval`: held-out preference metrics, generations, pathology checks and a judged win rate."""
 
@@ -286,6 +301,9 @@ class EvalSection(Section):
         True, description="Generate from policy and reference for the pathology report and the win rate."
     )
     judge: JudgeSection | None = Field(None, description="Judge for the win rate; `null` skips the win rate.")
+    alignment_tax: AlignmentTaxSection | None = Field(
+        None, description="Benchmarks on the reference and the trained model, with the difference; `null` skips it."
+    )
 
 
 class EndpointSection(Section):

@@ -87,6 +87,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
                   "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
                   "both rows on the same scale."]
+    tax = report.get("alignment_tax")
+    if tax:
+        from dpo_cli.evaluation.tax import lines as tax_lines
+
+        lines += ["", "## Alignment tax (lm-evaluation-harness)", "", *tax_lines(tax), "",
+                  "Difference: policy minus reference, with the standard error of that difference."]
     w = report.get("winrate")
     if w:
         lines += ["", f"## Win rate against the reference ({report['judge']})", "", winrate_line(w), ""]
@@ -108,6 +114,11 @@ def console_text(report: dict[str, Any]) -> str:
     lines = ["", f"eval       {report['label']}  ({report['weights']})"]
     if report.get("preference"):
         lines += ["preference (held-out pairs)", *["  " + line for line in preference_lines(report["preference"])]]
+    if report.get("alignment_tax"):
+        from dpo_cli.evaluation.tax import lines as tax_lines
+
+        lines += ["alignment tax (lm-evaluation-harness; difference = policy - reference)",
+                  *["  " + line for line in tax_lines(report["alignment_tax"])]]
     if report.get("winrate"):
         lines += [f"win rate   {report['judge']}", "  " + winrate_line(report["winrate"])]
         lines += ["  " + note for note in winrate_notes(report["winrate"])]

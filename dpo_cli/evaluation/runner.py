@@ -117,6 +117,14 @@ def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progr
 
         report["preference"] = preference_metrics(target.cfg, target.weights)
         gc.collect()
+    if settings.alignment_tax is not None:
+        from dpo_cli.evaluation.generate import load_generation_models
+        from dpo_cli.evaluation.tax import alignment_tax
+
+        models = load_generation_models(target.cfg, target.weights)
+        report["alignment_tax"] = alignment_tax(models, settings.alignment_tax)
+        del models
+        gc.collect()
     if not settings.generate:
         report["judge_skipped"] = "skipped: `eval.generate` is false"
         return report

@@ -236,3 +236,73 @@ def test_smollm2_served_judge_gives_parseable_verdicts() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def arithmetic_task(tmp_path: Path) -> Path:
+    """A multiple-choice lm-evaluation-harness task over a local JSONL file (sums, four choices)."""
+    import random
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(12):
+        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        wrong = rng.sample([a + b + d for d in (-3, -2, -1, 1, 2, 3)], 3)
+        choices = [str(a + b), *map(str, wrong)]
+        rng.shuffle(choices)
+        rows.append({"question": f"What is {a} plus {b}?", "choices": choices, "answer": choices.index(str(a + b))})
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = tmp_path / "sums.yaml"
+    task.write_text(
+        "task: dpo_test_sums\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
+        "doc_to_choice: \"{{choices}}\"\n"
+        "doc_to_target: answer\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return task
+
+
+def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dpo_cli.build import to_lora_config
+
+    task = arithmetic_task(tmp_path)
+    tax = [f"eval.alignment_tax.tasks=[{task}]", "eval.alignment_tax.batch_size=4",
+           "eval.preference=false", "eval.generate=false"]
+    args = ["--no-progress", *[x for o in tax for x in ("--set", o)]]
+
+    # A fresh adapter (B = 0) is the reference exactly: the tax must be 0 to the last digit.
+    cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "run"))
+    fresh = tmp_path / "fresh"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(fresh)
+    config = tmp_path / "fresh.yaml"
+    config.write_text((trained_run / "config.yaml").read_text())
+    result = runner.invoke(app, ["eval", str(config), "--model", str(fresh), *args])
+    assert result.exit_code == 0, result.output
+    report = json.loads((Path(load_config(config).output_dir) / "eval" / "report.json").read_text())
+    (row,) = report["alignment_tax"]["rows"]
+    assert (row["task"], row["metric"]) == ("dpo_test_sums", "acc")
+    assert row["delta"] == 0.0 and row["policy"] == row["reference"]
+    assert 0.0 <= row["reference"] <= 1.0 and row["stderr"] > 0
+
+    trained = runner.invoke(app, ["eval", str(trained_run), "--overwrite", *args])
+    assert trained.exit_code == 0, trained.output
+    assert "alignment tax" in trained.stdout and "dpo_test_sums" in trained.stdout
+    report = json.loads((trained_run / "eval" / "report.json").read_text())
+    (row,) = report["alignment_tax"]["rows"]
+    assert row["delta"] == pytest.approx(row["policy"] - row["reference"])
+    assert "## Alignment tax" in (trained_run / "eval" / "report.md").read_text()
+
+
+def test_unknown_alignment_tax_task_is_named(trained_run: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(trained_run), "--overwrite", "--no-progress",
+                                 "--set", "eval.alignment_tax.tasks=[no_such_task_xyz]",
+                                 "--set", "eval.preference=false", "--set", "eval.generate=false"])
+    assert result.exit_code == 2 and "no_such_task_xyz" in result.output and "Traceback" not in result.output
