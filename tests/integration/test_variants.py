@@ -153,7 +153,6 @@ def test_reference_free_algorithms_load_no_reference(
         assert built.trainer.loss_type == "simpo" and built.trainer.cpo_alpha == 0.0
 
 
-@pytest.mark.slow
 def test_full_dpo_loads_its_reference(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     # The counterpart of the test above, so that its `loads` check can fail.
     loads = _counting_from_pretrained(monkeypatch)
@@ -161,10 +160,28 @@ def test_full_dpo_loads_its_reference(tiny_model_dir: Path, tmp_path: Path, monk
     assert loads == [str(tiny_model_dir)] * 2
 
 
-@pytest.mark.slow
 def test_cpo_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
     _, built, steps = first_steps(VARIANTS / "cpo.yaml", tiny_model_dir, tmp_path / "cpo")
     assert built.trainer.cpo_alpha == 1.0 and len(steps) == 2
+
+
+def test_ipo_config_starts_at_its_closed_form(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg, _, steps = first_steps(VARIANTS / "ipo.yaml", tiny_model_dir, tmp_path / "ipo")
+    assert cfg.loss_types() == ["ipo"]
+    assert steps[0]["loss"] == pytest.approx((1 / (2 * cfg.training.beta)) ** 2, rel=1e-3)
+
+
+def test_every_variant_config_is_trained_by_a_default_test() -> None:
+    # "Each variant trains from configs/ in CI": CI runs the tests not marked slow.
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    fast = [f for name, f in vars(module).items()
+            if name.startswith("test_") and callable(f) and not any(m.name == "slow" for m in getattr(f, "pytestmark", []))]
+    sources = "".join(inspect.getsource(f) for f in fast)
+    for config in sorted(VARIANTS.glob("*.yaml")):
+        assert f'"{config.stem}.yaml"' in sources or f'"{config.stem}"' in sources, config.name
 
 
 def test_frozen_field_lists_match_the_installed_trl() -> None:
