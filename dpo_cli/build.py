@@ -69,9 +69,28 @@ def dpo_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for `DPOConfig`: dpo's defaults, then every key the user set."""
     kwargs: dict[str, Any] = {**DPO_DEFAULTS, **cfg.training_overrides()}
     kwargs["output_dir"] = str(output_dir)
+    _rename_deprecated_checkpointing(kwargs)
     if cfg.model.trust_remote_code:
         kwargs["trust_remote_code"] = True
     return kwargs
+
+
+def _rename_deprecated_checkpointing(kwargs: dict[str, Any]) -> None:
+    """`gradient_checkpointing*` -> `activation_checkpointing*` where transformers has the new names.
+
+    transformers 5.24 renamed them, keeping the old ones as deprecated aliases that warn on every
+    run; older 5.x releases only know the old names. TRL's trainers read either (they mirror).
+    """
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    if "activation_checkpointing" not in {f.name for f in fields(TrainingArguments)}:
+        return
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in kwargs and new not in kwargs:
+            kwargs[new] = kwargs.pop(old)
 
 
 def to_dpo_config(cfg: RunConfig, output_dir: Path) -> DPOConfig:

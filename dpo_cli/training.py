@@ -364,8 +364,11 @@ def _train(
 
 def quiet_known_noise() -> None:
     """Silence warnings that are harmless in this setup, so the ones that matter stay visible."""
+    import logging
     import warnings
 
+    # bitsandbytes' CPU backend looks for an optional kernels package on import and logs its absence.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     for pattern in (
         r".*is_gradient_checkpointing.*is deprecated",  # transformers 5 internal rename, not ours to fix
         r".*'pin_memory' argument is set as true but no accelerator",  # CPU runs
