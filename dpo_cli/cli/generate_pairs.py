@@ -69,7 +69,7 @@ def model_overrides(path: Path) -> list[str]:
     if not path.is_dir():
         raise DpoError(f"--model {path}: directory not found", exit_code=EXIT_USAGE)
     if (path / "adapter_config.json").is_file():
-        return [f"model.adapter={path}"]
+        return [f"model.adapter={path}", "lora=null"]  # the adapter brings its own LoRA settings
     return [f"model.name_or_path={path}", "model.adapter=null"]
 
 

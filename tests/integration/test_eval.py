@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from dpo_cli.cli.main import app
@@ -283,7 +284,8 @@ def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model
     fresh = tmp_path / "fresh"
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(fresh)
     config = tmp_path / "fresh.yaml"
-    config.write_text((trained_run / "config.yaml").read_text())
+    data = yaml.safe_load((trained_run / "config.yaml").read_text())
+    config.write_text(yaml.safe_dump({**data, "output_dir": str(tmp_path / "fresh-run")}))
     result = runner.invoke(app, ["eval", str(config), "--model", str(fresh), *args])
     assert result.exit_code == 0, result.output
     report = json.loads((Path(load_config(config).output_dir) / "eval" / "report.json").read_text())

@@ -202,3 +202,23 @@ def test_pairwise_llm_judge_scores_every_answer_and_ties_are_reported(tiny_model
     scores = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert all(s["scores"] == [0.5] * len(s["kept"]) for s in scores)
     assert "no pair for 3 prompt(s): every distinct response scored the same" in result.output
+
+
+def test_iterate_with_a_pairwise_judge_reports_the_win_rate_against_the_start(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # A local LLM judge (the tiny model, whose replies never parse: every judgement a tie): the
+    # held-out metric is the win rate against round 0's answers, 0.5 at the start by definition.
+    # Ties everywhere make no pairs, so the loop must stop with the reason, not train on nothing.
+    config = loop_config(tmp_path, tiny_model_dir, iterate={"rounds": 1, "prompts_per_round": 4},
+                         eval={"num_prompts": 4})
+    data = yaml.safe_load(config.read_text())
+    data["generate"].pop("scorer")
+    data["eval"]["judge"] = {"kind": "llm", "path": str(tiny_model_dir), "max_new_tokens": 4}
+    config.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["iterate", str(config), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "round 1: 0 pair(s), fewer than iterate.min_pairs (4)" in result.output
+    assert "every distinct response scored the same" in result.output
+    state = read_json(tmp_path / "loop" / "iterate.json")
+    assert state["metric"] == "heldout_win_rate" and state["rounds"]["0"]["heldout_win_rate"] == 0.5

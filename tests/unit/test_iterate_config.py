@@ -89,3 +89,19 @@ def test_scorer_reference_is_checked_at_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(write(tmp_path, generate={"scorer": "no-colon"}))
     assert any("generate.scorer" in p for p in exc.value.problems)
+
+
+def test_generate_pairs_model_option_takes_an_adapter_or_a_model(tmp_path: Path) -> None:
+    from dpo_cli.cli.generate_pairs import model_overrides
+
+    adapter, full = tmp_path / "adapter", tmp_path / "merged"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    full.mkdir()
+    path = write(tmp_path)  # has a `lora:` section, as a training config does
+    with_adapter = load_config(path, model_overrides(adapter))
+    assert with_adapter.model.adapter == str(adapter) and with_adapter.lora is None
+    with_model = load_config(path, model_overrides(full))
+    assert with_model.model.name_or_path == str(full) and with_model.model.adapter is None
+    with pytest.raises(DpoError, match="directory not found"):
+        model_overrides(tmp_path / "missing")
