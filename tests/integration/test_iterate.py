@@ -222,3 +222,25 @@ def test_iterate_with_a_pairwise_judge_reports_the_win_rate_against_the_start(
     assert "every distinct response scored the same" in result.output
     state = read_json(tmp_path / "loop" / "iterate.json")
     assert state["metric"] == "heldout_win_rate" and state["rounds"]["0"]["heldout_win_rate"] == 0.5
+
+
+def test_generate_pairs_scored_by_a_reward_model(tiny_model_dir: Path, tiny_reward_model_dir: Path,
+                                                 tmp_path: Path) -> None:
+    from dpo_cli.config.schema import JudgeSection
+    from dpo_cli.evaluation.judges import RewardModelJudge
+
+    config = pairs_config(tmp_path, tiny_model_dir, max_prompts=4)
+    data = yaml.safe_load(config.read_text())
+    data["eval"] = {"judge": {"kind": "reward_model", "path": str(tiny_reward_model_dir)}}
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "rm"
+    result = runner.invoke(app, ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"),
+                                 "--output", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert len(rows) == 4  # a random reward model never ties exactly
+    judge = RewardModelJudge(JudgeSection(kind="reward_model", path=str(tiny_reward_model_dir)))
+    for row in rows:  # the recorded scores are the reward model's own
+        prompt = row["prompt"][-1]["content"]
+        assert row["chosen_score"] == pytest.approx(judge.score(prompt, row["chosen"][0]["content"]), abs=1e-5)
+        assert row["chosen_score"] > row["rejected_score"]

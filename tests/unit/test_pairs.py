@@ -97,3 +97,13 @@ def test_pairwise_judge_scores_are_copeland_shares() -> None:
 
     scorer = PairwiseScorer(judge, "judge test")
     assert scorer.rank("p", ["aa", "a", "aaa", "aa"]) == [0.5, 0.0, 1.0, 0.5]
+
+
+def test_readme_example_scorer_runs(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("# my_scores.py, used as --scorer my_scores.py:helpful\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_scores.py").write_text(block)
+    scorer = FunctionScorer(f"{tmp_path / 'my_scores.py'}:helpful")
+    finished = " ".join(["word"] * 59) + " end."
+    assert scorer.score("p", finished) > scorer.score("p", "As an AI, I cannot help with that.")
+    assert scorer.score("p", finished) > scorer.score("p", finished[:-1])  # a finished sentence scores higher
