@@ -246,8 +246,6 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
         name, another config, a different vocabulary, adapter modules the base lacks or base
         modules the adapter does not cover).
     """
-    from transformers import AutoConfig
-
     forceable: list[str] = []
     if source.recorded_base and not _same_model(source.base, source.recorded_base):
         forceable.append(f"base model: the adapter was trained on {source.recorded_base!r}, merging into {source.base!r}")

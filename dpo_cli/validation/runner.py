@@ -277,21 +277,8 @@ class _SplitChecker:
             return self.unpaired.check(self, raw)
         row = raw.data
         problems: list[Problem] = []
-        if raw.line is not None:
-            self._column_kinds(row, problems)
-        values: dict[str, Any] = {}
-        for role in ("prompt", "chosen", "rejected"):
-            column = getattr(layout, role)
-            if column is None:
-                continue
-            if column not in row:
-                problems.append(("missing_field", f"`{column}`"))
-                continue
-            bad = field_problem(row[column], layout.conversational)
-            if bad is not None:
-                problems.append((bad[0], f"`{column}`: {bad[1]}" if bad[1] else f"`{column}`"))
-            else:
-                values[role] = row[column]
+        roles = [(role, getattr(layout, role)) for role in ("prompt", "chosen", "rejected")]
+        values = self.field_values(raw, [(r, c) for r, c in roles if c is not None], problems)
         if problems and _has_error(problems):
             return raw, None, problems
         chosen, rejected = values["chosen"], values["rejected"]
@@ -354,6 +341,23 @@ class _SplitChecker:
         lengths["chosen"].add(len(chosen_text))
         lengths["rejected"].add(len(rejected_text))
         self.report.char_pairs.add(len(chosen_text), len(rejected_text))
+
+    def field_values(self, raw: RawRow, roles: list[tuple[str, str]], problems: list[Problem]) -> dict[str, Any]:
+        """The usable value of each `(role, column)` of a row; a missing or bad field adds a problem instead."""
+        row = raw.data
+        if raw.line is not None:
+            self._column_kinds(row, problems)
+        values: dict[str, Any] = {}
+        for role, column in roles:
+            if column not in row:
+                problems.append(("missing_field", f"`{column}`"))
+                continue
+            bad = field_problem(row[column], self.layout.conversational)
+            if bad is not None:
+                problems.append((bad[0], f"`{column}`: {bad[1]}" if bad[1] else f"`{column}`"))
+            else:
+                values[role] = row[column]
+        return values
 
     def _column_kinds(self, row: dict, problems: list[Problem]) -> None:
         used = self.layout.columns()

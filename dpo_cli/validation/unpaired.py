@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 from dpo_cli.validation.checks import (
     conversation_problem,
     digest,
-    field_problem,
     kto_weight_advice,
     normalized,
     text_of,
@@ -62,18 +61,7 @@ class UnpairedRows:
         layout: Layout = checker.layout
         row = raw.data
         problems: list[Problem] = []
-        if raw.line is not None:
-            checker._column_kinds(row, problems)
-        values: dict[str, Any] = {}
-        for role, column in (("prompt", layout.prompt), ("completion", layout.chosen)):
-            if column not in row:
-                problems.append(("missing_field", f"`{column}`"))
-                continue
-            bad = field_problem(row[column], layout.conversational)
-            if bad is not None:
-                problems.append((bad[0], f"`{column}`: {bad[1]}" if bad[1] else f"`{column}`"))
-            else:
-                values[role] = row[column]
+        values = checker.field_values(raw, [("prompt", layout.prompt), ("completion", layout.chosen)], problems)
         label = row.get(layout.rejected)
         if layout.rejected not in row:
             problems.append(("missing_field", f"`{layout.rejected}`"))
