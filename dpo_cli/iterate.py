@@ -176,13 +176,14 @@ class HeldOut:
         elif k == 0:
             found["heldout_win_rate"] = 0.5
         else:
+            from dpo_cli.evaluation.generate import read_cache
             from dpo_cli.evaluation.winrate import judge_pair, tally
-            from dpo_cli.pairs.sampling import sample_prompts as _cached
 
-            start, _ = _cached(sampler, self.prompts, self.sampling, round_dir(self.out, 0) / "heldout.jsonl",
-                               progress=False)  # round 0's file: all cached
-            results = [judge_pair(self.scorer.judge, r["index"], r["prompt"], t, s["samples"][0]["text"].strip())
-                       for r, t, s in zip(rows, texts, start)]
+            # Round 0's answers as written then (sampling them here would use this round's model).
+            start = read_cache(round_dir(self.out, 0) / "heldout.jsonl")
+            results = [judge_pair(self.scorer.judge, r["index"], r["prompt"], t,
+                                  start[r["index"]]["samples"][0]["text"].strip())
+                       for r, t in zip(rows, texts)]
             summary = tally(results)
             found["heldout_win_rate"] = summary["win_rate"] + summary["tie_rate"] / 2
             found["heldout_win_rate_ci95"] = summary["win_ci95"]

@@ -244,3 +244,38 @@ def test_generate_pairs_scored_by_a_reward_model(tiny_model_dir: Path, tiny_rewa
         prompt = row["prompt"][-1]["content"]
         assert row["chosen_score"] == pytest.approx(judge.score(prompt, row["chosen"][0]["content"]), abs=1e-5)
         assert row["chosen_score"] > row["rejected_score"]
+
+
+def test_heldout_win_rate_compares_with_round_zero_answers_as_written(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Round 1's model differs from round 0's (another weight seed); a judge preferring the
+    # shorter answer decides. The win rate must be computed against round 0's answers on file,
+    # and round 0's file must not grow (it would if round 0 were sampled again with round 1's model).
+    from dpo_cli.config.loader import load_config
+    from dpo_cli.iterate import HeldOut
+    from dpo_cli.pairs.prompts import load_prompts
+    from dpo_cli.pairs.sampling import LocalSampler
+    from dpo_cli.pairs.scoring import PairwiseScorer
+    from tests.conftest import load_script
+
+    other = load_script("build_tiny_model").build_tiny_model(tmp_path / "other", seed=1)
+
+    def shorter(prompt: str, a: str, b: str):
+        return ("A" if len(a) < len(b) else "B" if len(b) < len(a) else "tie"), ""
+
+    base = load_config(loop_config(tmp_path, tiny_model_dir, eval={"num_prompts": 6, "batch_size": 6}))
+    prompts = load_prompts(str(SAMPLE / "eval.jsonl"), "prompt", limit=6, key="test")
+    heldout = HeldOut(prompts, PairwiseScorer(shorter, "judge shorter"), base, tmp_path / "loop")
+    assert heldout.evaluate(LocalSampler(base), 0, False)["heldout_win_rate"] == 0.5
+    zero_file = tmp_path / "loop" / "round-0" / "heldout.jsonl"
+    zero_lines = zero_file.read_text()
+    second = base.model_copy(update={"model": base.model.model_copy(update={"name_or_path": str(other)})})
+    found = heldout.evaluate(LocalSampler(second), 1, False)
+    assert zero_file.read_text() == zero_lines
+
+    def answers(k: int) -> list[str]:
+        rows = [json.loads(line) for line in (tmp_path / "loop" / f"round-{k}" / "heldout.jsonl").read_text().splitlines()]
+        return [r["samples"][0]["text"].strip() for r in rows]
+
+    points = [1.0 if len(n) < len(o) else 0.0 if len(n) > len(o) else 0.5 for n, o in zip(answers(1), answers(0))]
+    assert answers(1) != answers(0)
+    assert found["heldout_win_rate"] == pytest.approx(sum(points) / len(points))
