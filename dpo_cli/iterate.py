@@ -255,7 +255,7 @@ class _Loop:
     def sampler_after(self, k: int) -> Any:
         """A sampler holding the policy after round `k`, loaded once for its held-out eval and the next round."""
         if self.sampler_round != k:
-            from dpo_cli.cli.generate_pairs import make_sampler
+            from dpo_cli.pairs.sampling import make_sampler
 
             self.release()
             cfg = load_config(self.config_path, [*self.overrides, *policy_overrides(self.base, self.out, k)])

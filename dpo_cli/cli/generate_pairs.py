@@ -33,6 +33,7 @@ def generate_pairs(
     from dpo_cli.pairs.prompts import load_prompts
     from dpo_cli.pairs.runner import check_output, console_lines
     from dpo_cli.pairs.runner import generate_pairs as run
+    from dpo_cli.pairs.sampling import make_sampler
     from dpo_cli.pairs.scoring import make_scorer
 
     with user_errors():
@@ -71,17 +72,3 @@ def model_overrides(path: Path) -> list[str]:
     if (path / "adapter_config.json").is_file():
         return [f"model.adapter={path}", "lora=null"]  # the adapter brings its own LoRA settings
     return [f"model.name_or_path={path}", "model.adapter=null"]
-
-
-def make_sampler(cfg):  # noqa: ANN001, ANN201 - a RunConfig in, a Sampler out
-    """The endpoint sampler when `generate.endpoint` is set (checked with one call), else the local model."""
-    from dpo_cli.pairs.sampling import EndpointSampler, LocalSampler
-
-    if cfg.generate.endpoint is not None:
-        sampler = EndpointSampler(cfg.generate.endpoint)
-        sampler.check()
-        return sampler
-    from dpo_cli.training import quiet_known_noise
-
-    quiet_known_noise()
-    return LocalSampler(cfg)

@@ -119,10 +119,11 @@ def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progr
         gc.collect()
     if settings.alignment_tax is not None:
         from dpo_cli.evaluation.generate import load_generation_models
-        from dpo_cli.evaluation.tax import alignment_tax
+        from dpo_cli.evaluation.tax import alignment_tax, task_manager
 
+        manager, names = task_manager(settings.alignment_tax)  # an unknown task fails before any model loads
         models = load_generation_models(target.cfg, target.weights)
-        report["alignment_tax"] = alignment_tax(models, settings.alignment_tax)
+        report["alignment_tax"] = alignment_tax(models, settings.alignment_tax, manager, names)
         del models
         gc.collect()
     if not settings.generate:

@@ -50,15 +50,13 @@ def task_names(tasks: list[str]) -> tuple[list[str], list[str]]:
     return names, sorted(set(folders))
 
 
-def run_tasks(model: Any, tokenizer: Any, settings: AlignmentTaxSection) -> dict[str, dict[str, float]]:
-    """`{task: {metric: value}}` (stderr keys included) for one model.
+def task_manager(settings: AlignmentTaxSection) -> tuple[Any, list[str]]:
+    """The harness's task index (built once: it reads every task file it ships) and the task names.
 
     Raises:
         DpoError: lm-evaluation-harness is not installed, or does not know a task.
     """
     try:
-        from lm_eval import simple_evaluate
-        from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise DpoError("eval.alignment_tax needs lm-evaluation-harness: pip install 'dpo-cli[eval]' (or lm_eval)",
@@ -69,6 +67,15 @@ def run_tasks(model: Any, tokenizer: Any, settings: AlignmentTaxSection) -> dict
     if unknown:
         raise DpoError(f"eval.alignment_tax.tasks: lm-evaluation-harness has no task {', '.join(unknown)}",
                        exit_code=EXIT_USAGE, details=["list them with `lm_eval ls tasks`, or give a task YAML path"])
+    return manager, names
+
+
+def run_tasks(model: Any, tokenizer: Any, settings: AlignmentTaxSection, manager: Any,
+              names: list[str]) -> dict[str, dict[str, float]]:
+    """`{task: {metric: value}}` (stderr keys included) for one model."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-request logging drowns the report
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
     out = simple_evaluate(model=lm, tasks=names, num_fewshot=settings.num_fewshot, limit=settings.limit,
@@ -95,11 +102,11 @@ def compare(reference: dict[str, dict[str, float]], policy: dict[str, dict[str, 
     return rows
 
 
-def alignment_tax(models: Any, settings: AlignmentTaxSection) -> dict[str, Any]:
-    """Run the tasks on the reference (inside its context) and on the policy; compare them."""
+def alignment_tax(models: Any, settings: AlignmentTaxSection, manager: Any, names: list[str]) -> dict[str, Any]:
+    """Run the tasks (from `task_manager`) on the reference, inside its context, and on the policy; compare."""
     with models.reference_context():
-        reference = run_tasks(models.reference, models.tokenizer, settings)
-    policy = run_tasks(models.policy, models.tokenizer, settings)
+        reference = run_tasks(models.reference, models.tokenizer, settings, manager, names)
+    policy = run_tasks(models.policy, models.tokenizer, settings, manager, names)
     return {"tasks": settings.tasks, "limit": settings.limit, "num_fewshot": settings.num_fewshot,
             "rows": compare(reference, policy)}
 

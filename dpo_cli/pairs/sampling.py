@@ -127,6 +127,18 @@ class EndpointSampler:
         return [done[i * sampling.n:(i + 1) * sampling.n] for i in range(len(batch))]
 
 
+
+def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
+    """The endpoint sampler when `generate.endpoint` is set (checked with one call), else the local model."""
+    if cfg.generate.endpoint is not None:
+        sampler = EndpointSampler(cfg.generate.endpoint)
+        sampler.check()
+        return sampler
+    from dpo_cli.training import quiet_known_noise
+
+    quiet_known_noise()
+    return LocalSampler(cfg)
+
 def _sample(text: str, finished: bool, new_tokens: int | None) -> dict[str, Any]:
     return {"text": text, "finished": finished, "new_tokens": new_tokens}
 

@@ -54,10 +54,20 @@ def load_function(reference: str, *, key: str = "generate.scorer") -> Callable[.
     return function
 
 
-class FunctionScorer:
-    """`f(prompt, response) -> float`, where `prompt` is the prompt's last user message."""
+class _Pointwise:
+    """A scorer that rates each response on its own: ranking is scoring each."""
 
     pointwise = True
+
+    def score(self, prompt: str, response: str, *, where: str = "") -> float:
+        raise NotImplementedError
+
+    def rank(self, prompt: str, responses: list[str], *, where: str = "") -> list[float]:
+        return [self.score(prompt, r, where=where) for r in responses]
+
+
+class FunctionScorer(_Pointwise):
+    """`f(prompt, response) -> float`, where `prompt` is the prompt's last user message."""
 
     def __init__(self, reference: str):
         self.function = load_function(reference)
@@ -79,14 +89,9 @@ class FunctionScorer:
             )
         return float(value)
 
-    def rank(self, prompt: str, responses: list[str], *, where: str = "") -> list[float]:
-        return [self.score(prompt, r, where=where) for r in responses]
 
-
-class RewardModelScorer:
+class RewardModelScorer(_Pointwise):
     """A local reward model (`eval.judge.kind: reward_model`): its scalar output is the score."""
-
-    pointwise = True
 
     def __init__(self, judge: Any, name: str):
         self.judge, self.name = judge, name
@@ -96,9 +101,6 @@ class RewardModelScorer:
 
     def score(self, prompt: str, response: str, *, where: str = "") -> float:
         return self.judge.score(prompt, response)
-
-    def rank(self, prompt: str, responses: list[str], *, where: str = "") -> list[float]:
-        return [self.score(prompt, r) for r in responses]
 
 
 class PairwiseScorer:
