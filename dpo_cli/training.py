@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -202,35 +203,21 @@ def build_trainer(
     return BuiltRun(trainer=trainer, data=data, tokenizer=tokenizer, guard=guard, stop=stop)
 
 
-def train(
-    cfg: RunConfig,
-    *,
-    overwrite: bool = False,
-    resume: bool = False,
-    config_path: str | None = None,
-    overrides: list[str] | None = None,
-    policy: Any = None,
-    ref_logps_cache: Path | None = None,
-    starts_at_reference: bool = True,
-) -> RunResult:
-    """Train as configured and leave a complete run directory.
+def _in_run_scope(train_fn: Any) -> Any:
+    """Hold the run directory's lock on the main rank for the whole run (see `rundir.run_lock`), and
+    tear down torch.distributed when a launched run ends, however it ends."""
 
-    The run directory is locked for the whole run (see `rundir.run_lock`); other arguments as
-    in `_train`.
+    @functools.wraps(train_fn)
+    def wrapper(cfg: RunConfig, **kwargs: Any) -> RunResult:
+        try:
+            if not is_main_process():
+                return train_fn(cfg, **kwargs)
+            with run_lock(Path(cfg.output_dir)):
+                return train_fn(cfg, **kwargs)
+        finally:
+            close_process_group()
 
-    Raises:
-        DpoError: The run directory is taken or in use, inputs are unusable, training diverged
-            (NaN) or was interrupted (exit code 130, after saving a checkpoint).
-    """
-    kwargs = dict(overwrite=overwrite, resume=resume, config_path=config_path, overrides=overrides,
-                  policy=policy, ref_logps_cache=ref_logps_cache, starts_at_reference=starts_at_reference)
-    try:
-        if not is_main_process():
-            return _train(cfg, **kwargs)
-        with run_lock(Path(cfg.output_dir)):
-            return _train(cfg, **kwargs)
-    finally:
-        close_process_group()
+    return wrapper
 
 
 def close_process_group() -> None:
@@ -238,7 +225,7 @@ def close_process_group() -> None:
 
     Left to interpreter shutdown, gloo's worker threads can be destroyed while still joinable,
     and the process dies with `terminate called without an active exception` (SIGABRT) after a
-    run that succeeded. Training has no collectives left once `_train` returns on this rank.
+    run that succeeded. Training has no collectives left once `train` returns on this rank.
     """
     import torch.distributed as dist
 
@@ -248,7 +235,8 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _train(
+@_in_run_scope
+def train(
     cfg: RunConfig,
     *,
     overwrite: bool = False,
@@ -265,8 +253,8 @@ def _train(
     (a later round of `dpo iterate`), so the first loss is not checked against its closed form.
 
     Raises:
-        DpoError: The run directory is taken, inputs are unusable, training diverged (NaN) or
-            was interrupted (exit code 130, after saving a checkpoint).
+        DpoError: The run directory is taken or in use, inputs are unusable, training diverged
+            (NaN) or was interrupted (exit code 130, after saving a checkpoint).
     """
     output_dir = Path(cfg.output_dir)
     main = is_main_process()
