@@ -430,8 +430,23 @@ class _TrainerArgs(Section):
     bf16: bool | None = Field(None, description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
     fp16: bool = Field(False, description="float16 mixed precision.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
-    precompute_ref_log_probs: bool = Field(
-        False, description="Compute reference log-probs once before training, so no reference model stays loaded."
+    precompute_ref_log_probs: bool | None = Field(
+        None,
+        description=(
+            "Compute reference log-probs once before training (sorted by length, cached in the run directory for "
+            "`--resume`), so no reference model stays loaded. Unset: DPO precomputes with full fine-tuning, a "
+            "separate reference model or more than one epoch, where it was measured to win; otherwise online."
+        ),
+    )
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
+        "group_by_length",
+        description=(
+            "Batch order. `group_by_length` (dpo's default; TRL's is `random`): shuffled mega-batches of 50 batches, "
+            "each sorted by length, so pairs of similar length share a batch and far less of it is padding; "
+            "reproducible for `seed`, and a resumed run sees the same batches. Evaluation and the reference "
+            "precompute then run sorted by length. `random`: TRL's random batches. `sequential`, `batch_rebalance`: "
+            "transformers' own."
+        ),
     )
     use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
     report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
@@ -453,6 +468,16 @@ class _TrainingCommon(_TrainerArgs):
     loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+    )
+    padding_free: bool | None = Field(
+        None,
+        description=(
+            "Run each batch's chosen and rejected sequences packed into one row, without padding (position ids "
+            "restart per sequence; SDPA, eager, flex and FlashAttention keep them apart). Per-pair log-probs equal "
+            "the padded computation. Unset: on with FlashAttention (variable-length kernels) and on the CPU, off "
+            "with SDPA/eager on a GPU, where length-grouped padded batches were measured faster. TRL 1.16's own "
+            "`padding_free` only warns and pads; dpo implements it for `algorithm: dpo`."
+        ),
     )
 
 

@@ -39,6 +39,7 @@ def test_plan_that_does_not_fit_prints_suggestions():
     result = runner.invoke(app, [
         "plan", str(ROOT / "configs" / "mistral.yaml"), "--gpus", "1", "--gpu-memory", "24GiB",
         "--set", "quantization=null", "--set", "lora=null", "--set", "launch.deepspeed=null", "--set", "launch.num_processes=1",
+        "--set", "training.precompute_ref_log_probs=false",
     ])
     assert result.exit_code == 0, result.output
     assert "does NOT fit" in result.output
