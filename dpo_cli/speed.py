@@ -5,9 +5,8 @@ Three things, each with a switch under `training:` (TRL/transformers names, our 
 - `train_sampling_strategy: group_by_length` (dpo's default; TRL's is `random`): batches of
   pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.batching`);
   evaluation and the reference precompute run sorted by length;
-- `padding_free` (unset: dpo decides): a DPO batch's sequences run packed into one row
-  (`dpo_cli.packing`) where the model and attention kernel support it and it is the faster way
-  (see `padding_free_choice`);
+- `padding_free` (unset: on where it applies): a DPO batch's sequences run packed, without
+  padding (`dpo_cli.packing`), where the model and attention kernel support packed rows;
 - `precompute_ref_log_probs` (unset: dpo decides): reference log-probs computed once, sorted by
   length, and kept in a content-keyed cache that resumes and sweep points reuse
   (`dpo_cli.ref_cache`; see `precompute_choice`).
@@ -66,6 +65,10 @@ def precompute_choice(cfg: RunConfig) -> tuple[bool, str]:
 def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     """Whether a DPO batch runs packed (padding-free) on `model`, and why.
 
+    Packed rows never hold more tokens, nor more attention pairs, than the padded batch (see
+    `dpo_cli.packing.row_width`), and on the CPU they were measured faster with both random and
+    length-grouped batches (README, "Speed"), so they are the default wherever they apply.
+
     Args:
         cfg: The run config.
         model: The loaded policy (PEFT's base model or the model itself).
@@ -83,19 +86,9 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     if explicit is not None:
         return bool(explicit), "set in the config"
     if attn in packing.VARLEN_ATTENTION:
-        return True, f"{attn} runs packed rows with variable-length kernels"
-    device = _device_type(cfg)
-    if device == "cpu":
-        return True, f"{attn} on the CPU: packed rows measured faster than length-grouped padded batches"
-    return False, f"{attn} on {device}: a packed row attends over its whole length; length-grouped padded batches"
-
-
-def _device_type(cfg: RunConfig) -> str:
-    import torch
-
-    if cfg.training.use_cpu or not torch.cuda.is_available():
-        return "cpu"
-    return "cuda"
+        return True, f"{attn}: one packed row through its variable-length kernels"
+    # Rows as wide as the longest sequence: never more tokens, nor more attention, than the padded batch.
+    return True, f"{attn}: sequences packed into rows as wide as the batch's longest"
 
 
 def trainer_class(base: type, cfg: RunConfig, ref_cache: Path | None) -> type:
@@ -208,6 +201,13 @@ class FasterDPO:
         settings = f"{a.max_length}|{a.truncation_mode}|{a.ld_alpha}|{a.bf16}|{a.fp16}"
         key = ref_cache.content_key(dataset, self._precompute_model_hash, settings) if cache is not None else None
         cached = ref_cache.load(cache, name, key) if cache is not None else None
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            # The precompute below is collective: reuse only when every rank has the file (a node
+            # without the shared run directory computes with the others instead of leaving them waiting).
+            if not all(gather_object([cached is not None])):
+                cached = None
         if cached is not None:
             sources[name] = "reused"
             chosen, rejected = cached

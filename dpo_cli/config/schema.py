@@ -472,11 +472,11 @@ class _TrainingCommon(_TrainerArgs):
     padding_free: bool | None = Field(
         None,
         description=(
-            "Run each batch's chosen and rejected sequences packed into one row, without padding (position ids "
-            "restart per sequence; SDPA, eager, flex and FlashAttention keep them apart). Per-pair log-probs equal "
-            "the padded computation. Unset: on with FlashAttention (variable-length kernels) and on the CPU, off "
-            "with SDPA/eager on a GPU, where length-grouped padded batches were measured faster. TRL 1.16's own "
-            "`padding_free` only warns and pads; dpo implements it for `algorithm: dpo`."
+            "Run each batch's chosen and rejected sequences packed, without padding: position ids restart per "
+            "sequence, so SDPA, eager and flex attention (rows as wide as the longest sequence) and FlashAttention "
+            "(one row, variable-length kernels) keep them apart. Per-pair log-probs equal the padded computation. "
+            "Unset: on wherever the model supports it (never more tokens than padding); `false`: TRL's padded "
+            "batches. TRL 1.16's own `padding_free` only warns and pads; dpo implements it for `algorithm: dpo`."
         ),
     )
 
