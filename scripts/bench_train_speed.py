@@ -84,10 +84,18 @@ def run_process(argv: list[str], env: dict[str, str], log: Path) -> tuple[float,
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
+THREADS = {"n": 1}
+
+
 def env_for(work: Path, tag: str) -> dict[str, str]:
     cache = work / f"cache-{tag}"
+    threads = str(THREADS["n"])
     return {
         **os.environ,
+        # On a machine shared with other jobs, a process whose OpenMP threads wait for each other at every
+        # barrier slows down many times over when one core is taken; one thread per side degrades evenly.
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
@@ -154,14 +162,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=160)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--variant", action="append", default=[], type=parse_variant)
+    parser.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads of each side (default 1)")
     parser.add_argument("--no-plain", action="store_true", help="only dpo and its variants (ratios against dpo)")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it (logs, runs)")
     args = parser.parse_args()
+    THREADS["n"] = args.threads
 
     sides = [("dpo", [])] + list(args.variant)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; {args.runs} runs per side, alternated")
+          f"{time.strftime('%Y-%m-%d %H:%M')}; {args.runs} runs per side, alternated; {args.threads} thread(s) each")
     results: dict[str, dict[int, list[dict]]] = {name: {b: [] for b in args.batch_sizes} for name, _ in sides}
     baseline = "dpo" if args.no_plain else "plain TRL"
     if not args.no_plain:

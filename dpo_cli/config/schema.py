@@ -434,8 +434,8 @@ class _TrainerArgs(Section):
         None,
         description=(
             "Compute reference log-probs once before training (sorted by length, cached in the run directory for "
-            "`--resume`), so no reference model stays loaded. Unset: DPO precomputes with full fine-tuning, a "
-            "separate reference model or more than one epoch, where it was measured to win; otherwise online."
+            "`--resume`), so no reference model stays loaded. Unset: DPO precomputes with full fine-tuning (no "
+            "second copy of the model) and for more than two epochs, where it was measured to win; otherwise online."
         ),
     )
     train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(

@@ -104,8 +104,10 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
     [
         ((), False),  # LoRA, one pass: online costs the same and starts sooner
         (("training.num_train_epochs=3",), True),
+        (("training.num_train_epochs=2",), False),  # measured even at two epochs
         (("lora=null",), True),  # full fine-tuning: no second copy of the model
-        (("reference.kind=model", "reference.name_or_path=ref"), True),
+        (("reference.kind=model", "reference.name_or_path=ref"), False),  # TRL keeps that model loaded anyway
+        (("lora=null", "reference.kind=model", "reference.name_or_path=ref"), False),
         (("lora=null", "training.precompute_ref_log_probs=false"), False),  # the config wins
         (("training.precompute_ref_log_probs=true",), True),
         (("lora=null", "training.sync_ref_model=true"), False),
