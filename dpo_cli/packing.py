@@ -1,4 +1,4 @@
-"""Padding-free pairs: a DPO batch's chosen and rejected sequences run as one packed row.
+"""Padding-free pairs: a DPO batch's chosen and rejected sequences run packed, without padding.
 
 TRL 1.16's `DPOTrainer` pads the batch's 2 x B sequences to the longest one and, having dropped
 its own `padding_free` in a refactor, pads even when asked not to. Here the model's forward is
@@ -35,7 +35,7 @@ PACKED_ATTENTION = ("sdpa", "eager", "flex_attention", "flash_attention_2", "fla
 # Of those, the ones whose kernels skip the masked-out blocks (cost grows with the sum of squared
 # sequence lengths instead of the square of the packed row's length).
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
-_MARK = "_dpo_padding_free"
+_MARK = "_dpo_packed"  # set on the wrapper, which lives and dies with the instance's `forward`
 # The only inputs TRL's text DPO passes to the model; anything else (images, token types) runs padded.
 _PACKABLE_KWARGS = {"input_ids", "attention_mask", "labels", "fused_lm_head", "use_cache", "output_router_logits"}
 
@@ -67,14 +67,14 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
-def install(model: Any) -> bool:
+def install(model: Any) -> None:
     """Wrap `model.forward` (already patched with TRL's fused LM head) to run padded batches packed.
 
-    Idempotent. Returns:
-        True when the wrapper is (now) installed.
+    Idempotent. A sweep that removes TRL's patch (`del model.forward`) removes this wrapper too,
+    and the next trainer installs both afresh.
     """
-    if getattr(model, _MARK, False):
-        return True
+    if getattr(model.__dict__.get("forward"), _MARK, False):
+        return
     fused_forward = model.forward
 
     @functools.wraps(fused_forward)
@@ -86,9 +86,8 @@ def install(model: Any) -> bool:
             return fused_forward(*args, **kwargs)
         return packed_forward(fused_forward, width=row_width(model, attention_mask), **kwargs)
 
+    setattr(forward, _MARK, True)
     model.forward = forward
-    setattr(model, _MARK, True)
-    return True
 
 
 def bins(lengths: list[int], width: int | None) -> list[list[int]]:

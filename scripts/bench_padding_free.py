@@ -1,6 +1,6 @@
 """Padding-free pairs against length-grouped padded batches, step by step, in one process.
 
-    python scripts/bench_padding_free.py [--pairs 400] [--batches 6] [--batch-sizes 4 8 16] [--attn sdpa]
+    python scripts/bench_padding_free.py [--pairs 400] [--batches 6] [--batch-sizes 4 8 16] [--attn sdpa] [--threads 1]
 
 Builds the `DPOTrainer` that `dpo train` builds, twice (`training.padding_free` true and false),
 on the CPU tiny Llama and real-length pairs of bench_train_speed.py. Then, for the same batches in
@@ -52,12 +52,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="batches timed per batch size and order")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     import numpy as np
     import torch
+
+    torch.set_num_threads(args.threads)
     from bench_train_speed import dpo_config, prepare
 
     from dpo_cli.batching import length_grouped_order, pair_lengths

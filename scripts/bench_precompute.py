@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_train_speed import dpo_config, env_for, prepare, run_ours, run_process  # noqa: E402
+from bench_train_speed import dpo_config, env_for, prepare, run_ours, run_process
 
 SMOLLM2 = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 

@@ -215,7 +215,7 @@ def main() -> None:
     if args.cpu_check:
         # Small enough for the test suite: TRL's fused LM head is slow off a GPU.
         cuda = False
-        args.steps, args.batch_size, args.pairs, args.max_length = 5, 1, 12, 192
+        args.steps, args.batch_size, args.pairs = 5, 1, 12
     started = time.perf_counter()
     work = args.out / "work"
     work.mkdir(parents=True, exist_ok=True)

@@ -252,3 +252,17 @@ def test_batch_order_defaults_per_algorithm(tmp_path: Path) -> None:
     assert trainer_config_kwargs(off, tmp_path)["train_sampling_strategy"] == "random"
     kto = load_config(ROOT / "configs" / "variants" / "kto.yaml", base)
     assert trainer_config_kwargs(kto, tmp_path)["train_sampling_strategy"] == "sequential"  # KTO's KL pairing
+
+
+def test_a_reused_base_model_is_packed_again(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # A sweep trains every point on one base model, removing the adapter and TRL's patched forward
+    # between points (dpo_cli.sweep._detach_adapter); the next point must run packed again.
+    from dpo_cli.build import load_policy
+
+    cfg = config(tiny_model_dir, tmp_path, "data.eval=null", "data.eval_fraction=null")
+    base = load_policy(cfg)
+    for point in range(2):
+        trainer = build_trainer(cfg, tmp_path / f"m{point}.jsonl", policy=base).trainer
+        assert getattr(base.__dict__.get("forward"), "_dpo_packed", False), point
+        base = trainer.model.unload()
+        base.__dict__.pop("forward", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,7 +93,13 @@ def test_lengths_from_the_token_columns_of_each_trainer() -> None:
     kto = Dataset.from_dict({"prompt_ids": [[1, 2]], "completion_ids": [[3]], "label": [True]})
     assert pair_lengths(kto).tolist() == [3]
     assert pair_lengths(Dataset.from_dict({"text": ["a"]})) is None
-    assert "torch" not in sys.modules
+
+
+def test_batch_order_and_speed_choices_never_import_torch() -> None:
+    # `dpo plan` and config checks read `dpo_cli.speed`; they must stay torch-free.
+    code = "import sys, dpo_cli.batching, dpo_cli.speed, dpo_cli.packing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def overrides(tmp_path: Path, *extra: str) -> list[str]:
