@@ -202,6 +202,9 @@ def _prepare(
 ) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(base_cfg.training.report_to)  # before the shared base model loads
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
         raise DpoError(
             "KTO logs no reward accuracy (its rows are unpaired): set `sweep.select_by: logp_margin` or `win_rate`",

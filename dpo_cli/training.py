@@ -71,6 +71,9 @@ def config_to_yaml(cfg: RunConfig) -> str:
 
 def preflight(cfg: RunConfig) -> None:
     """Hardware checks, separate from config validation so configs validate on a laptop."""
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(cfg.training.report_to)  # before torch: a missing tracker stops the run in a second
     import torch
 
     t = cfg.training
@@ -280,6 +283,9 @@ def train(
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
     trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+    from dpo_cli.tracking import route_logs
+
+    route_logs(trainer, output_dir)
 
     run_info = {
         "status": "running",
