@@ -489,6 +489,10 @@ def merge_adapter(
                                  "adapter_effect": base_effect},
             },
         )
+        from dpo_cli.publish.card import write_merged_card
+
+        write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
+            source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
         _readable_by_all(staging)
         _move_into_place(staging, output)
     finally:
@@ -505,6 +509,22 @@ def merge_adapter(
         shards=shards,
         warnings=warnings,
     )
+
+
+def merge_command(
+    source_path: Path, output: Path, *, dtype: str, base: str | None, force: bool, max_shard_size: str
+) -> str:
+    """The `dpo merge-adapter` command line that makes this merge again (for the model card)."""
+    import shlex
+
+    parts = ["dpo", "merge-adapter", shlex.quote(str(source_path)), "--output", shlex.quote(str(output)), "--dtype", dtype]
+    if base:
+        parts += ["--base", shlex.quote(base)]
+    if force:
+        parts.append("--force")
+    if max_shard_size != "5GB":
+        parts += ["--max-shard-size", shlex.quote(max_shard_size)]
+    return " ".join(parts)
 
 
 def _resolve_device(device: str) -> str:

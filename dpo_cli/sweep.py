@@ -175,6 +175,7 @@ class SweepResult:
     rule: str
     table: Path
     plot: Path | None
+    page: Path | None = None  # report.html
 
 
 class _State:
@@ -336,7 +337,18 @@ def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, al
     state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else {"points": points}
     state.update({"winner": winner["point"] if winner else None, "rule": rule, "swept": swept})
     atomic_write_json(out / STATE_FILE, state)
-    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot)
+    from dpo_cli.publish import refresh_if_finished
+    from dpo_cli.publish.html import write_sweep_report
+
+    for row in rows:  # each point's card and page now say whether it was chosen, and by what rule
+        if row.get("status") == "completed":
+            refresh_if_finished(out / row["point"])
+    page = write_sweep_report(out, rows, winner, rule, swept, plot)
+    if winner is not None:
+        from dpo_cli.publish.hub import push_run
+
+        push_run(out / winner["point"])  # with `push_to_hub`, the repository ends on the chosen point
+    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot, page=page)
 
 
 def sweep_command(config_path: Path, overrides: list[str], out: Path) -> str:
