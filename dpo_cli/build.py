@@ -69,6 +69,10 @@ def dpo_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for `DPOConfig`: dpo's defaults, then every key the user set."""
     kwargs: dict[str, Any] = {**DPO_DEFAULTS, **cfg.training_overrides()}
     kwargs["output_dir"] = str(output_dir)
+    if kwargs.get("push_to_hub") and not kwargs.get("hub_model_id"):
+        from dpo_cli.publish.hub import default_repo_name
+
+        kwargs["hub_model_id"] = default_repo_name(Path(cfg.output_dir))
     _rename_deprecated_checkpointing(kwargs)
     if cfg.model.trust_remote_code:
         kwargs["trust_remote_code"] = True

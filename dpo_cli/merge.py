@@ -167,9 +167,11 @@ def _check_adapter_weights(adapter_dir: Path) -> None:
         # Trainer.save_model under ZeRO-3 without 16-bit gathering writes only DeepSpeed's
         # partitioned checkpoint, no adapter weights.
         details = [
-            "this is a DeepSpeed ZeRO-3 partitioned checkpoint; train with "
-            "`launch.deepspeed.zero3_save_16bit_model: true`, or rebuild the weights with the "
-            "zero_to_fp32.py script saved beside it"
+            (
+                "this is a DeepSpeed ZeRO-3 partitioned checkpoint; train with "
+                "`launch.deepspeed.zero3_save_16bit_model: true`, or rebuild the weights with the "
+                "zero_to_fp32.py script saved beside it"
+            )
         ]
     raise DpoError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})", details=details)
 
@@ -252,8 +254,10 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
     config = _load_base_config(source)
     if getattr(config, "quantization_config", None):
         return [
-            f"{source.base}: the checkpoint itself is quantized ({_quant_method(config)}); merging into quantized "
-            "weights loses the update. Merge into the unquantized original with --base"
+            (
+                f"{source.base}: the checkpoint itself is quantized ({_quant_method(config)}); merging into quantized "
+                "weights loses the update. Merge into the unquantized original with --base"
+            )
         ], forceable
     forceable += _config_differences(source, config)
     forceable += _vocab_problems(source, config)
@@ -361,7 +365,7 @@ def _shape_problems(source: MergeSource, config: Any) -> tuple[list[str], list[s
         ("base modules the adapter has no weights for", set(expected) - set(found)),
     ):
         if keys:
-            example = sorted(keys)[0].removeprefix("base_model.model.")
+            example = min(keys).removeprefix("base_model.model.")
             forceable.append(f"{len(keys)} {label} (e.g. {example}): another architecture or layer count")
     if fatal:
         fatal = [*fatal[:5], *([f"... and {len(fatal) - 5} more"] if len(fatal) > 5 else [])]
@@ -374,7 +378,7 @@ def _adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
         from safetensors import safe_open
 
         with safe_open(str(safetensors_path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     import torch
 
     state = torch.load(adapter_dir / "adapter_model.bin", map_location="meta", weights_only=True)
@@ -489,6 +493,10 @@ def merge_adapter(
                                  "adapter_effect": base_effect},
             },
         )
+        from dpo_cli.publish.card import write_merged_card
+
+        write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
+            source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
         _readable_by_all(staging)
         _move_into_place(staging, output)
     finally:
@@ -505,6 +513,22 @@ def merge_adapter(
         shards=shards,
         warnings=warnings,
     )
+
+
+def merge_command(
+    source_path: Path, output: Path, *, dtype: str, base: str | None, force: bool, max_shard_size: str
+) -> str:
+    """The `dpo merge-adapter` command line that makes this merge again (for the model card)."""
+    import shlex
+
+    parts = ["dpo", "merge-adapter", shlex.quote(str(source_path)), "--output", shlex.quote(str(output)), "--dtype", dtype]
+    if base:
+        parts += ["--base", shlex.quote(base)]
+    if force:
+        parts.append("--force")
+    if max_shard_size != "5GB":
+        parts += ["--max-shard-size", shlex.quote(max_shard_size)]
+    return " ".join(parts)
 
 
 def _resolve_device(device: str) -> str:

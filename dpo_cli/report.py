@@ -30,6 +30,8 @@ def print_run_summary(result: RunResult) -> None:
         f"{what:<10} {result.final_dir}",
         f"metrics    {s.get('metrics')}",
         f"plots      {', '.join(str(p) for p in result.plots)}",
+        *([f"page       {page}"] if (page := result.output_dir / "report.html").is_file() else []),
+        *([f"card       {card}"] if (card := result.final_dir / "README.md").is_file() else []),
         "diagnosis",
     ]
     lines += [f"  {f.level:<8} {f.message}" for f in result.findings] or ["  nothing to report"]
@@ -44,6 +46,8 @@ def print_sweep_summary(result: Any) -> None:
     lines = ["", result.table.read_text().rstrip(), ""]
     if result.plot:
         lines.append(f"plot       {result.plot}")
+    if result.page:
+        lines.append(f"page       {result.page}")
     lines.append(f"state      {result.sweep_dir / 'sweep.json'}")
     if result.winner:
         lines.append(f"winner     {result.winner['point']}: {result.winner.get('final_dir')}")

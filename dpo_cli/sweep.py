@@ -175,6 +175,7 @@ class SweepResult:
     rule: str
     table: Path
     plot: Path | None
+    page: Path | None = None  # report.html
 
 
 class _State:
@@ -202,6 +203,9 @@ def _prepare(
 ) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(base_cfg.training.report_to)  # before the shared base model loads
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
         raise DpoError(
             "KTO logs no reward accuracy (its rows are unpaired): set `sweep.select_by: logp_margin` or `win_rate`",
@@ -278,7 +282,7 @@ def run_sweep(
             print_point_line(point.name, f"failed: {exc.message}")
             shared_base = None  # its adapter may still be attached: load a clean base next time
             continue
-        except Exception as exc:  # an unexpected failure of one point must not lose the others
+        except Exception as exc:  # noqa: BLE001 (an unexpected failure of one point must not lose the others)
             state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
                          traceback=traceback.format_exc(limit=8))
             print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
@@ -333,7 +337,18 @@ def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, al
     state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else {"points": points}
     state.update({"winner": winner["point"] if winner else None, "rule": rule, "swept": swept})
     atomic_write_json(out / STATE_FILE, state)
-    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot)
+    from dpo_cli.publish import refresh_if_finished
+    from dpo_cli.publish.html import write_sweep_report
+
+    for row in rows:  # each point's card and page now say whether it was chosen, and by what rule
+        if row.get("status") == "completed":
+            refresh_if_finished(out / row["point"])
+    page = write_sweep_report(out, rows, winner, rule, swept, plot)
+    if winner is not None:
+        from dpo_cli.publish.hub import push_run
+
+        push_run(out / winner["point"])  # with `push_to_hub`, the repository ends on the chosen point
+    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot, page=page)
 
 
 def sweep_command(config_path: Path, overrides: list[str], out: Path) -> str:

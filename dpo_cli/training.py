@@ -71,6 +71,9 @@ def config_to_yaml(cfg: RunConfig) -> str:
 
 def preflight(cfg: RunConfig) -> None:
     """Hardware checks, separate from config validation so configs validate on a laptop."""
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(cfg.training.report_to)  # before torch: a missing tracker stops the run in a second
     import torch
 
     t = cfg.training
@@ -280,6 +283,9 @@ def train(
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
     trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+    from dpo_cli.tracking import route_logs
+
+    route_logs(trainer, output_dir)
 
     run_info = {
         "status": "running",
@@ -322,7 +328,8 @@ def train(
     final_dir = output_dir / "final"
     if data.eval is not None:
         trainer.evaluate()
-    trainer.save_model(str(final_dir))
+    # Without `_internal_call`, save_model would push `checkpoints/` with TRL's card; `push_final` pushes final/.
+    trainer.save_model(str(final_dir), _internal_call=True)
     if main:
         built.tokenizer.save_pretrained(str(final_dir))
     records = read_metrics(metrics_path)
@@ -331,6 +338,7 @@ def train(
     plots: list[Path] = []
     if main:
         from dpo_cli.plots import write_plots
+        from dpo_cli.publish.record import provenance
 
         plots = write_plots(records, output_dir / "plots", expected_loss=expected)
         summary.update(
@@ -341,10 +349,18 @@ def train(
                 "metrics": str(metrics_path),
                 "plots": [str(p) for p in plots],
                 "diagnosis": [{"level": f.level, "message": f.message} for f in findings],
+                "provenance": provenance(cfg, trainer.args, config_path=config_path, overrides=overrides),
             }
         )
         atomic_write_json(output_dir / "summary.json", summary)
+        from dpo_cli.publish import refresh_run_documents
+
+        refresh_run_documents(output_dir)  # final/README.md (the model card) and report.html
         _finish(output_dir, run_info, "completed", main)
+        if trainer.args.push_to_hub:
+            from dpo_cli.publish.hub import push_final
+
+            push_final(trainer, final_dir)
     return RunResult(
         output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
     )

@@ -29,6 +29,7 @@ def train(
     from dpo_cli import launch
     from dpo_cli.config.loader import load_config
     from dpo_cli.report import print_run_summary
+    from dpo_cli.tracking import check_trackers
     from dpo_cli.training import is_main_process
     from dpo_cli.training import train as run_training
 
@@ -36,6 +37,7 @@ def train(
         set_ = [*(set_ or []), f"launch.num_processes={num_processes}"]
     with user_errors():
         cfg = load_config(config, set_)
+        check_trackers(cfg.training.report_to)  # before the data check, the launch and any model
         if dry_run or launch.needs_launcher(cfg):
             args = launch.train_args(str(config), set_, overwrite=overwrite, resume=resume, skip_validation=skip_validation)
             if dry_run:

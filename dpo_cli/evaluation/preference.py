@@ -120,7 +120,9 @@ def _built(cfg: RunConfig) -> Any:
 
     # Training rows are not needed, only loaded and tokenized by the trainer: keep one. The
     # held-out split is cut before `max_train_samples` applies, so it is unchanged.
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_train_samples": 1})})
+    # Nor are the run's trackers: these evaluations are not steps of the training run they logged.
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_train_samples": 1}),
+                                 "training": cfg.training.model_copy(update={"report_to": "none"})})
     # The run's metrics.jsonl belongs to training; eval writes its own report instead.
     built = build_trainer(cfg, Path(tempfile.gettempdir()) / "dpo-eval-unused.jsonl")
     built.trainer.remove_callback(MetricsWriter)

@@ -121,6 +121,52 @@ def _deepspeed_json(cfg: RunConfig) -> dict | None:
         raise DpoError(f"launch.deepspeed_config: {path}: {exc}", exit_code=EXIT_USAGE) from None
 
 
+def to_dict(plan: Plan) -> dict:
+    """The plan's figures for scripts (`dpo plan --json`); memory in bytes and GiB, time in seconds."""
+    m, c, s = plan.memory, plan.compute, plan.shape
+
+    def gib(value: float) -> float:
+        return round(value / GIB, 3)
+
+    return {
+        "fits": plan.fits,
+        "gpus": m.gpus,
+        "gpu_memory_bytes": int(plan.gpu_memory),
+        "gpu_memory_gib": gib(plan.gpu_memory),
+        "total_bytes": int(m.gpu_total),
+        "total_gib": gib(m.gpu_total),
+        "headroom_gib": gib(plan.gpu_memory - m.gpu_total),
+        "cpu_offload_gib": gib(m.cpu_total),
+        "memory": [
+            {"label": r.label, "gpu_bytes": int(r.gpu_bytes), "gpu_gib": gib(r.gpu_bytes), "cpu_gib": gib(r.cpu_bytes),
+             "note": r.note}
+            for r in m.rows
+        ],
+        "gradient_checkpointing": m.checkpointing,
+        "assumptions": list(m.assumptions),
+        "model": {
+            "source": s.source, "params": s.params, "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
+            "kv_heads": s.kv_heads, "intermediate": s.intermediate, "vocab": s.vocab,
+        },
+        "compute": {
+            "forward_flops_per_token": c.forward_flops_per_token,
+            "flops_per_step": c.flops_per_step,
+            "tokens_per_step": c.tokens_per_step,
+            "rows_per_epoch": c.rows_per_epoch,
+            "steps_per_epoch": c.steps_per_epoch,
+            "seconds_per_step": c.seconds_per_step,
+            "seconds_per_epoch": c.seconds_per_epoch,
+            "precompute_seconds": c.precompute_seconds,
+            "peak_tflops": plan.peak_tflops,
+            "utilization": plan.utilization,
+        },
+        "suggestions": [
+            {"text": g.text, "overrides": list(g.overrides), "total_gib": gib(g.gpu_total), "fits": g.fits}
+            for g in plan.suggestions
+        ],
+    }
+
+
 def _gib(value: float) -> str:
     return f"{value / GIB:8.2f} GiB"
 
@@ -138,8 +184,10 @@ def render(plan: Plan) -> str:
     m, c, s = plan.memory, plan.compute, plan.shape
     lines = [
         f"model: {s.source}",
-        f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
-        f"intermediate {s.intermediate}, vocab {s.vocab}",
+        (
+            f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
+            f"intermediate {s.intermediate}, vocab {s.vocab}"
+        ),
         f"memory per GPU ({m.gpus} GPU{'s' if m.gpus > 1 else ''}):",
     ]
     width = max(len(r.label) for r in m.rows)

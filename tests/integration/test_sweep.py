@@ -13,6 +13,7 @@ from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import read_json
 from dpo_cli.sweep import REF_CACHE_DIR, run_sweep
 from tests.conftest import ROOT, smoke_overrides
+from tests.html_check import parse_strict
 
 pytestmark = pytest.mark.integration
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -42,6 +43,27 @@ def test_three_betas_produce_table_plot_and_choice(sweep) -> None:
     assert Path(result.winner["final_dir"], "adapter_model.safetensors").is_file()
     state = read_json(out / "sweep.json")
     assert state["winner"] == result.winner["point"] and "Rule" not in state["rule"]
+
+
+def test_sweep_page_and_the_winners_card(sweep) -> None:
+    from huggingface_hub import ModelCard
+
+    _, result = sweep
+    page = parse_strict((result.sweep_dir / "report.html").read_text())
+    assert result.page == result.sweep_dir / "report.html"
+    assert len(page.images) == 1  # sweep.png, embedded
+    assert all(f"{row['point']}/report.html" in page.links for row in result.rows)
+    assert f"Chosen: {result.winner['point']}" in " ".join(page.text.split())
+    winner = result.sweep_dir / result.winner["point"]
+    card = ModelCard.load(winner / "final" / "README.md")
+    assert card.data.library_name == "peft" and "dpo" in card.data.tags
+    selection = card.text.split("## Selection (`dpo sweep-beta`)")[1].split("\n## ")[0]
+    assert "the point `dpo sweep-beta` chose among 3" in selection
+    assert f"| **{result.winner['point']}** (chosen) |" in selection
+    assert (winner / "final" / "plots" / "sweep.png").is_file()
+    others = [r["point"] for r in result.rows if r["point"] != result.winner["point"]]
+    assert f"the chosen point is `{result.winner['point']}`" in (result.sweep_dir / others[0] / "final" / "README.md").read_text()
+    parse_strict((winner / "report.html").read_text())
 
 
 def test_each_point_is_a_normal_run(sweep) -> None:
