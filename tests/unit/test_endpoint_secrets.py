@@ -25,7 +25,8 @@ class EchoHeaders(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        headers = dict(self.headers.items())
+        # Authorization first, so that even a message cut to its first 200 characters carries it.
+        headers = dict(sorted(self.headers.items(), key=lambda item: item[0].lower() != "authorization"))
         status = int(self.server.status)  # type: ignore[attr-defined]
         if status == 200:
             body = {
