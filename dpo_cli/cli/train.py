@@ -48,10 +48,12 @@ def train(
         if not skip_validation and is_main_process():
             from pathlib import Path
 
-            from dpo_cli.rundir import check_run_dir
+            from dpo_cli.rundir import check_run_dir, config_inputs
             from dpo_cli.validation import check_before_training
 
-            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume)  # the cheapest refusal first
+            # The cheapest refusal first.
+            protected = config_inputs(cfg.model_dump(mode="json"), config)
+            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume, protected=protected)
             # Before any model is loaded: bad rows stop the run here, in seconds.
             check_before_training(cfg, str(config))
         result = run_training(cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [])

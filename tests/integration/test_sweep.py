@@ -116,7 +116,7 @@ def test_a_failed_point_is_recorded_and_the_rest_go_on(tiny_model_dir: Path, tmp
     result = run_sweep(SMOKE, overrides, betas=[0.1, 0.2], sweep_dir=sweep_dir)
     status = {r["point"]: r for r in result.rows}
     assert status["beta_0.1"]["status"] == "failed"
-    assert "FileExistsError" in status["beta_0.1"]["error"]
+    assert "exists and is not a directory" in status["beta_0.1"]["error"]
     assert status["beta_0.2"]["status"] == "completed"
     assert result.winner["point"] == "beta_0.2"
     assert "did not finish" in (sweep_dir / "results.md").read_text()
