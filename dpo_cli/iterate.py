@@ -320,11 +320,14 @@ class _Loop:
         status = point_status(run_dir)
         if status == "completed":
             return run_dir
-        check_before_training(cfg, str(self.config_path))
+        data_check = check_before_training(cfg, str(self.config_path))
         resume, overwrite = status == "resumable", status == "partial"
         if launch.needs_launcher(cfg):
-            args = launch.train_args(str(self.config_path), round_overrides, overwrite=overwrite, resume=resume,
-                                     skip_validation=True)
+            # The launched ranks read this check from where it is saved instead of checking again.
+            check_dir = round_dir(self.out, k) / "pairs"
+            data_check.save(check_dir)
+            args = launch.train_args(str(self.config_path), [*round_overrides], overwrite=overwrite, resume=resume,
+                                     skip_validation=False, data_check=str(check_dir))
             code = launch.launch(cfg, args, overwrite=overwrite, resume=resume)
             if code != 0:
                 raise DpoError(f"round {k}: training exited with code {code}", exit_code=code)
@@ -333,7 +336,8 @@ class _Loop:
 
             try:
                 train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
-                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model")
+                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model",
+                      data_check=data_check)
             except DpoError as exc:
                 if exc.exit_code != EXIT_INTERRUPTED:
                     raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None

@@ -199,7 +199,7 @@ def _prepare(
     learning_rates: list[float] | None,
     sweep_dir: str | Path | None,
     validate: bool,
-) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
+) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State, Any]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
@@ -210,12 +210,15 @@ def _prepare(
     points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
     out = sweep_dir_of(base_cfg, sweep_dir)
     configs = point_configs(config_path, overrides, points, out)
+    data_check = None
     if validate:
         from dpo_cli.validation import check_before_training
 
-        check_before_training(next(iter(configs.values())), str(config_path))
+        data_check = check_before_training(next(iter(configs.values())), str(config_path))
     out.mkdir(parents=True, exist_ok=True)
-    return base_cfg, points, configs, out, _State(out, points)
+    if data_check is not None:
+        data_check.save(out)  # every point leaves out the same rows (`dpo train --data-check` reads it)
+    return base_cfg, points, configs, out, _State(out, points), data_check
 
 
 def run_sweep(
@@ -237,7 +240,8 @@ def run_sweep(
             consistent, and re-running the command continues.
     """
     overrides = list(overrides or [])
-    base_cfg, points, configs, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
+    base_cfg, points, configs, out, state, data_check = _prepare(config_path, overrides, betas, learning_rates,
+                                                                 sweep_dir, validate)
     shared_base = None
     reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
     from dpo_cli.report import print_point_line
@@ -265,6 +269,7 @@ def run_sweep(
                 overrides=[*overrides, *point.overrides(out)],
                 policy=shared_base,
                 ref_logps_cache=out / REF_CACHE_DIR,
+                data_check=data_check,
             )
         except DpoError as exc:
             interrupted = exc.exit_code == EXIT_INTERRUPTED
@@ -374,7 +379,8 @@ def run_parallel(
     """
     import sys
 
-    base_cfg, points, _, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
+    base_cfg, points, _, out, state, data_check = _prepare(config_path, overrides, betas, learning_rates, sweep_dir,
+                                                           validate)
     dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
     queue = [(p, argv) for p, argv in zip(points, train_commands(config_path, overrides, points, out), strict=True)]
     running: dict[str, tuple[Point, Any, Any]] = {}
@@ -387,7 +393,8 @@ def run_parallel(
             if status == "completed":
                 state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
                 continue
-            argv = [*dpo_argv, *argv[1:], "--skip-validation"]  # checked once above
+            # Checked once above: each point reads that check instead of checking again.
+            argv = [*dpo_argv, *argv[1:], *(["--data-check", str(out)] if data_check is not None else ["--skip-validation"])]
             if status == "resumable":
                 argv.append("--resume")
             elif status == "partial":

@@ -169,14 +169,16 @@ def build_trainer(
     from dpo_cli.algorithms import algorithm_of, to_trainer_config, trainer_kwargs
     from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
     from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
-    from dpo_cli.data import load_preference_data
+    from dpo_cli.data import load_preference_data, read_exclusions
 
     algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
     args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
     # Rank 0 reads the files into the datasets cache first; the other ranks then reuse that cache
     # instead of each parsing the data at once (TRL tokenizes the same way).
+    # The rows the data check dropped (written into the run directory by the main rank before this).
     with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
-        data = load_preference_data(cfg.data, unpaired=not algorithm.paired)
+        excluded = read_exclusions(Path(cfg.output_dir), cfg.data)
+        data = load_preference_data(cfg.data, unpaired=not algorithm.paired, excluded=excluded)
     tokenizer = load_tokenizer(cfg)
     policy = policy if policy is not None else load_policy(cfg)
     reference = load_reference(cfg) if algorithm.reference else None
@@ -246,11 +248,14 @@ def train(
     policy: Any = None,
     ref_logps_cache: Path | None = None,
     starts_at_reference: bool = True,
+    data_check: Any = None,
 ) -> RunResult:
     """Train as configured and leave a complete run directory.
 
     `starts_at_reference` false says the policy deliberately starts away from its reference
     (a later round of `dpo iterate`), so the first loss is not checked against its closed form.
+    `data_check` is what `dpo_cli.validation.check_before_training` found: the rows it dropped
+    are saved into the run directory (`data/`) and left out by every rank.
 
     Raises:
         DpoError: The run directory is taken or in use, inputs are unusable, training diverged
@@ -270,6 +275,8 @@ def train(
     if main:
         init_run_dir(output_dir, overwrite=overwrite, resume=resume)
         atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
+        if data_check is not None:
+            data_check.save(output_dir)
         if resume_from is not None:
             truncate_metrics(metrics_path, checkpoint_step(resume_from))
     try:
@@ -290,6 +297,8 @@ def train(
         "train_rows": len(data.train),
         "eval_rows": len(data.eval) if data.eval is not None else 0,
         "data_format": data.format,
+        # Rows per source (converted, then taken by fraction/max_samples) and what the data check dropped.
+        "data": {"sources": data.sources, **({"check": data_check.summary} if data_check is not None else {})},
         # Where precomputed reference log-probs came from: {"train": "computed" | "reused", ...}
         "ref_logps": getattr(trainer, "ref_logps_source", None),
         "versions": _versions(),
@@ -320,8 +329,13 @@ def train(
         )
 
     final_dir = output_dir / "final"
+    by_source = None
     if data.eval is not None:
         trainer.evaluate()
+        if data.eval_sources:
+            from dpo_cli.evaluation.by_source import evaluate_by_source
+
+            by_source = evaluate_by_source(trainer, data.eval_sources, built.tokenizer)
     trainer.save_model(str(final_dir))
     if main:
         built.tokenizer.save_pretrained(str(final_dir))
@@ -341,13 +355,27 @@ def train(
                 "metrics": str(metrics_path),
                 "plots": [str(p) for p in plots],
                 "diagnosis": [{"level": f.level, "message": f.message} for f in findings],
+                "data": _data_summary(data, data_check, output_dir),
             }
         )
+        if by_source is not None:
+            summary["eval_by_source"] = by_source
         atomic_write_json(output_dir / "summary.json", summary)
         _finish(output_dir, run_info, "completed", main)
     return RunResult(
         output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
     )
+
+
+def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any]:
+    """Rows trained on, per source, and what the data check dropped (listed in `data/rejects.jsonl`)."""
+    out: dict[str, Any] = {"train_rows": len(data.train), "eval_rows": len(data.eval) if data.eval is not None else 0,
+                           "sources": data.sources}
+    if data_check is not None:
+        out["dropped"] = {name: {"rows": s["rows"], "dropped": s["dropped"], "dropped_by": s["dropped_by"]}
+                          for name, s in data_check.summary.items()}
+        out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
+    return out
 
 
 def quiet_known_noise() -> None:

@@ -100,20 +100,35 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "not found" in missing.output and "Traceback" not in missing.output
 
 
-def test_train_refuses_invalid_data_before_loading_a_model(tmp_path: Path) -> None:
+def test_train_drops_a_few_bad_rows_and_refuses_many_before_loading_a_model(tmp_path: Path) -> None:
     data = rows()
     data[4] = "{broken"
-    bad = write(tmp_path / "bad.jsonl", data)
+    few = write(tmp_path / "few.jsonl", data)
+    many = write(tmp_path / "many.jsonl", [row if i % 6 else "{broken" for i, row in enumerate(rows())])
+    evals = write(tmp_path / "eval.jsonl", [{**r, "prompt": f"Held out {i}?"} for i, r in enumerate(rows(20))])
     out = tmp_path / "run"
-    args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={out}",
-            "--set", f"data.train={bad}", "--set", f"data.eval={bad}", "--set", "model.name_or_path=/nonexistent"]
-    refused = runner.invoke(app, [*args, "--set", "model.tokenizer_name_or_path=" + str(_tokenizer_dir(tmp_path))])
+    tokenizer = "model.tokenizer_name_or_path=" + str(_tokenizer_dir(tmp_path))
+
+    def train(path: Path, *extra: str):
+        args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={out}", "--set",
+                f"data.train={path}", "--set", f"data.eval={evals}", "--set", "model.name_or_path=/nonexistent"]
+        return runner.invoke(app, [*args, *extra])
+
+    # 20 of 120 rows (17%) is past data.max_drop_fraction (10%): a mapping mistake, not noise
+    refused = train(many, "--set", tokenizer)
     assert refused.exit_code == 2, refused.output
-    assert "nothing was trained" in refused.output and "malformed_line" in refused.output
-    assert not out.exists()
-    # --skip-validation opts out: train's own loader then trips over the same line
-    skipped = runner.invoke(app, [*args, "--skip-validation"])
-    assert skipped.exit_code == 2 and "could not parse data" in skipped.output
+    assert "20 of 120 train rows (16.7%) have errors" in refused.output and "nothing was trained" in refused.output
+    assert "malformed_line" in refused.output and "Traceback" not in refused.output and not out.exists()
+    # one bad line is dropped and counted; the run goes on (to the model, which does not exist here)
+    dropped = train(few, "--set", tokenizer)
+    assert "dropped: 1 of 120 train rows (malformed_line x1), 119 left" in dropped.output, dropped.output
+    assert "nothing was trained" not in dropped.output and "/nonexistent" in dropped.output
+    # --strict stops on any row error
+    strict = train(few, "--set", tokenizer, "--strict")
+    assert strict.exit_code == 2 and "--strict: 1 row error(s)" in strict.output
+    # --skip-validation: the loader still drops the line by itself, and says so
+    skipped = train(few, "--skip-validation")
+    assert "1 row(s) left out (malformed_line x1)" in skipped.output, skipped.output
     assert "nothing was trained" not in skipped.output
 
 
