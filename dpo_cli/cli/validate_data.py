@@ -86,7 +86,7 @@ def validate_data(
             checker = token_checker_from_name(tokenizer, max_length) if tokenizer and not no_tokens else None
             result = run_validation(
                 section, token_checker=checker, tokenizer_name=tokenizer if checker else None, writer=writer,
-                near_identical=near_identical,
+                near_identical=near_identical, detect_unpaired=True,
             )
         print(format_report(result, strict))
         if report is not None:

@@ -62,6 +62,7 @@ class PlannedSource:
     mismatch: str | None = None
     messages: bool = False
     keys: list[str] = field(default_factory=list)
+    unpaired_rows: bool = False  # refused as pairs because the rows are KTO's unpaired rows
 
     @property
     def problem(self) -> str | None:
@@ -69,7 +70,7 @@ class PlannedSource:
 
     def describe(self) -> str:
         if self.match is None:
-            return "layout not recognised"
+            return "not recognised"
         shape = "conversational" if self.messages else "standard"
         converted = " -> converted to messages" if self.messages and self.match.native == "text" else ""
         return f"{self.match.layout}: {self.match.described} [{shape}{converted}]"
@@ -169,6 +170,7 @@ def plan_split(data: DataSection, split: str, *, unpaired: bool = False, train: 
                                        unpair=data.unpair)
             except LayoutError as exc:
                 planned.error = str(exc)
+                planned.unpaired_rows = exc.unpaired
         sources.append(planned)
     plan = SplitPlan(split, sources, kind="unpaired" if unpaired and not data.unpair else "pairs")
     _fix_representation(plan, data.format, train)

@@ -152,6 +152,7 @@ def validate_data(
     writer: CleanWriter | None = None,
     near_identical: float = NEAR_IDENTICAL,
     kto_weights: tuple[float, float] | None = None,
+    detect_unpaired: bool = False,
 ) -> ValidationReport:
     """Check the train (and eval) data of a `data:` section the way `dpo train` will read it.
 
@@ -165,6 +166,8 @@ def validate_data(
         kto_weights: For `algorithm: kto`, its `(desirable_weight, undesirable_weight)`: rows are
             then read as KTO reads them (unpaired, or pairs under `data.unpair`) and the label
             balance is checked against the weights (see `dpo_cli.validation.unpaired`).
+        detect_unpaired: Without a config (`--data`): rows that are KTO's unpaired rows are
+            validated as KTO data (with weights 1:1) instead of refused as pairs.
 
     Raises:
         DpoError: A data file is missing or cannot be read at all.
@@ -180,6 +183,9 @@ def validate_data(
     )
     try:
         train_plan = plan_split(data, "train", unpaired=unpaired)
+        if detect_unpaired and not unpaired and all(s.unpaired_rows for s in train_plan.sources):
+            kto_weights, unpaired = (1.0, 1.0), True
+            train_plan = plan_split(data, "train", unpaired=True)
         plans = [train_plan]
         if data.eval is not None:
             plans.append(plan_split(data, "eval", unpaired=unpaired, train=train_plan))

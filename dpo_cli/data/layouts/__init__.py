@@ -68,7 +68,7 @@ def detect(sample: Sample, *, forced: str | None = None, unpaired: bool = False,
                               f"columns found: {', '.join(sample.keys) or 'none'}")
         raise LayoutError(explain_no_pairs(sample) or _missing_columns(sample, unpaired))
     if found.kind == "unpaired" and not unpaired:
-        raise LayoutError(explain_unpaired_for_pairs(sample, found.described))
+        raise LayoutError(explain_unpaired_for_pairs(sample, found.described), unpaired=True)
     if found.kind == "pairs" and unpaired and not unpair:
         raise LayoutError(
             f"{found.described}: preference pairs, but `algorithm: kto` trains on unpaired rows (prompt, completion, "
@@ -143,17 +143,23 @@ def _suggest(sample: Sample, unpaired: bool) -> str | None:
     options = {r: _candidates(sample, r) for r in roles}
     if not all(options.values()):
         return None
-    prompt_options = [None] if sample.has(cols.prompt) else [*_candidates(sample, "prompt")[:3], None]
+    # Prompt: a likely-named column, else any other text column (a file's names can be anything).
+    texts = [k for k in sample.keys if isinstance(sample.first(k), str) and k not in _taken(sample)]
+    prompt_options = [None] if sample.has(cols.prompt) else [
+        *dict.fromkeys([*_candidates(sample, "prompt")[:3], *texts[:4]]), None]
     for chosen in options.get("chosen", [cols.chosen])[:3]:
         for rejected in options.get("rejected", [cols.rejected])[:3]:
             if chosen == rejected:
                 continue
             for prompt in prompt_options:
+                if prompt in (chosen, rejected):
+                    continue
                 update = {k: v for k, v in (("chosen", chosen), ("rejected", rejected)) if k in roles}
                 if prompt is not None:
                     update["prompt"] = prompt
                 if _works(sample, update, unpaired):
-                    return "; ".join(f"data.columns.{k}: {v}" for k, v in update.items())
+                    flags = " ".join(f"--{k}-column {v}" for k, v in update.items())
+                    return "; ".join(f"data.columns.{k}: {v}" for k, v in update.items()) + f" (with --data: {flags})"
     return None
 
 

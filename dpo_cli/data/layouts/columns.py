@@ -30,7 +30,14 @@ SCORE_PATTERNS = ("score_{}", "{}_score", "{}_rating", "rating_{}", "{}_reward",
 
 
 class LayoutError(Exception):
-    """The rows are not this layout's as configured; the message says what was found and how to fix it."""
+    """The rows are not a layout this run trains on; the message says what was found and how to fix it.
+
+    `unpaired` is set when the rows are KTO's unpaired rows, refused only because the run wants pairs.
+    """
+
+    def __init__(self, message: str, unpaired: bool = False):
+        super().__init__(message)
+        self.unpaired = unpaired
 
 
 def is_messages(value: Any) -> bool:
