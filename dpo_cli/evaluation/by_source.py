@@ -20,20 +20,46 @@ KEYS = {"rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_marg
 def evaluate_by_source(trainer: Any, datasets: dict[str, Any], tokenizer: Any, prefix: str = "eval") -> dict[str, Any]:
     """`{source: {reward_accuracy, reward_margin, loss, ..., rows}}` for each eval source.
 
+    TRL's trainers log their reward metrics under `eval_` whatever the prefix, so each
+    source's numbers are read from the log record its evaluation writes; `metrics.jsonl`
+    (whose `eval_*` records describe the combined eval set) is left out of it meanwhile.
     A setup TRL cannot evaluate on new rows after training (full fine-tuning with precomputed
     reference log-probs and no reference model kept) gives `{"unavailable": reason}`.
     """
+    from transformers import TrainerCallback
+
+    from dpo_cli.callbacks import MetricsWriter
+
+    class Capture(TrainerCallback):
+        def __init__(self) -> None:
+            self.records: list[dict[str, Any]] = []
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            self.records.append(dict(logs or {}))
+
     prepared = {name: _prepared(trainer, ds, tokenizer) for name, ds in datasets.items()}
+    writers = [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, MetricsWriter)]
+    capture = Capture()
+    for writer in writers:
+        trainer.remove_callback(writer)
+    trainer.add_callback(capture)
     try:
-        raw = trainer.evaluate(eval_dataset=prepared, metric_key_prefix=prefix)
+        trainer.evaluate(eval_dataset=prepared, metric_key_prefix=prefix)
     except ValueError as exc:
         reason = str(exc).splitlines()[0][:200]
         print(f"warning: held-out metrics per source unavailable: {reason}", file=sys.stderr)
         return {"unavailable": reason}
+    finally:
+        trainer.remove_callback(capture)
+        for writer in writers:
+            trainer.add_callback(writer)
     out: dict[str, Any] = {}
     for name, ds in datasets.items():
-        row = {label: float(raw[f"{prefix}_{name}_{key}"]) for key, label in KEYS.items()
-               if f"{prefix}_{name}_{key}" in raw}
+        own = f"{prefix}_{name}_"
+        record = next((r for r in capture.records if f"{own}loss" in r or f"{own}runtime" in r), {})
+        values = {k[len(own):] if k.startswith(own) else k[len("eval_"):]: v for k, v in record.items()
+                  if k.startswith((own, "eval_"))}
+        row = {label: float(values[key]) for key, label in KEYS.items() if key in values}
         row["rows"] = len(ds)
         out[name] = row
     return out

@@ -88,9 +88,9 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("preference"):
         lines += ["", f"## Held-out preference metrics ({report['preference']['policy'].get('pairs')} pairs)", ""]
         lines += preference_lines(report["preference"])
-        lines += ["", "The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
-                  "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
-                  "both rows on the same scale."]
+        lines += ["", ("The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
+                       "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
+                       "both rows on the same scale.")]
     tax = report.get("alignment_tax")
     if tax:
         from dpo_cli.evaluation.tax import lines as tax_lines
