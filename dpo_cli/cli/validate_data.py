@@ -44,7 +44,7 @@ def validate_data(
         str, typer.Option("--format", help="Layout with --data (`auto` detects; see the formats table).")
     ] = "auto",
     max_row_bytes: Annotated[
-        int | None, typer.Option(min=1024, help="Longest row read with --data (default 8 MiB); longer ones are errors.")
+        int | None, typer.Option(min=1024, help="Longest row read with --data (default 4 MiB); longer ones are errors naming the line.")
     ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for token checks with --data (path or Hub id).")] = None,
     max_length: Annotated[int, typer.Option(help="max_length for token checks with --data (TRL's default).")] = 1024,

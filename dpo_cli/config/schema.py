@@ -259,9 +259,12 @@ class DataSection(Section):
         ),
     )
     max_row_bytes: int = Field(
-        8 * 1024 * 1024,
+        4 * 1024 * 1024,
         ge=1024,
-        description="Longest JSONL line (or row) read; longer ones are errors naming the line. Bounds memory per row.",
+        description=(
+            "Longest JSONL line (or row, in characters) read; a longer one is an error naming its line. It bounds "
+            "what the data check holds at once (about 1 GB with a tokenizer at 4 MiB)."
+        ),
     )
     max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, ge=1, description="Use only the first N eval rows.")

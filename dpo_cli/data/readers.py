@@ -6,8 +6,9 @@ file. CSV, Parquet, JSON arrays and Hub datasets are read by `datasets` (which d
 too) and iterated in batches. Either way the same `RawRow`s come out, numbered the same way for
 `dpo validate-data` and `dpo train`, and only one batch is held in memory.
 
-A JSONL line longer than the per-row limit (`data.max_row_bytes`) is reported as a bad row
-naming its line, and is skipped in bounded chunks without ever being held whole.
+A JSONL line longer than the per-row limit (`data.max_row_bytes`, 4 MiB by default) is
+reported as a bad row naming its line, and is skipped in bounded chunks without ever being
+held whole.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ if TYPE_CHECKING:
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 BATCH_ROWS = 1000
-# A batch also ends after this many bytes of input, so long rows cannot pile up in one batch.
-BATCH_BYTES = 16 * 1024 * 1024
-DEFAULT_MAX_ROW_BYTES = 8 * 1024 * 1024
+# The per-row limit (`data.max_row_bytes`). A batch also ends once it holds this many bytes, so
+# one batch holds at most about twice the limit, however long its rows: what the data check
+# holds at once (JSON objects, token ids) is bounded by it.
+DEFAULT_MAX_ROW_BYTES = 4 * 1024 * 1024
 _SKIP_CHUNK = 1024 * 1024
 
 
@@ -224,8 +226,11 @@ def iter_batches(
                 yield batch
         return
     dataset = load_split(source, split=split, subset=subset)
+    # Rows of long text come in smaller batches, for the same bound as JSON Lines batches.
+    mean_row = dataset.data.nbytes / max(len(dataset), 1)
+    batch_rows = max(1, min(BATCH_ROWS, int(max_row_bytes // max(mean_row, 1))))
     index = 0
-    for batch in dataset.iter(batch_size=BATCH_ROWS):
+    for batch in dataset.iter(batch_size=batch_rows):
         columns = list(batch)
         size = len(batch[columns[0]]) if columns else 0
         rows = []
@@ -277,7 +282,7 @@ def _jsonl_batches(path: str, first_index: int, max_row_bytes: int) -> Iterator[
                     text = line[:1000].decode("utf-8", "replace").rstrip("\n")
                     batch.append(RawRow(path, number, index, None, error=("malformed_line", note), text=text))
             index += 1
-            if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
+            if len(batch) >= BATCH_ROWS or size >= max_row_bytes:
                 yield batch
                 batch, size = [], 0
     if batch:
