@@ -160,8 +160,7 @@ def test_one_huge_line_is_an_error_naming_it_in_bounded_memory(tmp_path: Path) -
 
     path = tmp_path / "big.jsonl"
     with open(path, "w", encoding="utf-8") as handle:
-        for row in rows(120):
-            handle.write(json.dumps(row) + "\n")
+        handle.writelines(json.dumps(row) + "\n" for row in rows(120))
         handle.write(json.dumps({"prompt": "p", "chosen": "word " * 10_000_000, "rejected": "x"}) + "\n")  # 50 MB
         handle.write(json.dumps(rows(1)[0] | {"prompt": "After the big one?"}) + "\n")
     code = (
