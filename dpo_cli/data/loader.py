@@ -183,9 +183,11 @@ def _source_dataset(
             raise
         table = Dataset.from_dict({name: [] for name in features}, features=features)
     left_out = json.loads(tally.read_text()) if tally.is_file() else {}
-    if left_out and os.environ.get("RANK", "0") == "0":  # counted even when nobody ran the data check
+    if left_out:  # counted even when nobody ran the data check
         reasons = ", ".join(f"{c} x{n}" for c, n in left_out.items())
-        print(f"data: {planned.source.label}: {sum(left_out.values())} row(s) left out ({reasons}); "
+        # Every rank says it in a launched run: they must all leave out the same rows.
+        rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        print(f"data{rank}: {planned.source.label}: {sum(left_out.values())} row(s) left out ({reasons}); "
               "`dpo validate-data` lists them", file=sys.stderr)
     return table, left_out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dpo_cli.rundir import COMPLETE_MARKER, read_metrics
-from tests.conftest import ROOT, smoke_overrides
+from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ STEPS = 4
 HANG_LIMIT_S = 420
 
 
-def dpo_train(tiny_model_dir: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+def dpo_train(tiny_model_dir: Path, out: Path, *extra: str, env: dict[str, str] | None = None, validate: bool = False):
     overrides = smoke_overrides(
         tiny_model_dir,
         out,
@@ -37,7 +37,8 @@ def dpo_train(tiny_model_dir: Path, out: Path, *extra: str, env: dict[str, str] 
         "data.max_eval_samples=16",
         *extra,
     )
-    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2", "--skip-validation"]
+    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2",
+            *([] if validate else ["--skip-validation"])]
     for item in overrides:
         argv += ["--set", item]
     # A port of its own, so that a concurrent test run on the same machine cannot collide.
@@ -65,8 +66,13 @@ def lora_tensors(final: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def zero3_run(tiny_model_dir: Path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "zero3"
-    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}")
+    """With the data check: rank 0 drops two copied pairs, and every rank must leave out the same rows."""
+    folder = tmp_path_factory.mktemp("dist")
+    lines = (SAMPLE / "train.jsonl").read_text().splitlines()
+    (folder / "train.jsonl").write_text("\n".join([*lines, lines[3], lines[7]]) + "\n")
+    out = folder / "zero3"
+    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}", f"data.train={folder / 'train.jsonl'}",
+                          validate=True)
 
 
 def test_zero3_two_processes_train_and_save(zero3_run) -> None:
@@ -75,6 +81,11 @@ def test_zero3_two_processes_train_and_save(zero3_run) -> None:
     acc = (out / "launch" / "accelerate.yaml").read_text()
     assert "distributed_type: DEEPSPEED" in acc
     assert "DS_ACCELERATOR=cpu accelerate launch" in done.stderr
+    assert "dropped: 2 of 402 train rows (duplicate_pair x2), 400 left" in done.stderr
+    for rank in (0, 1):
+        assert f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)" \
+            in done.stderr
+    assert json.loads((out / "run.json").read_text())["train_rows"] == 400
     # Each rank wrote its own ZeRO shard of the checkpoint.
     shards = sorted(p.name for p in (out / "checkpoints" / "checkpoint-4" / "global_step4").iterdir())
     assert any("rank_0" in s for s in shards) and any("rank_1" in s for s in shards)
