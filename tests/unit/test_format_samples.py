@@ -292,3 +292,18 @@ def test_the_kto_mapping_offered_for_safety_labels_is_valid() -> None:
     assert mapping == {"completion": "response", "label": "is_safe"}
     fixed = DataSection(train=str(FORMATS / "safety_labels.jsonl"), eval_fraction=None, columns=DataColumns(**mapping))
     assert validate_data(fixed, kto_weights=(1.0, 1.0)).errors == 0
+
+
+def test_readme_formats_table_is_generated_and_every_example_is_its_layout() -> None:
+    import csv
+
+    from dpo_cli.data.layouts import LAYOUTS, Sample, detect, render_formats_table
+
+    assert render_formats_table() in (ROOT / "README.md").read_text(), "run: python scripts/gen_config_reference.py"
+    for layout in LAYOUTS.values():
+        lines = layout.example.splitlines()
+        assert len(lines) == 3, layout.name
+        rows = list(csv.DictReader(lines)) if layout.name == "arena" else [json.loads(layout.example)]
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        found = detect(Sample(keys, rows, DataColumns()), unpaired=layout.kinds == ("unpaired",))
+        assert found.layout == layout.name

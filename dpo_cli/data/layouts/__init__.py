@@ -27,7 +27,8 @@ from dpo_cli.data.rows import RowProblem, as_messages, finish_pair, finish_unpai
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataColumns
 
-__all__ = ["LAYOUTS", "LAYOUT_NAMES", "Layout", "LayoutError", "Match", "Options", "Sample", "converter_for", "detect"]
+__all__ = ["LAYOUTS", "LAYOUT_NAMES", "Layout", "LayoutError", "Match", "Options", "Sample", "converter_for", "detect",
+           "render_formats_table"]
 
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
@@ -218,3 +219,20 @@ def _check_prompts(sample: Sample, found: Match, unpaired: bool, unpair: bool) -
                 f"`{column}` looks like the prompt. Map it: data.columns.prompt: {column} (with --data: "
                 f"--prompt-column {column})"
             )
+
+
+FORMATS_BEGIN = "<!-- BEGIN FORMATS TABLE (generated from dpo_cli/data/layouts by scripts/gen_config_reference.py) -->"
+FORMATS_END = "<!-- END FORMATS TABLE -->"
+
+
+def render_formats_table() -> str:
+    """The README's table of formats, from the registry: name, what it is, how it is found, an example."""
+    lines = [FORMATS_BEGIN, "", "| `format` | source layout and how it is recognised | example (three lines) |", "|---|---|---|"]
+    for layout in LAYOUTS.values():
+        example = "<br>".join(f"<code>{_html(line)}</code>" for line in layout.example.splitlines())
+        lines.append(f"| `{layout.name}` | **{layout.title}**: {layout.rule.replace('|', '&#124;')} | {example} |")
+    return "\n".join([*lines, "", FORMATS_END])
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "&#124;")

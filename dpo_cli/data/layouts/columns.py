@@ -252,7 +252,8 @@ HH = Layout(
     "no prompt column; `chosen`/`rejected` are `\\n\\nHuman: ... \\n\\nAssistant: ...` text. The prompt is the "
     "shared start, cut as TRL's `extract_prompt` cuts it; parsed into turns when the rows are conversational",
     '{"chosen": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Choose a caffeine-free one.",\n'
-    ' "rejected": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Whatever."}',
+    ' "rejected": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Whatever.",\n'
+    ' "source": "harmless-base"}',
     detect_hh, build_hh,
 )
 

@@ -205,7 +205,8 @@ ARENA = Layout(
     "`winner_model_a`/`winner_model_b`/`winner_tie`, or `conversation_a`/`conversation_b` with `winner`; "
     "multi-turn battles become whole-dialogue pairs; ties are dropped",
     'id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n'
-    '7,"[""Hi"", ""Name a color""]","[""Hello!"", ""Teal""]","[""Hey"", ""No""]",1,0,0',
+    '7,"[""Hi"", ""Name a color""]","[""Hello!"", ""Teal""]","[""Hey"", ""No""]",1,0,0\n'
+    '8,"[""Is ice hot?""]","[""No""]","[""No, it is cold.""]",0,1,0',
     detect_arena, build_arena,
 )
 
