@@ -30,7 +30,7 @@ def print_run_summary(result: RunResult) -> None:
     for name, row in (s.get("eval_by_source") or {}).items():
         lines.append(
             f"  {name:<8} reward accuracy {_num(row.get('reward_accuracy'), 3)}, "
-            f"margin {_num(row.get('reward_margin'), 3)}, loss {_num(row.get('loss'))} ({row.get('rows')} pairs)"
+            f"margin {_num(row.get('reward_margin'), 3)}, loss {_num(row.get('loss'))} ({row.get('rows')} rows)"
         )
     lines += [
         f"{what:<10} {result.final_dir}",

@@ -71,5 +71,5 @@ def _prepared(trainer: Any, dataset: Any, tokenizer: Any) -> Any:
     from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
 
     dataset = dataset.map(maybe_extract_prompt)
-    dataset = dataset.map(maybe_apply_chat_template, fn_kwargs={"tokenizer": tokenizer})
+    dataset = dataset.map(maybe_apply_chat_template, fn_kwargs={"processing_class": tokenizer})
     return dataset.map(trainer.tokenize_row)
