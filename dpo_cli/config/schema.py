@@ -193,7 +193,11 @@ class DataSourceSection(Section):
     path: str = Field(
         description="File, folder, glob or Hub dataset id (files: JSONL/JSON/CSV/Parquet, plain or compressed)."
     )
-    name: str | None = Field(None, description="Name in reports and per-source metrics; by default from the path.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name in reports and per-source metrics (letters, digits, `_`, `.`, `-`); by default from the path.",
+    )
     split: str | None = Field(
         None, description="Split to read (Hub datasets); by default `data.train_split` (`data.eval_split` in eval)."
     )

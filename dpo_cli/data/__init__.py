@@ -21,8 +21,16 @@ from dpo_cli.data.loader import (
     read_exclusions,
     save_exclusions,
 )
-from dpo_cli.data.plan import PlannedSource, SplitPlan, convert_batch, options_of, plan_data, plan_split
-from dpo_cli.data.readers import DataSource, RawRow, iter_batches, load_split, resolve_source
+from dpo_cli.data.plan import (
+    PlannedSource,
+    SplitPlan,
+    convert_batch,
+    options_of,
+    plan_data,
+    plan_split,
+    source_entries,
+)
+from dpo_cli.data.readers import DataSource, RawRow, iter_batches, load_split, open_binary, resolve_source, split_suffix
 
 __all__ = [
     "EXCLUDED_FILE",
@@ -39,10 +47,13 @@ __all__ = [
     "iter_batches",
     "load_preference_data",
     "load_split",
+    "open_binary",
     "options_of",
     "plan_data",
     "plan_split",
     "read_exclusions",
     "resolve_source",
     "save_exclusions",
+    "source_entries",
+    "split_suffix",
 ]
