@@ -23,9 +23,10 @@ import hashlib
 import json
 import shutil
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig
@@ -295,8 +296,8 @@ class _Loop:
             raise DpoError(
                 f"round {k}: {summary['pairs']} pair(s), fewer than iterate.min_pairs ({self.base.iterate.min_pairs})",
                 details=[*(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
-                         "more prompts, more generate.num_samples, a higher temperature or a lower "
-                         "generate.min_score_gap give more pairs"],
+                         ("more prompts, more generate.num_samples, a higher temperature or a lower "
+                          "generate.min_score_gap give more pairs")],
             )
         self.release()  # training loads its own copy of the model
         run_dir = self.train(k)
@@ -373,8 +374,8 @@ def write_report(out: Path, state: dict[str, Any], metric: str) -> list[Path]:
              "| round | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     lines += [f"| {r['round']} | " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     if len(rows) > 1 and rows[0].get(metric) is not None and rows[-1].get(metric) is not None:
-        lines += ["", f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
-                      f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f})."]
+        lines += ["", (f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
+                       f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f}).")]
     table = out / "rounds.md"
     atomic_write_text(table, "\n".join(lines) + "\n")
     return [table, write_plot(out / "rounds.png", rows, metric)]

@@ -283,7 +283,7 @@ def run_sweep(
             print_point_line(point.name, f"failed: {exc.message}")
             shared_base = None  # its adapter may still be attached: load a clean base next time
             continue
-        except Exception as exc:  # an unexpected failure of one point must not lose the others
+        except Exception as exc:  # noqa: BLE001 - an unexpected failure of one point must not lose the others
             state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
                          traceback=traceback.format_exc(limit=8))
             print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")

@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpo_cli.config.reference import render_reference, splice  # noqa: E402
-from dpo_cli.data.layouts import FORMATS_BEGIN, FORMATS_END, render_formats_table  # noqa: E402
-from dpo_cli.rundir import atomic_write_text  # noqa: E402
+from dpo_cli.config.reference import render_reference, splice
+from dpo_cli.data.layouts import FORMATS_BEGIN, FORMATS_END, render_formats_table
+from dpo_cli.rundir import atomic_write_text
 
 
 def main() -> int:

@@ -145,8 +145,8 @@ def render(plan: Plan) -> str:
     m, c, s = plan.memory, plan.compute, plan.shape
     lines = [
         f"model: {s.source}",
-        f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
-        f"intermediate {s.intermediate}, vocab {s.vocab}",
+        (f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
+         f"intermediate {s.intermediate}, vocab {s.vocab}"),
         f"memory per GPU ({m.gpus} GPU{'s' if m.gpus > 1 else ''}):",
     ]
     width = max(len(r.label) for r in m.rows)
