@@ -228,8 +228,13 @@ def _fingerprint(planned: PlannedSource, options: Options, max_row_bytes: int, e
     for path in planned.source.files:
         info = os.stat(path)
         stats.append([os.path.abspath(path), info.st_size, info.st_mtime_ns])
+    hub = None
+    if planned.source.hub_id:  # what `datasets` has cached for the id: a new revision is a new table
+        from dpo_cli.data.readers import load_split
+
+        hub = load_split(planned.source, split=planned.hf_split, subset=planned.subset)._fingerprint
     description = {
-        "files": stats, "hub": planned.source.hub_id, "split": planned.hf_split, "subset": planned.subset,
+        "files": stats, "hub": [planned.source.hub_id, hub], "split": planned.hf_split, "subset": planned.subset,
         "match": repr(planned.match), "messages": planned.messages, "options": repr(options),
         "max_row_bytes": max_row_bytes, "code": _code_digest(),
     }
