@@ -318,14 +318,18 @@ def test_parquet_and_csv_sources(tmp_path: Path) -> None:
 
 
 def test_no_torch_or_transformers_without_a_tokenizer(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.jsonl", clean_rows())
+    """JSON Lines, plain or compressed, are read without `datasets` either (as before compression was read)."""
+    import gzip
+
+    path = tmp_path / "t.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in clean_rows()).encode(), mtime=0))
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from dpo_cli.cli.main import app\n"
         f"result = CliRunner().invoke(app, ['validate-data', '--data', {str(path)!r}])\n"
         "assert result.exit_code == 0, result.output\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
