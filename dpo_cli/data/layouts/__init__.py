@@ -16,9 +16,9 @@ import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from dpo_cli.data.layouts.base import Layout, Match, Options, Sample
+from dpo_cli.data.layouts.base import Layout, LayoutError, Match, Options, Sample
 from dpo_cli.data.layouts.chat import CONTEXT, OASST, OPENAI, SHAREGPT
-from dpo_cli.data.layouts.columns import ALPACA, DIALOGUE, HH, STACK_EXCHANGE, TRL, LayoutError
+from dpo_cli.data.layouts.columns import ALPACA, DIALOGUE, HH, STACK_EXCHANGE, TRL
 from dpo_cli.data.layouts.labelled import ARENA, PAIR_LABEL, RANKED
 from dpo_cli.data.layouts.refusals import explain_no_pairs, explain_unpaired_for_pairs
 from dpo_cli.data.layouts.unpaired import KTO
@@ -86,10 +86,10 @@ def converter_for(found: Match, messages: bool, options: Options) -> Callable[[d
     Raises:
         RowProblem: The row as a whole cannot train (a missing field, a tie, ...).
     """
-    native = found.native == "messages"
-    convert = LAYOUTS[found.layout].build(found, messages, options)
+    layout = LAYOUTS[found.layout]
+    convert = layout.build(found, messages, options)
     finish = finish_pair if found.kind == "pairs" else finish_unpaired
-    wrap = messages and not native and found.layout not in _CONVERTS_ITSELF
+    wrap = messages and found.native == "text" and not layout.builds_messages
 
     def run(row: dict[str, Any]) -> list:
         out = convert(row)
@@ -104,10 +104,6 @@ def converter_for(found: Match, messages: bool, options: Options) -> Callable[[d
         return results
 
     return run
-
-
-# Text layouts whose converters write messages themselves (parsing transcripts, keeping system turns).
-_CONVERTS_ITSELF = {"trl", "hh", "alpaca", "pair_label", "ranked", "kto"}
 
 
 # --- explanations and suggestions ------------------------------------------------------------------

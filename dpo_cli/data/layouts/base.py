@@ -4,7 +4,7 @@ the record the registry keeps (name, README row, detector, converter factory).""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dpo_cli.data.rows import _MISSING, get_path, is_transcript
@@ -13,6 +13,17 @@ if TYPE_CHECKING:
     from dpo_cli.config.schema import DataColumns
 
 Converter = Callable[[dict[str, Any]], Any]  # row -> a TRL row, or a list of them; raises RowProblem
+
+
+class LayoutError(Exception):
+    """The rows are not a layout this run trains on; the message says what was found and how to fix it.
+
+    `unpaired` is set when the rows are KTO's unpaired rows, refused only because the run wants pairs.
+    """
+
+    def __init__(self, message: str, unpaired: bool = False):
+        super().__init__(message)
+        self.unpaired = unpaired
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,9 @@ class Layout:
         example: A three-line example row for the README.
         detect: Sample -> Match when the rows are this layout (None otherwise).
         build: (match, as messages, options) -> converter of one row.
+        kinds: `pairs` or `unpaired` (KTO).
+        builds_messages: A text layout whose converter writes messages itself when asked (parsing
+            transcripts, keeping system turns); other text layouts are wrapped (prompt -> user turn).
     """
 
     name: str
@@ -115,7 +129,7 @@ class Layout:
     detect: Callable[[Sample], Match | None]
     build: Callable[[Match, bool, Options], Converter]
     kinds: tuple[str, ...] = ("pairs",)
-    aliases: tuple[str, ...] = field(default=())
+    builds_messages: bool = False
 
 
 def column_list(columns: list[str]) -> str:

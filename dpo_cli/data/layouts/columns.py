@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_cli.data.layouts.base import Converter, Layout, Match, Options, Sample, match
+from dpo_cli.data.layouts.base import Converter, Layout, LayoutError, Match, Options, Sample, match
 from dpo_cli.data.rows import (
     RowProblem,
     get_path,
@@ -27,17 +27,6 @@ from dpo_cli.data.rows import (
 # Prompt columns used when the file has no `prompt` column: Orca's and stack-exchange's `question`.
 PROMPT_ALIASES = ("question", "query")
 SCORE_PATTERNS = ("score_{}", "{}_score", "{}_rating", "rating_{}", "{}_reward", "reward_{}")
-
-
-class LayoutError(Exception):
-    """The rows are not a layout this run trains on; the message says what was found and how to fix it.
-
-    `unpaired` is set when the rows are KTO's unpaired rows, refused only because the run wants pairs.
-    """
-
-    def __init__(self, message: str, unpaired: bool = False):
-        super().__init__(message)
-        self.unpaired = unpaired
 
 
 def is_messages(value: Any) -> bool:
@@ -208,7 +197,7 @@ TRL = Layout(
     "`chosen` and `rejected` (`data.columns`) as strings or role/content lists; prompt from `prompt`, else "
     "`question`/`query`, else implicit (the shared start); `system`/`history` columns are kept",
     '{"prompt": "How do I keep basil alive?",\n "chosen": "Water it when the soil is dry.",\n "rejected": "No idea."}',
-    detect_trl, build_trl,
+    detect_trl, build_trl, builds_messages=True,
 )
 
 
@@ -254,7 +243,7 @@ HH = Layout(
     '{"chosen": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Choose a caffeine-free one.",\n'
     ' "rejected": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Whatever.",\n'
     ' "source": "harmless-base"}',
-    detect_hh, build_hh,
+    detect_hh, build_hh, builds_messages=True,
 )
 
 
@@ -364,7 +353,7 @@ ALPACA = Layout(
     "instruction, a newline, input; `system` and `history` ([[user, assistant], ...]) are kept",
     '{"instruction": "Translate to French.", "input": "Good night",\n "chosen": "Bonne nuit",\n'
     ' "rejected": "Bon jour", "history": [["Hi", "Hello!"]]}',
-    detect_alpaca, build_alpaca,
+    detect_alpaca, build_alpaca, builds_messages=True,
 )
 
 

@@ -128,7 +128,7 @@ PAIR_LABEL = Layout(
     "`winner`, `overall_preference` by sign, or `data.columns.label`); ties and empty labels are dropped",
     '{"instruction": "Give a synonym of quick.", "input": "",\n "output_1": "Slow.", "output_2": "Fast.",\n'
     ' "preference": 2}',
-    detect_pair_label, build_pair_label,
+    detect_pair_label, build_pair_label, builds_messages=True,
 )
 
 
@@ -304,5 +304,5 @@ RANKED = Layout(
     "chosen = best, rejected = worst; ties and gaps below `data.min_score_gap` are dropped",
     '{"instruction": "Name a planet.",\n "completions": [{"response": "Mars.", "overall_score": 8.5},\n'
     '  {"response": "The sun.", "overall_score": 2.0}]}',
-    detect_ranked, build_ranked,
+    detect_ranked, build_ranked, builds_messages=True,
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpo_cli.data.layouts.base import Converter, Layout, Match, Options, Sample, match
-from dpo_cli.data.layouts.columns import LayoutError, alpaca_prompt, is_messages, prompt_turns
+from dpo_cli.data.layouts.base import Converter, Layout, LayoutError, Match, Options, Sample, match
+from dpo_cli.data.layouts.columns import alpaca_prompt, is_messages, prompt_turns
 from dpo_cli.data.rows import RowProblem, get_path, messages_field, raw_field, response_messages, text_field
 
 LABELS = ("kto_tag", "is_desirable")
@@ -88,5 +88,5 @@ KTO = Layout(
     "`prompt`/`completion` (`data.columns`) with a boolean `label`; or `messages` whose last assistant turn is rated "
     "by `label`/`kto_tag`; or `instruction`/`output` with `kto_tag`. Trains with `algorithm: kto`",
     '{"prompt": "Suggest a weekend hobby.",\n "completion": "Try sketching in a park.",\n "label": true}',
-    detect_kto, build_kto, kinds=("unpaired",),
+    detect_kto, build_kto, kinds=("unpaired",), builds_messages=True,
 )
