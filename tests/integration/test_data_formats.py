@@ -65,6 +65,22 @@ def test_hh_jsonl_gz_drops_the_three_prompts_over_max_length_and_says_so(tiny_mo
     assert "253 train rows (3 of 256 dropped: response_cut_off 3)" in result.output
 
 
+def test_hh_prompts_are_cut_exactly_as_trls_extract_prompt_cuts_them(tmp_path: Path) -> None:
+    from trl.data_utils import extract_prompt
+
+    from dpo_cli.config.schema import DataSection
+    from dpo_cli.data import load_preference_data
+
+    sample = [json.loads(line) for line in gzip.decompress((FORMATS / "hh_rlhf.jsonl.gz").read_bytes()).splitlines()]
+    ours = hh_rows(40, ())
+    ours[7] = {"chosen": "\n\nHuman: Hi\n\nAssistant: Completely different", "rejected": "Nothing shared"}
+    path = tmp_path / "hh.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ours))
+    for source, rows in ((FORMATS / "hh_rlhf.jsonl.gz", sample), (path, ours)):
+        train = load_preference_data(DataSection(train=str(source), eval_fraction=None)).train
+        assert list(train) == [extract_prompt(r) for r in rows]  # TRL's own extraction, row for row
+
+
 def test_trains_straight_from_a_sharegpt_ranking_file(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = train(tiny_model_dir, out, f"data.train={FORMATS / 'sharegpt_ranking.json'}", "data.eval=null",

@@ -98,13 +98,9 @@ def test_trl_conversational_keeps_system_and_earlier_turns(tmp_path: Path) -> No
 
 
 def test_hh_rlhf_gzip_as_trl_extracts_it(tmp_path: Path) -> None:
-    from trl.data_utils import extract_prompt
-
     kept, _, report = convert(tmp_path, "hh_rlhf.jsonl.gz")
     assert report.splits[0].sources[0].layout == "hh" and report.splits[0].format == "standard"
     assert kept[0] == {"prompt": f"\n\nHuman: {Q(0)}\n\nAssistant:", "chosen": f" {GOOD(0)}", "rejected": f" {BAD(0)}"}
-    raw = [json.loads(line) for line in gzip.decompress((FORMATS / "hh_rlhf.jsonl.gz").read_bytes()).splitlines()]
-    assert kept == [extract_prompt(r) for r in raw]  # TRL's own extraction, row for row
     assert kept[1]["prompt"].startswith("\n\nHuman: Hi, quick question.\n\nAssistant: Sure, what is it?")
 
 

@@ -175,12 +175,14 @@ def test_implicit_prompt_hh_layout(tmp_path: Path) -> None:
     assert report.splits[0].sources[0].layout == "hh"
     assert found(report) == {"no_shared_prompt": 1}
     assert report.splits[0].chars["prompt"].summary()["min"] == 0
-    # train's loader extracts the prompt as TRL would, so TRL gets explicit prompts
-    from trl.data_utils import extract_prompt
-
+    # train's loader extracts the prompt as TRL would (TRL's own function agrees: tests/integration), so
+    # TRL gets explicit prompts
     train = load_preference_data(DataSection(train=str(path), eval_fraction=None)).train
     assert train.column_names == ["prompt", "chosen", "rejected"]
-    assert train[0] == extract_prompt(rows[0]) and train[9] == extract_prompt(rows[9])
+    first = clean_rows()[0]
+    assert train[0] == {"prompt": f"\n\nHuman: {first['prompt']}\n\nAssistant:", "chosen": f" {first['chosen']}",
+                        "rejected": f" {first['rejected']}"}
+    assert train[9]["prompt"] == ""
 
 
 def test_implicit_prompt_conversational(tmp_path: Path) -> None:
