@@ -242,13 +242,24 @@ def run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
 
 
 def train_args(
-    config_path: str, overrides: list[str] | None, *, overwrite: bool, resume: bool, skip_validation: bool
+    config_path: str,
+    overrides: list[str] | None,
+    *,
+    overwrite: bool,
+    resume: bool,
+    skip_validation: bool,
+    strict: bool = False,
+    data_check: str | None = None,
 ) -> list[str]:
     """The `dpo train` arguments every rank gets: the same config, overrides and flags."""
     args = [config_path]
     for override in overrides or []:
         args += ["--set", override]
-    for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation)):
+    if data_check is not None:
+        args += ["--data-check", data_check]
+    flags = (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation),
+             ("--strict", strict))
+    for flag, on in flags:
         if on:
             args.append(flag)
     return args

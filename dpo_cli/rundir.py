@@ -50,6 +50,7 @@ RUN_ENTRIES = (
     "metrics.jsonl",
     "summary.json",
     "report.html",
+    "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
     "tensorboard",  # training.report_to: tensorboard (dpo_cli.tracking.route_logs)
     "config.yaml",
     LAUNCH_DIR,

@@ -243,7 +243,7 @@ def _prepare(
     learning_rates: list[float] | None,
     sweep_dir: str | Path | None,
     validate: bool,
-) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
+) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State, Any]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
     from dpo_cli.tracking import check_trackers
@@ -258,12 +258,15 @@ def _prepare(
     betas, learning_rates = resolve_grid(base_cfg.sweep, out, betas, learning_rates)
     points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
     configs = point_configs(config_path, overrides, points, out)
+    data_check = None
     if validate:
         from dpo_cli.validation import check_before_training
 
-        check_before_training(next(iter(configs.values())), str(config_path))
+        data_check = check_before_training(next(iter(configs.values())), str(config_path))
     out.mkdir(parents=True, exist_ok=True)
-    return base_cfg, points, configs, out, _State(out, points, {"betas": betas, "learning_rates": learning_rates})
+    if data_check is not None:
+        data_check.save(out)  # every point leaves out the same rows (`dpo train --data-check` reads it)
+    return base_cfg, points, configs, out, _State(out, points, {"betas": betas, "learning_rates": learning_rates}), data_check
 
 
 def run_sweep(
@@ -285,7 +288,9 @@ def run_sweep(
             consistent, and re-running the command continues.
     """
     overrides = list(overrides or [])
-    base_cfg, points, configs, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
+    base_cfg, points, configs, out, state, data_check = _prepare(
+        config_path, overrides, betas, learning_rates, sweep_dir, validate
+    )
     # One sweep at a time per folder: a second one would rewrite sweep.json under the first.
     with run_lock(out):
         shared_base = None
@@ -315,6 +320,7 @@ def run_sweep(
                     overrides=[*overrides, *point.overrides(out)],
                     policy=shared_base,
                     ref_logps_cache=out / REF_CACHE_DIR,
+                    data_check=data_check,
                 )
             except DpoError as exc:
                 interrupted = exc.exit_code == EXIT_INTERRUPTED
@@ -446,7 +452,9 @@ def run_parallel(
     """
     import sys
 
-    base_cfg, points, _, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
+    base_cfg, points, _, out, state, data_check = _prepare(
+        config_path, overrides, betas, learning_rates, sweep_dir, validate
+    )
     # One sweep at a time per folder: a second one would rewrite sweep.json under the first.
     with run_lock(out):
         dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
@@ -461,7 +469,9 @@ def run_parallel(
                 if status == "completed":
                     state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
                     continue
-                argv = [*dpo_argv, *argv[1:], "--skip-validation"]  # checked once above
+                # Checked once above: each point reads that check instead of checking again.
+                checked = ["--data-check", str(out)] if data_check is not None else ["--skip-validation"]
+                argv = [*dpo_argv, *argv[1:], *checked]
                 if status == "resumable":
                     argv.append("--resume")
                 elif status == "partial":

@@ -185,6 +185,7 @@ def build_trainer(
     extra_callbacks: list[Any] | None = None,
     policy: Any = None,
     ref_logps_cache: Path | None = None,
+    exclusions: Any = None,
 ) -> BuiltRun:
     """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it.
 
@@ -196,6 +197,9 @@ def build_trainer(
             (a sweep loads it once for all its points). It must be what `load_policy` returns.
         ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
             with the same data and starting model (see `dpo_cli.ref_cache`).
+        exclusions: Rows the data check dropped (`DataCheck.excluded`); None reads the run
+            directory's `data/excluded.json` (a resumed run, `dpo eval`). The main rank's value is
+            every rank's.
     """
     quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -203,14 +207,19 @@ def build_trainer(
     from dpo_cli.algorithms import algorithm_of, to_trainer_config, trainer_kwargs
     from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
     from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
-    from dpo_cli.data import load_preference_data
+    from dpo_cli.data import load_preference_data, read_exclusions
 
     algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
     args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
+    if exclusions is None:
+        exclusions = read_exclusions(Path(cfg.output_dir), cfg.data)
+    # Only the main rank checked the data, and nothing is written into the run directory before the
+    # inputs load, so its rows to leave out reach the other ranks over the process group.
+    exclusions = _from_main_rank(exclusions, args)
     # Rank 0 reads the files into the datasets cache first; the other ranks then reuse that cache
     # instead of each parsing the data at once (TRL tokenizes the same way).
     with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
-        data = load_preference_data(cfg.data, unpaired=not algorithm.paired)
+        data = load_preference_data(cfg.data, unpaired=not algorithm.paired, excluded=exclusions)
     tokenizer = load_tokenizer(cfg)
     policy = policy if policy is not None else load_policy(cfg)
     reference = load_reference(cfg) if algorithm.reference else None
@@ -237,6 +246,17 @@ def build_trainer(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBar())
     return BuiltRun(trainer=trainer, data=data, tokenizer=tokenizer, guard=guard, stop=stop)
+
+
+def _from_main_rank(value: Any, args: Any) -> Any:
+    """`value` as the main process has it, on every rank of a multi-process run."""
+    if args.world_size <= 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _in_run_scope(train_fn: Any) -> Any:
@@ -282,11 +302,14 @@ def train(
     policy: Any = None,
     ref_logps_cache: Path | None = None,
     starts_at_reference: bool = True,
+    data_check: Any = None,
 ) -> RunResult:
     """Train as configured and leave a complete run directory.
 
     `starts_at_reference` false says the policy deliberately starts away from its reference
     (a later round of `dpo iterate`), so the first loss is not checked against its closed form.
+    `data_check` is what `dpo_cli.validation.check_before_training` found: the rows it dropped
+    are saved into the run directory (`data/`) and left out by every rank.
 
     Nothing is written into `output_dir` until the inputs have loaded (and, on `--resume`, the
     checkpoint has been restored), so a failed or interrupted start leaves it as it was. From
@@ -313,7 +336,13 @@ def train(
                     check_resume_compatible(cfg, output_dir)
             resume_from = _resume_checkpoint(cfg, output_dir, warn=main) if resume else None
             preflight(cfg)
-            built = build_trainer(cfg, metrics_path, policy=policy, ref_logps_cache=ref_logps_cache)
+            built = build_trainer(
+                cfg,
+                metrics_path,
+                policy=policy,
+                ref_logps_cache=ref_logps_cache,
+                exclusions=data_check.excluded if data_check is not None else None,
+            )
         except BaseException as exc:
             if main and not resume:
                 undo_start(output_dir, created=created)  # only empty folders this start made
@@ -339,6 +368,8 @@ def train(
                 "train_rows": len(data.train),
                 "eval_rows": len(data.eval) if data.eval is not None else 0,
                 "data_format": data.format,
+                # Rows per source (converted, then taken by fraction/max_samples) and what the data check dropped.
+                "data": {"sources": data.sources, **({"check": data_check.summary} if data_check is not None else {})},
                 # Where precomputed reference log-probs came from: {"train": "computed" | "reused", ...}
                 "ref_logps": getattr(trainer, "ref_logps_source", None),
                 "versions": _versions(),
@@ -355,6 +386,8 @@ def train(
                 return
             init_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
             record.begun = True  # from here on the folder is this run's, and run.json tells how it ended
+            if data_check is not None:
+                data_check.save(output_dir)  # every rank, and a later `dpo eval`, leaves out the same rows
             if resume_from is not None:
                 from dpo_cli.checkpoints import set_aside_after
 
@@ -390,7 +423,7 @@ def train(
             if stop.stopped:
                 signals.phase = "closing"
                 raise record.stopped(trainer.state.global_step)
-            result = _finish_run(cfg, built, record, starts_at_reference, config_path, overrides)
+            result = _finish_run(cfg, built, record, starts_at_reference, config_path, overrides, data_check)
         except BaseException as exc:
             interrupted = isinstance(exc, RunInterrupted)
             phase = exc.phase if interrupted else signals.phase
@@ -457,6 +490,7 @@ def _finish_run(
     starts_at_reference: bool,
     config_path: str | None,
     overrides: list[str] | None,
+    data_check: Any,
 ) -> RunResult:
     """After the last step: held-out evaluation, `final/` (marked complete), summary, plots, model card and
     report, `completed`, then the push to the Hub when `push_to_hub` asks for it."""
@@ -466,9 +500,14 @@ def _finish_run(
     metrics_path = output_dir / "metrics.jsonl"
     expected = expected_first_loss(cfg) if starts_at_reference else None
     final_dir = output_dir / "final"
+    by_source = None
     if data.eval is not None:
         record.target = (metrics_path, "held-out evaluation record")
         trainer.evaluate()
+        if data.eval_sources:
+            from dpo_cli.evaluation.by_source import evaluate_by_source
+
+            by_source = evaluate_by_source(trainer, data.eval_sources, built.tokenizer)
     record.target = (final_dir, "final model")
     if main and final_dir.is_dir():
         unmark(final_dir)  # a resumed run writes final/ again; an old marker must not vouch for the mix
@@ -496,8 +535,11 @@ def _finish_run(
                 "plots": [str(p) for p in plots],
                 "diagnosis": [{"level": f.level, "message": f.message} for f in findings],
                 "provenance": provenance(cfg, trainer.args, config_path=config_path, overrides=overrides),
+                "data": _data_summary(data, data_check, output_dir),
             }
         )
+        if by_source is not None:
+            summary["eval_by_source"] = by_source
         record.target = (output_dir / "summary.json", "summary")
         atomic_write_json(output_dir / "summary.json", summary)
         from dpo_cli.publish import refresh_run_documents
@@ -513,6 +555,17 @@ def _finish_run(
     return RunResult(
         output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
     )
+
+
+def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any]:
+    """Rows trained on, per source, and what the data check dropped (listed in `data/rejects.jsonl`)."""
+    out: dict[str, Any] = {"train_rows": len(data.train), "eval_rows": len(data.eval) if data.eval is not None else 0,
+                           "sources": data.sources}
+    if data_check is not None:
+        out["dropped"] = {name: {"rows": s["rows"], "dropped": s["dropped"], "dropped_by": s["dropped_by"]}
+                          for name, s in data_check.summary.items()}
+        out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
+    return out
 
 
 def quiet_known_noise() -> None:

@@ -1,4 +1,5 @@
-"""Regenerate the configuration reference inside README.md from the pydantic schema.
+"""Regenerate the configuration reference (from the pydantic schema) and the formats table (from
+the layout registry) inside README.md.
 
     python scripts/gen_config_reference.py          # rewrite README.md
     python scripts/gen_config_reference.py --check  # exit 1 if README.md is stale (CI)
@@ -13,8 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpo_cli.config.reference import render_reference, splice  # noqa: E402
-from dpo_cli.rundir import atomic_write_text  # noqa: E402
+from dpo_cli.config.reference import render_reference, splice
+from dpo_cli.data.layouts import FORMATS_BEGIN, FORMATS_END, render_formats_table
+from dpo_cli.rundir import atomic_write_text
 
 
 def main() -> int:
@@ -24,9 +26,11 @@ def main() -> int:
     readme = ROOT / "README.md"
     current = readme.read_text(encoding="utf-8")
     updated = splice(current, render_reference())
+    start, end = updated.index(FORMATS_BEGIN), updated.index(FORMATS_END) + len(FORMATS_END)
+    updated = updated[:start] + render_formats_table() + updated[end:]
     if args.check:
         if updated != current:
-            print("README.md config reference is stale: run python scripts/gen_config_reference.py")
+            print("README.md config reference or formats table is stale: run python scripts/gen_config_reference.py")
             return 1
         return 0
     atomic_write_text(readme, updated)

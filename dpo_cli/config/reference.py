@@ -68,6 +68,13 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _in_list(annotation: Any) -> bool:
+    """The section appears as an item of a list (`data.train: [{path: ...}, ...]`)."""
+    if typing.get_origin(annotation) is list:
+        return True
+    return any(_in_list(arg) for arg in typing.get_args(annotation))
+
+
 def render_reference() -> str:
     """Markdown for every section and key of a run config."""
     lines = [BEGIN, "", "Top level:", ""]
@@ -93,11 +100,20 @@ def render_reference() -> str:
             lines += _algorithm_tables()
             continue
         lines += _table(model, f"{name}.")
+        # Sub-sections; one table per model, so `data.train` and `data.eval` share their source table.
+        keys_of: dict[type[BaseModel], list[str]] = {}
         for sub_name, sub_field in model.model_fields.items():
             sub_model = _section_model(sub_field.annotation)
             if sub_model is not None:
-                lines += ["", f"#### `{name}.{sub_name}:`", ""]
-                lines += _table(sub_model, f"{name}.{sub_name}.")
+                item = "[]" if _in_list(sub_field.annotation) else ""
+                keys_of.setdefault(sub_model, []).append(f"{name}.{sub_name}{item}")
+        for sub_model, keys in keys_of.items():
+            if keys[0].endswith("[]"):
+                intro = (sub_model.__doc__ or "").strip().splitlines()[0]
+                lines += ["", f"#### {' and '.join(f'`{k}`' for k in keys)}:", "", intro, ""]
+            else:
+                lines += ["", f"#### `{keys[0]}:`", ""]
+            lines += _table(sub_model, f"{keys[0]}.")
     lines += ["", END]
     return "\n".join(lines)
 
@@ -123,6 +139,6 @@ def _algorithm_tables() -> list[str]:
         config = CONFIG_CLASSES[algorithm][0]
         lines += ["", f"#### `training:` with `algorithm: {algorithm}` (`{config}`)", ""]
         lines += _table(typed, "training.", own)
-        lines += ["", f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
-                  "is accepted by name."]
+        lines += ["", (f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
+                       "is accepted by name.")]
     return lines

@@ -61,14 +61,28 @@ def preference_metrics(cfg: RunConfig, weights: Path) -> dict[str, dict[str, flo
         raise DpoError("preference metrics need held-out pairs: set `data.eval` or `data.eval_fraction`",
                        exit_code=EXIT_USAGE)
     if cfg.reference.kind == "model":
-        reference = _evaluate(_built(_reference_as_policy(cfg)))
+        reference_built = _built(_reference_as_policy(cfg))
+        reference, reference_by = _evaluate(reference_built), _by_source(reference_built)
         built = _built(cfg)
     else:
         built = _built(cfg)
-        reference = _evaluate(built)
+        reference, reference_by = _evaluate(built), _by_source(built)
     load_trained_weights(built.trainer.model, weights, kind)
-    policy = _evaluate(built)
-    return {"reference": reference, "policy": policy}
+    policy, policy_by = _evaluate(built), _by_source(built)
+    result: dict[str, Any] = {"reference": reference, "policy": policy}
+    if policy_by:
+        # With a list of eval sources: the same rows per source (`model [source]` in the report tables).
+        result["by_source"] = {name: {"reference": reference_by.get(name, {}), "policy": row}
+                               for name, row in policy_by.items() if isinstance(row, dict)}
+    return result
+
+
+def _by_source(built: Any) -> dict[str, Any]:
+    if not built.data.eval_sources:
+        return {}
+    from dpo_cli.evaluation.by_source import evaluate_by_source
+
+    return evaluate_by_source(built.trainer, built.data.eval_sources, built.tokenizer)
 
 
 def weights_kind(weights: Path) -> str:

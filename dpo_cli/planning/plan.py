@@ -49,20 +49,27 @@ class Plan:
 
 
 def count_rows(cfg: RunConfig) -> int | None:
-    """Training pairs per epoch for local JSONL files (one line each); None when unknown cheaply."""
-    from dpo_cli.data import resolve_source
+    """Training pairs per epoch for local JSONL files (one line each, plain or compressed); None when
+    unknown cheaply. A mixture's `fraction` and `max_samples` are applied to each source's count."""
+    from dpo_cli.data import open_binary, resolve_source, source_entries, split_suffix
 
-    try:
-        source = resolve_source(cfg.data.train)
-    except DpoError:
-        return None
-    files = getattr(source, "files", None) or []
-    if not files or not all(str(f).endswith(".jsonl") for f in files):
-        return None
     rows = 0
-    for name in files:
-        with open(name, "rb") as handle:
-            rows += sum(1 for line in handle if line.strip())
+    for entry in source_entries(cfg.data, "train"):
+        try:
+            source = resolve_source(entry["path"])
+        except DpoError:
+            return None
+        if not source.files or not all(split_suffix(f)[0] == ".jsonl" for f in source.files):
+            return None
+        count = 0
+        for name in source.files:
+            with open_binary(name) as handle:
+                count += sum(1 for line in handle if line.strip())
+        if entry["fraction"] is not None:
+            count = max(1, round(count * entry["fraction"])) if count else 0
+        if entry["max_samples"] is not None:
+            count = min(count, entry["max_samples"])
+        rows += count
     if cfg.data.eval is None and cfg.data.eval_fraction:
         rows -= int(rows * cfg.data.eval_fraction)
     if cfg.data.max_train_samples:

@@ -193,17 +193,18 @@ class RunRecord:
         """Train and held-out splits with the rows kept and, where the run recorded them, dropped."""
         data, info = self.cfg.data, self.info
         hub_ids = self.provenance.get("dataset_hub_ids") or {}
-        recorded = {d.get("split"): d for d in info.get("data_sources") or [] if isinstance(d, dict)}
+        # What the data check dropped, per split (`dpo_cli.validation.DataCheck.summary`), when it ran.
+        check = (info.get("data") or {}).get("check") or {}
 
         def split(name: str, source: str, kept: Any, notes: list[str]) -> DataSplit:
-            extra = recorded.get(name, {})
-            reasons = extra.get("dropped_reasons")
+            found = check.get(name) if isinstance(check.get(name), dict) else {}
+            reasons = found.get("dropped_by")
             return DataSplit(
                 split=name,
                 source=source,
                 hub_id=hub_ids.get(name),
-                rows_kept=extra.get("rows_kept", kept),
-                rows_dropped=extra.get("rows_dropped"),
+                rows_kept=kept,
+                rows_dropped=found.get("dropped"),
                 dropped_reasons=reasons if isinstance(reasons, dict) else {},
                 notes=notes,
             )
@@ -241,8 +242,20 @@ def redact(data: Any) -> Any:
     return data
 
 
-def _describe(spec: str | list[str]) -> str:
-    return spec if isinstance(spec, str) else ", ".join(spec)
+def _describe(spec: Any) -> str:
+    """`data.train` / `data.eval` in words: a path, a list of files, or a mixture's sources."""
+    if isinstance(spec, str):
+        return spec
+    return ", ".join(item if isinstance(item, str) else _describe_source(item) for item in spec)
+
+
+def _describe_source(source: Any) -> str:
+    taken = []
+    if source.fraction is not None:
+        taken.append(f"fraction {source.fraction:g}")
+    if source.max_samples is not None:
+        taken.append(f"at most {source.max_samples} rows")
+    return f"{source.path} ({', '.join(taken)})" if taken else source.path
 
 
 def _public_config(path: Path) -> str:

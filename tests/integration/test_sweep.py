@@ -135,3 +135,35 @@ def test_sweep_with_a_judge_selects_by_win_rate(tiny_model_dir: Path, tiny_rewar
         assert 0.0 <= row["win_rate"] <= 1.0
         assert (result.sweep_dir / row["point"] / "eval" / "report.json").is_file()
     assert "win_rate" in result.rule
+
+
+def test_parallel_points_read_the_sweep_data_check_instead_of_checking_again(tiny_model_dir: Path, tmp_path: Path):
+    """Each point runs as its own `dpo train --data-check SWEEP`: it leaves out the rows the one check dropped."""
+    import subprocess
+    import sys
+
+    from dpo_cli.sweep import run_parallel
+
+    lines = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join([*lines, lines[5]]) + "\n")  # one copied pair
+    overrides = [*smoke_overrides(tiny_model_dir, tmp_path / "run", *SHORT), f"data.train={tmp_path / 'train.jsonl'}"]
+    seen: list[list[str]] = []
+
+    class Done:  # runs the point to its end right away, as a finished process would look
+        def __init__(self, argv, env, stdout, stderr):
+            seen.append(argv)
+            self.code = subprocess.run(argv, env=env, stdout=stdout, stderr=stderr, check=False, cwd=ROOT).returncode
+
+        def poll(self):
+            return self.code
+
+    result = run_parallel(SMOKE, overrides, device_groups=[""], betas=[0.1], sweep_dir=tmp_path / "sweep",
+                          dpo_argv=[sys.executable, "-m", "dpo_cli"], popen=Done)
+    out = result.sweep_dir
+    assert seen and "--data-check" in seen[0] and str(out) == seen[0][seen[0].index("--data-check") + 1]
+    assert "--skip-validation" not in seen[0]
+    point = next(p for p in out.iterdir() if (p / "run.json").is_file())
+    run = read_json(point / "run.json")
+    assert run["status"] == "completed" and run["train_rows"] == 400, (out / f"{point.name}.log").read_text()[-2000:]
+    assert run["data"]["check"]["train"]["dropped_by"] == {"duplicate_pair": 1}
+    assert (point / "data" / "rejects.jsonl").read_text().count('"duplicate_pair"') == 1

@@ -61,7 +61,7 @@ def _records(steps: int = 30) -> list[dict]:
     return out
 
 
-def make_run(tmp_path: Path, name: str = "smol-dpo", *, data_sources: list | None = None, extra: str = "") -> Path:
+def make_run(tmp_path: Path, name: str = "smol-dpo", *, data_check: dict | None = None, extra: str = "") -> Path:
     run = tmp_path / name
     (run / "final").mkdir(parents=True)
     (run / "config.yaml").write_text(CONFIG.format(out=run, extra=extra))
@@ -89,8 +89,8 @@ def make_run(tmp_path: Path, name: str = "smol-dpo", *, data_sources: list | Non
     info = {"status": "completed", "started": "2026-01-02T03:04:05", "finished": "2026-01-02T03:14:05",
             "train_rows": 360, "eval_rows": 40, "data_format": "conversational",
             "versions": {"python": "3.11.7", "trl": "1.16.0", "transformers": "5.24.0", "peft": "0.21.2"}}
-    if data_sources is not None:
-        info["data_sources"] = data_sources
+    if data_check is not None:  # what `dpo train` records of its data check (dpo_cli.validation.DataCheck.summary)
+        info["data"] = {"sources": {}, "check": data_check}
     (run / "run.json").write_text(json.dumps(info))
     return run
 
@@ -102,9 +102,9 @@ def sections(markdown: str) -> dict[str, str]:
 
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
-    sources = [{"split": "train", "source": "trl-lib/ultrafeedback_binarized", "rows_kept": 360, "rows_dropped": 3,
-                "dropped_reasons": {"empty response": 2, "chosen equals rejected": 1}}]
-    run = make_run(tmp_path, data_sources=sources)
+    check = {"train": {"rows": 403, "kept": 400, "dropped": 3, "sources": [],
+                       "dropped_by": {"empty response": 2, "chosen equals rejected": 1}}}
+    run = make_run(tmp_path, data_check=check)
     refresh_run_documents(run)
     return run
 
