@@ -208,13 +208,6 @@ def test_importing_cli_and_loading_config_imports_no_heavy_library() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_readme_config_reference_is_generated_from_the_schema() -> None:
-    from dpo_cli.config.reference import render_reference
-
-    readme = (ROOT / "README.md").read_text()
-    assert render_reference() in readme, "run: python scripts/gen_config_reference.py"
-
-
 def test_yaml_bare_no_means_the_strategy_no(tmp_path: Path) -> None:
     text = "output_dir: r\nmodel:\n  name_or_path: m\ndata:\n  train: t.jsonl\ntraining:\n  save_strategy: no\n"
     cfg = load_config(write(tmp_path, text), ["training.eval_strategy=no"])

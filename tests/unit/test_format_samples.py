@@ -290,12 +290,13 @@ def test_the_kto_mapping_offered_for_safety_labels_is_valid() -> None:
     assert validate_data(fixed, kto_weights=(1.0, 1.0)).errors == 0
 
 
-def test_readme_formats_table_is_generated_and_every_example_is_its_layout() -> None:
+def test_docs_formats_table_is_generated_and_every_example_is_its_layout() -> None:
     import csv
 
     from dpo_cli.data.layouts import LAYOUTS, Sample, detect, render_formats_table
 
-    assert render_formats_table() in (ROOT / "README.md").read_text(), "run: python scripts/gen_config_reference.py"
+    page = (ROOT / "docs" / "data-formats.md").read_text()
+    assert render_formats_table() in page, "run: python scripts/gen_config_reference.py"
     for layout in LAYOUTS.values():
         lines = layout.example.splitlines()
         assert len(lines) == 3, layout.name
