@@ -38,7 +38,7 @@ MERGE_DTYPES = ("bfloat16", "float16", "float32")
 # Largest max-abs logit difference accepted between the merged model and the adapter applied
 # on the base, per dtype (max over every position and vocabulary entry of a few prompts).
 # Measured on SmolLM2-135M-Instruct (30 layers) with random all-linear r=16 adapters that move
-# logits by 0.3 to 3 (README, merge-adapter): float32 reached 1.3e-4 (summation order over 30
+# logits by 0.3 to 3 (docs/merge.md): float32 reached 1.3e-4 (summation order over 30
 # layers; 2e-7 on the 2-layer test model), float16 0.24 and bfloat16 2.4, because the 16-bit
 # models round W + BA once while adapter-on-base rounds W and BA(x) separately and 30 layers
 # amplify that. The limits are ~4-8x the measurements. In 16 bits the check catches a broken

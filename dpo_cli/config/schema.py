@@ -1,7 +1,8 @@
 """The config schema: the single source of truth for every setting.
 
-Types, defaults, ranges and descriptions live here once. The README's configuration
-reference and `dpo config schema` (JSON Schema for editors) are generated from these models.
+Types, defaults, ranges and descriptions live here once. The configuration reference page
+(`docs/reference/configuration.md`) and `dpo config schema` (JSON Schema for editors) are generated
+from these models.
 
 Section names follow the libraries they feed: `training:` uses `trl.DPOConfig` names,
 `lora:` uses `peft.LoraConfig` names, `quantization:` uses `transformers.BitsAndBytesConfig`
@@ -611,7 +612,7 @@ class RunConfig(Section):
         description=(
             "Preference-optimization trainer: `dpo` (TRL's DPOTrainer, every `loss_type`), `kto` (unpaired "
             "thumbs-up/down data), `orpo`, `simpo` and `cpo` (reference-free). `training:` takes that trainer's "
-            "own config names; see README's variants section."
+            "own config names; see the variants page (`docs/variants.md`)."
         ),
     )
     model: ModelSection

@@ -116,7 +116,7 @@ def _missing_columns(sample: Sample, unpaired: bool) -> str:
     suggestion = _suggest(sample, unpaired)
     if suggestion:
         return f"{text}. Map them in the config: {suggestion}"
-    return f"{text}. Map them with `data.columns` in the config (see the formats table in the README)"
+    return f"{text}. Map them with `data.columns` in the config (see the formats table in docs/data-formats.md)"
 
 
 def _candidates(sample: Sample, role: str) -> list[str]:
@@ -222,7 +222,7 @@ FORMATS_END = "<!-- END FORMATS TABLE -->"
 
 
 def render_formats_table() -> str:
-    """The README's table of formats, from the registry: name, what it is, how it is found, an example."""
+    """The formats table of `docs/data-formats.md`, from the registry: name, what it is, how it is found, an example."""
     lines = [FORMATS_BEGIN, "", "| `format` | source layout and how it is recognised | example (three lines) |", "|---|---|---|"]
     for layout in LAYOUTS.values():
         example = "<br>".join(f"<code>{_html(line)}</code>" for line in layout.example.splitlines())

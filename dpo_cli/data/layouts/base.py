@@ -1,5 +1,5 @@
 """The parts every layout is made of: the sample it is detected from, the match it returns, and
-the record the registry keeps (name, README row, detector, converter factory)."""
+the record the registry keeps (name, docs table row, detector, converter factory)."""
 
 from __future__ import annotations
 
@@ -112,9 +112,9 @@ class Layout:
 
     Attributes:
         name: The value `data.format` (or a source's `format`) names it by.
-        title: The README name, with where it comes from.
-        rule: How it is detected, in one line (README and `--help`).
-        example: A three-line example row for the README.
+        title: The name in the docs' formats table, with where it comes from.
+        rule: How it is detected, in one line (docs and `--help`).
+        example: A three-line example row for the docs.
         detect: Sample -> Match when the rows are this layout (None otherwise).
         build: (match, as messages, options) -> converter of one row.
         kinds: `pairs` or `unpaired` (KTO).
