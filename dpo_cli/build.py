@@ -69,10 +69,30 @@ def dpo_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for `DPOConfig`: dpo's defaults, then every key the user set."""
     kwargs: dict[str, Any] = {**DPO_DEFAULTS, **cfg.training_overrides()}
     kwargs["output_dir"] = str(output_dir)
+    if kwargs.get("push_to_hub") and not kwargs.get("hub_model_id"):
+        from dpo_cli.publish.hub import default_repo_name
+
+        kwargs["hub_model_id"] = default_repo_name(Path(cfg.output_dir))
     _rename_deprecated_checkpointing(kwargs)
     if cfg.model.trust_remote_code:
         kwargs["trust_remote_code"] = True
+    if not kwargs.get("use_cpu") and launched_without_gpu():
+        kwargs["use_cpu"] = True
     return kwargs
+
+
+def launched_without_gpu() -> bool:
+    """True in a rank of a multi-process launch on a machine where no GPU is visible.
+
+    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
+    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
+    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def _rename_deprecated_checkpointing(kwargs: dict[str, Any]) -> None:
@@ -225,3 +245,22 @@ def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
     except OSError as exc:
         hint = "check the path, or the Hub id and your network / HF_HUB_OFFLINE setting"
         raise DpoError(f"{source}: could not load: {str(exc).splitlines()[0]}", details=[hint]) from None
+    except ValueError as exc:
+        if needs_remote_code(exc):
+            raise remote_code_error(source, "set `model.trust_remote_code: true`") from None
+        raise
+
+
+def needs_remote_code(exc: BaseException) -> bool:
+    """True when transformers refused to load a model because it ships its own code."""
+    return isinstance(exc, ValueError) and "trust_remote_code" in str(exc)
+
+
+def remote_code_error(source: str, how: str) -> DpoError:
+    """The one message for a model that needs its own code; `how` says which setting allows it."""
+    return DpoError(
+        f"{source}: this model needs its own Python code (a custom architecture in the model repository), "
+        f"which is not run unless allowed: {how}",
+        exit_code=EXIT_USAGE,
+        details=["allow it only for a model whose source you trust: the code runs with your permissions"],
+    )

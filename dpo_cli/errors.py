@@ -8,6 +8,7 @@ from __future__ import annotations
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad config, bad data, bad arguments
+EXIT_DOES_NOT_FIT = 3  # `dpo plan`: the run as configured does not fit in the GPUs' memory
 EXIT_INTERRUPTED = 130
 
 

@@ -23,9 +23,10 @@ import hashlib
 import json
 import shutil
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig
@@ -295,8 +296,8 @@ class _Loop:
             raise DpoError(
                 f"round {k}: {summary['pairs']} pair(s), fewer than iterate.min_pairs ({self.base.iterate.min_pairs})",
                 details=[*(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
-                         "more prompts, more generate.num_samples, a higher temperature or a lower "
-                         "generate.min_score_gap give more pairs"],
+                         ("more prompts, more generate.num_samples, a higher temperature or a lower "
+                          "generate.min_score_gap give more pairs")],
             )
         self.release()  # training loads its own copy of the model
         run_dir = self.train(k)
@@ -320,11 +321,14 @@ class _Loop:
         status = point_status(run_dir)
         if status == "completed":
             return run_dir
-        check_before_training(cfg, str(self.config_path))
+        data_check = check_before_training(cfg, str(self.config_path))
         resume, overwrite = status == "resumable", status == "partial"
         if launch.needs_launcher(cfg):
-            args = launch.train_args(str(self.config_path), round_overrides, overwrite=overwrite, resume=resume,
-                                     skip_validation=True)
+            # The launched ranks read this check from where it is saved instead of checking again.
+            check_dir = round_dir(self.out, k) / "pairs"
+            data_check.save(check_dir)
+            args = launch.train_args(str(self.config_path), [*round_overrides], overwrite=overwrite, resume=resume,
+                                     skip_validation=False, data_check=str(check_dir))
             code = launch.launch(cfg, args, overwrite=overwrite, resume=resume)
             if code != 0:
                 raise DpoError(f"round {k}: training exited with code {code}", exit_code=code)
@@ -333,7 +337,8 @@ class _Loop:
 
             try:
                 train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
-                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model")
+                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model",
+                      data_check=data_check)
             except DpoError as exc:
                 if exc.exit_code != EXIT_INTERRUPTED:
                     raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
@@ -369,8 +374,8 @@ def write_report(out: Path, state: dict[str, Any], metric: str) -> list[Path]:
              "| round | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
     lines += [f"| {r['round']} | " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     if len(rows) > 1 and rows[0].get(metric) is not None and rows[-1].get(metric) is not None:
-        lines += ["", f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
-                      f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f})."]
+        lines += ["", (f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
+                       f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f}).")]
     table = out / "rounds.md"
     atomic_write_text(table, "\n".join(lines) + "\n")
     return [table, write_plot(out / "rounds.png", rows, metric)]

@@ -242,13 +242,24 @@ def run_forwarding_signals(argv: list[str], env: Mapping[str, str]) -> int:
 
 
 def train_args(
-    config_path: str, overrides: list[str] | None, *, overwrite: bool, resume: bool, skip_validation: bool
+    config_path: str,
+    overrides: list[str] | None,
+    *,
+    overwrite: bool,
+    resume: bool,
+    skip_validation: bool,
+    strict: bool = False,
+    data_check: str | None = None,
 ) -> list[str]:
     """The `dpo train` arguments every rank gets: the same config, overrides and flags."""
     args = [config_path]
     for override in overrides or []:
         args += ["--set", override]
-    for flag, on in (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation)):
+    if data_check is not None:
+        args += ["--data-check", data_check]
+    flags = (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation),
+             ("--strict", strict))
+    for flag, on in flags:
         if on:
             args.append(flag)
     return args
@@ -262,7 +273,7 @@ def dry_run(cfg: Any, args: list[str]) -> str:
     is started.
     """
     if not wants_launcher(cfg):
-        command = " ".join(shlex.quote(a) for a in ["dpo", "train", *args])
+        command = shlex.join(["dpo", "train", *args])
         return f"# one process, no launcher needed (set launch.num_processes or --num-processes for more)\n{command}\n"
     plan = plan_launch(cfg, args)
     write_files(plan)
@@ -293,33 +304,58 @@ def launch(
         DpoError: `output_dir` holds an earlier run and neither flag allows reusing it, or a
             user-provided launch file is unusable. Checked before any process starts.
     """
-    if cfg.launch.machine_rank == 0:
-        # The other nodes may start after rank 0 has begun writing the run directory.
-        check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume)
-    plan = plan_launch(cfg, train_args)
-    write_files(plan)
-    print(f"launching {cfg.launch.num_processes} processes: {plan.command_line()}", file=sys.stderr, flush=True)
-    code = run([accelerate_executable(), *plan.argv[1:]], {**plan.env, "DPO_LAUNCHED": "1"})
+    import contextlib
+
+    from dpo_cli.rundir import LOCK_ENV, config_inputs, run_lock
+
+    main_node = cfg.launch.machine_rank == 0
+    output_dir = Path(cfg.output_dir)
+    # Node 0's launcher holds the run directory's lock for the whole run (its rank 0 is told
+    # so and does not take it again): a second launch is refused before it writes a launch file.
+    with run_lock(output_dir) if main_node else contextlib.nullcontext():
+        # Rank 0 is told the lock is held for it, by the resolved path it would lock.
+        env = {LOCK_ENV: str(output_dir.expanduser().resolve())} if main_node else {}
+        if main_node:
+            # The other nodes may start after rank 0 has begun writing the run directory.
+            protected = config_inputs(cfg.model_dump(mode="json"), train_args[0] if train_args else None)
+            check_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
+        plan = plan_launch(cfg, train_args)
+        write_files(plan)
+        print(f"launching {cfg.launch.num_processes} processes: {plan.command_line()}", file=sys.stderr, flush=True)
+        code = run([accelerate_executable(), *plan.argv[1:]], {**plan.env, "DPO_LAUNCHED": "1", **env})
     if code != 0:
-        raise _launch_failure(cfg, code)
+        raise _launch_failure(cfg, code, train_args)
     return 0
 
 
-def _launch_failure(cfg: Any, code: int) -> DpoError:
+def _launch_failure(cfg: Any, code: int, train_args: list[str]) -> DpoError:
     # torchrun reports any non-zero rank as a failure (exit 1), so the run's own record says what happened.
     from dpo_cli.errors import EXIT_INTERRUPTED
     from dpo_cli.rundir import read_json
 
     info_path = Path(cfg.output_dir) / "run.json"
-    status = read_json(info_path).get("status") if info_path.is_file() else None
+    try:
+        info = read_json(info_path) if info_path.is_file() else {}
+    except ValueError:
+        info = {}
+    status = info.get("status")
+    args = [a for a in train_args if a not in ("--overwrite", "--resume")]
     if status == "interrupted":
+        if info.get("checkpoint") is None and "checkpoint" in info:
+            return DpoError(
+                "interrupted before any checkpoint was complete; nothing to resume",
+                exit_code=EXIT_INTERRUPTED,
+                details=[f"start again with: {shlex.join(['dpo', 'train', *args, '--overwrite'])}"],
+            )
+        kept = info.get("checkpoint") or Path(cfg.output_dir) / "checkpoints"
         return DpoError(
-            f"interrupted; the ranks saved a checkpoint in {Path(cfg.output_dir) / 'checkpoints'}",
+            f"interrupted; the ranks saved a checkpoint: {kept}",
             exit_code=EXIT_INTERRUPTED,
-            details=["resume with the same command plus --resume"],
+            details=[f"resume with: {shlex.join(['dpo', 'train', *args, '--resume'])}"],
         )
+    reason = f": {info['error']}" if status == "failed" and info.get("error") else ""
     return DpoError(
-        f"the {cfg.launch.num_processes}-process run failed (accelerate launch exited {code}); "
+        f"the {cfg.launch.num_processes}-process run failed (accelerate launch exited {code}){reason}; "
         "all ranks were stopped",
         details=["the first failing rank's error is printed above (`error:` lines or its traceback)"],
     )
@@ -347,10 +383,13 @@ def _user_file(value: str, key: str) -> Path:
 
 
 def _check_user_accelerate(path: Path) -> None:
+    from dpo_cli.config.yaml_safe import load_yaml_file
+    from dpo_cli.errors import ConfigError
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DpoError(f"launch.accelerate_config: {path}: not valid YAML: {exc}", exit_code=EXIT_USAGE) from None
+        data = load_yaml_file(path) or {}
+    except ConfigError as exc:
+        raise DpoError(f"launch.accelerate_config: {exc.problems[0]}", exit_code=EXIT_USAGE) from None
     if not isinstance(data, dict):
         raise DpoError(f"launch.accelerate_config: {path}: expected a mapping of accelerate settings", exit_code=EXIT_USAGE)
     precision = data.get("mixed_precision")

@@ -20,6 +20,7 @@ The steps, in order, each able to stop the merge before anything is written:
 from __future__ import annotations
 
 import gc
+import glob
 import json
 import os
 import shutil
@@ -29,17 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import atomic_write_json
+from dpo_cli.rundir import COMPLETE_MARKER, atomic_write_json
 
 MERGE_DTYPES = ("bfloat16", "float16", "float32")
 
 # Largest max-abs logit difference accepted between the merged model and the adapter applied
 # on the base, per dtype (max over every position and vocabulary entry of a few prompts).
 # Measured on SmolLM2-135M-Instruct (30 layers) with random all-linear r=16 adapters that move
-# logits by 0.3 to 3 (README, merge-adapter): float32 reached 1.3e-4 (summation order over 30
+# logits by 0.3 to 3 (docs/merge.md): float32 reached 1.3e-4 (summation order over 30
 # layers; 2e-7 on the 2-layer test model), float16 0.24 and bfloat16 2.4, because the 16-bit
 # models round W + BA once while adapter-on-base rounds W and BA(x) separately and 30 layers
 # amplify that. The limits are ~4-8x the measurements. In 16 bits the check catches a broken
@@ -133,6 +132,8 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
 
     adapter_config = _read_json(adapter_dir / "adapter_config.json")
     _check_adapter_weights(adapter_dir)
+    if run_dir is not None:
+        _check_finished(adapter_dir, run_dir)
     recorded = adapter_config.get("base_model_name_or_path")
     model_section = _run_model_section(run_dir) if run_dir else {}
     run_base = model_section.get("name_or_path")
@@ -160,25 +161,71 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
 
 
 def _check_adapter_weights(adapter_dir: Path) -> None:
-    if any((adapter_dir / name).is_file() for name in ADAPTER_WEIGHTS):
+    from dpo_cli.checkpoints import pickle_problem, safetensors_problem
+
+    found = [adapter_dir / name for name in ADAPTER_WEIGHTS if (adapter_dir / name).is_file()]
+    if found:
+        weights = found[0]
+        problem = safetensors_problem(weights) if weights.suffix == ".safetensors" else pickle_problem(weights)
+        if problem:
+            raise DpoError(
+                f"{adapter_dir}: the adapter weights are damaged: {problem}",
+                details=["merge an earlier checkpoint (RUN/checkpoints/checkpoint-N), or train the run again"],
+            )
         return
     details = []
     if (adapter_dir / "latest").is_file() or any(adapter_dir.glob("global_step*")):
         # Trainer.save_model under ZeRO-3 without 16-bit gathering writes only DeepSpeed's
         # partitioned checkpoint, no adapter weights.
         details = [
-            "this is a DeepSpeed ZeRO-3 partitioned checkpoint; train with "
-            "`launch.deepspeed.zero3_save_16bit_model: true`, or rebuild the weights with the "
-            "zero_to_fp32.py script saved beside it"
+            (
+                "this is a DeepSpeed ZeRO-3 partitioned checkpoint; train with "
+                "`launch.deepspeed.zero3_save_16bit_model: true`, or rebuild the weights with the "
+                "zero_to_fp32.py script saved beside it"
+            )
         ]
     raise DpoError(f"{adapter_dir}: no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})", details=details)
 
 
+def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
+    """Refuse a run's `final/` or checkpoint whose save did not finish, or whose files changed since.
+
+    `final/` and every checkpoint get a `.complete` marker once their files are on disk. A
+    `final/` from before dpo wrote that marker is accepted when the run's `run.json` says
+    `completed` (it was written only after `final/`) and its files pass the same checks.
+    """
+    from dpo_cli.checkpoints import folder_problems
+    from dpo_cli.rundir import is_complete, read_json
+
+    if adapter_dir.parent.name == "checkpoints":
+        if not is_complete(adapter_dir):
+            raise DpoError(
+                f"{adapter_dir}: this checkpoint's save did not finish (no {COMPLETE_MARKER} marker)",
+                exit_code=EXIT_USAGE,
+                details=["merge a complete one (ls the checkpoints folder for those with a .complete file)"],
+            )
+    elif not is_complete(adapter_dir):
+        try:
+            status = read_json(run_dir / "run.json").get("status")
+        except (OSError, ValueError, AttributeError):
+            status = None
+        if status != "completed":
+            raise DpoError(
+                f"{adapter_dir}: incomplete: the run ended {status or 'without a record'!r} before final/ was "
+                f"finished (no {COMPLETE_MARKER} marker)",
+                exit_code=EXIT_USAGE,
+                details=[(f"resume the run (dpo train ... --resume), or merge a complete checkpoint: "
+                          f"dpo merge-adapter {run_dir / 'checkpoints'}/checkpoint-N ...")],
+            )
+    problems = folder_problems(adapter_dir)
+    if problems:
+        raise DpoError(f"{adapter_dir}: damaged since it was saved", details=problems[:5])
+
+
 def _run_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise DpoError(f"{run_dir / 'config.yaml'}: unreadable: {exc}") from None
+    from dpo_cli.config.yaml_safe import load_yaml_file
+
+    data = load_yaml_file(run_dir / "config.yaml") or {}
     return data if isinstance(data, dict) else {}
 
 
@@ -252,8 +299,10 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
     config = _load_base_config(source)
     if getattr(config, "quantization_config", None):
         return [
-            f"{source.base}: the checkpoint itself is quantized ({_quant_method(config)}); merging into quantized "
-            "weights loses the update. Merge into the unquantized original with --base"
+            (
+                f"{source.base}: the checkpoint itself is quantized ({_quant_method(config)}); merging into quantized "
+                "weights loses the update. Merge into the unquantized original with --base"
+            )
         ], forceable
     forceable += _config_differences(source, config)
     forceable += _vocab_problems(source, config)
@@ -264,9 +313,15 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
 def _load_base_config(source: MergeSource) -> Any:
     from transformers import AutoConfig
 
+    from dpo_cli.build import needs_remote_code, remote_code_error
+
     try:
         return AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
     except (OSError, ValueError) as exc:
+        if needs_remote_code(exc):
+            raise remote_code_error(
+                source.base, "pass --trust-remote-code (or set `model.trust_remote_code: true` in the run's config)"
+            ) from None
         raise DpoError(
             f"{source.base}: could not load the base model's config: {str(exc).splitlines()[0]}",
             details=["check the path, or the Hub id and your network / HF_HUB_OFFLINE setting; --base names another"],
@@ -361,7 +416,7 @@ def _shape_problems(source: MergeSource, config: Any) -> tuple[list[str], list[s
         ("base modules the adapter has no weights for", set(expected) - set(found)),
     ):
         if keys:
-            example = sorted(keys)[0].removeprefix("base_model.model.")
+            example = min(keys).removeprefix("base_model.model.")
             forceable.append(f"{len(keys)} {label} (e.g. {example}): another architecture or layer count")
     if fatal:
         fatal = [*fatal[:5], *([f"... and {len(fatal) - 5} more"] if len(fatal) > 5 else [])]
@@ -374,7 +429,7 @@ def _adapter_shapes(adapter_dir: Path) -> dict[str, tuple[int, ...]]:
         from safetensors import safe_open
 
         with safe_open(str(safetensors_path), framework="pt") as handle:
-            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 (not a dict)
     import torch
 
     state = torch.load(adapter_dir / "adapter_model.bin", map_location="meta", weights_only=True)
@@ -428,9 +483,60 @@ def merge_adapter(
 
     Raises:
         DpoError: Bad input, a protected output, a mismatched base, or a merged model whose
-            logits differ from the adapter's by more than the dtype's tolerance.
+            logits differ from the adapter's by more than the dtype's tolerance; another merge
+            into `output` is running.
     """
+    from dpo_cli.rundir import run_lock
+
     output = Path(output)
+    with run_lock(output, advice="wait for the other merge into it to finish"):
+        for note in clean_leftovers(output):
+            progress(note)
+        return _merge(
+            source_path, output, dtype=dtype, base=base, force=force, overwrite=overwrite,
+            max_shard_size=max_shard_size, device=device, trust_remote_code=trust_remote_code, progress=progress,
+        )
+
+
+def clean_leftovers(output: Path) -> list[str]:
+    """Remove what a killed merge into `output` left beside it; returns one line per action.
+
+    `.NAME.merging-*` are unfinished staging copies. `.NAME.old-*` hold the previous `output`
+    while it is being replaced: when `output` itself is missing, the kill came between moving
+    the old model aside and moving the new one in, and the old one is put back first. Called
+    under the output's lock, so no running merge owns them.
+    """
+    parent = output.parent
+    if not parent.is_dir():
+        return []
+    notes = []
+    prefix = glob.escape(f".{output.name}")
+    for old in sorted(parent.glob(f"{prefix}.old-*")):
+        kept = old / output.name
+        if kept.is_dir() and not output.exists():
+            os.replace(kept, output)
+            notes.append(f"restored {output} (an earlier merge was stopped while replacing it)")
+        shutil.rmtree(old, ignore_errors=True)
+        notes.append(f"removed {old} (left by an earlier merge that was stopped)")
+    for staging in sorted(parent.glob(f"{prefix}.merging-*")):
+        shutil.rmtree(staging, ignore_errors=True)
+        notes.append(f"removed {staging} (left by an earlier merge that was stopped)")
+    return notes
+
+
+def _merge(
+    source_path: Path,
+    output: Path,
+    *,
+    dtype: str | None,
+    base: str | None,
+    force: bool,
+    overwrite: bool,
+    max_shard_size: str,
+    device: str,
+    trust_remote_code: bool | None,
+    progress: Callable[[str], None],
+) -> MergeResult:
     if dtype is not None and dtype not in MERGE_DTYPES:
         raise DpoError(f"--dtype: {dtype!r} is not one of {', '.join(MERGE_DTYPES)}", exit_code=EXIT_USAGE)
     source = resolve_source(Path(source_path), base=base, trust_remote_code=trust_remote_code)
@@ -489,6 +595,10 @@ def merge_adapter(
                                  "adapter_effect": base_effect},
             },
         )
+        from dpo_cli.publish.card import write_merged_card
+
+        write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
+            source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
         _readable_by_all(staging)
         _move_into_place(staging, output)
     finally:
@@ -505,6 +615,22 @@ def merge_adapter(
         shards=shards,
         warnings=warnings,
     )
+
+
+def merge_command(
+    source_path: Path, output: Path, *, dtype: str, base: str | None, force: bool, max_shard_size: str
+) -> str:
+    """The `dpo merge-adapter` command line that makes this merge again (for the model card)."""
+    import shlex
+
+    parts = ["dpo", "merge-adapter", shlex.quote(str(source_path)), "--output", shlex.quote(str(output)), "--dtype", dtype]
+    if base:
+        parts += ["--base", shlex.quote(base)]
+    if force:
+        parts.append("--force")
+    if max_shard_size != "5GB":
+        parts += ["--max-shard-size", shlex.quote(max_shard_size)]
+    return " ".join(parts)
 
 
 def _resolve_device(device: str) -> str:

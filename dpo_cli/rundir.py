@@ -3,14 +3,17 @@
 Layout of `output_dir`:
 
     config.yaml          resolved config (after overrides)
-    run.json             status, versions, timings
+    run.json             status, versions, timings; how the run ended and why
     metrics.jsonl        every logged step, appended as training goes
     checkpoints/         Trainer checkpoints; a `.complete` marker is written after each save
-    final/               the trained adapter (LoRA/QLoRA) or model (full), with the tokenizer
+    final/               the trained adapter (LoRA/QLoRA) or model (full), with the tokenizer,
+                         and a `.complete` marker once every file is written
     plots/*.png          loss, reward margins, reward accuracy, chosen vs rejected rewards
     summary.json         first/final loss, held-out reward accuracy, diagnosis
 
-Files are written to a temporary name and renamed, so a crash never leaves half a file.
+Files are written to a temporary name, fsynced and renamed, so a crash never leaves half a
+file. `--overwrite` replaces only a folder that holds a dpo run, and removes only the names
+above (`RUN_ENTRIES`): anything else in the folder makes it refuse.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
+from dpo_cli.fsio import fsync_dir, is_out_of_space
 
 COMPLETE_MARKER = ".complete"
 _UMASK = os.umask(0)
@@ -33,10 +39,35 @@ os.umask(_UMASK)
 # Written by the launcher before the ranks start (dpo_cli.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+RUN_INFO = "run.json"
+# Every name dpo writes at the top of a run directory (training, `dpo eval`, the launcher).
+# `--overwrite` removes these and nothing else; a writer of a new top-level name adds it here.
+RUN_ENTRIES = (
+    "checkpoints",
+    "final",
+    "plots",
+    "eval",
+    "metrics.jsonl",
+    "summary.json",
+    "report.html",
+    "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
+    "ref_logps",  # precomputed reference log-probs, reused by --resume (dpo_cli.speed.REF_CACHE_DIR)
+    "tensorboard",  # training.report_to: tensorboard (dpo_cli.tracking.route_logs)
+    "config.yaml",
+    LAUNCH_DIR,
+    RUN_INFO,  # last: a replacement cut short still leaves a folder that `--overwrite` recognises
+)
+# The lock holder's run directory, set by a launcher that holds the lock for its ranks.
+LOCK_ENV = "DPO_RUN_LOCKED"
+_TEMP_RE = re.compile(r"^\..+\.tmp$")  # atomic_write_text's temporary names, left by a kill
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename."""
+    """Write `text` to `path` through a temporary file in the same folder, then rename.
+
+    The file is fsynced before the rename and the folder after it, so the new content is on
+    disk once this returns, not only in the page cache.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -49,6 +80,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -59,18 +91,102 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
+# --------------------------------------------------------------------------- the run directory
+
+
+def holds_run(output_dir: Path) -> bool:
+    """True when `output_dir` holds anything besides the launcher's files (and empty folders of a run's names)."""
+    if not output_dir.is_dir():
+        return False
+    for child in output_dir.iterdir():
+        if child.name == LAUNCH_DIR:
+            continue
+        # The Trainer makes `checkpoints/` as it is built; an empty one is no earlier run.
+        if child.name in RUN_ENTRIES and child.is_dir() and not child.is_symlink() and not any(child.iterdir()):
+            continue
+        return True
+    return False
+
+
+def is_dpo_run(output_dir: Path) -> bool:
+    """True when `output_dir` has a `run.json` that dpo wrote (a JSON object with a status)."""
+    try:
+        info = read_json(output_dir / RUN_INFO)
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and "status" in info
+
+
+def foreign_entries(output_dir: Path) -> list[str]:
+    """Names in `output_dir` that no dpo run writes (sorted)."""
+    return sorted(
+        child.name for child in output_dir.iterdir() if child.name not in RUN_ENTRIES and not _TEMP_RE.match(child.name)
+    )
+
+
+def config_inputs(data: Any, config_path: str | Path | None = None, prefix: str = "") -> list[tuple[str, Path]]:
+    """Every existing local path a config names, as `(dotted key, resolved path)`, plus the config file itself.
+
+    Found by walking every value rather than listing keys, so an input added to the schema later
+    (or a `training.*` key naming a file) is protected without anyone remembering to add it.
+    `module.py:function` values (scorers) count by their file.
+    """
+    found: list[tuple[str, Path]] = []
+    if config_path is not None:
+        found.append(("the config file", Path(config_path).expanduser().resolve()))
+    items: Iterable[tuple[str, Any]]
+    if isinstance(data, dict):
+        items = ((f"{prefix}{key}", value) for key, value in data.items())
+    elif isinstance(data, (list, tuple)):
+        items = ((f"{prefix.rstrip('.')}[{i}]", value) for i, value in enumerate(data))
+    else:
+        items = ()
+    for key, value in items:
+        if key == "output_dir":
+            continue
+        if isinstance(value, (dict, list, tuple)):
+            found += config_inputs(value, None, f"{key}.")
+        elif isinstance(value, str) and value.strip() and "\n" not in value and len(value) < 4096:
+            for candidate in dict.fromkeys((value, value.rsplit(":", 1)[0])):
+                path = Path(candidate).expanduser()
+                try:
+                    if path.exists():
+                        found.append((key, path.resolve()))
+                        break
+                except OSError:
+                    continue
+    return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_run_dir(
+    output_dir: Path, *, overwrite: bool, resume: bool, protected: Iterable[tuple[str, Path]] = ()
+) -> None:
     """Make sure a run may write into `output_dir`, without touching it.
 
     A non-empty directory belongs to an earlier run: it is refused unless the user asked to
-    resume it or to overwrite it.
+    resume it or to overwrite it. `--overwrite` replaces only a dpo run, holding nothing but
+    dpo's own files, and none of the run's inputs.
+
+    Args:
+        output_dir: The run directory.
+        overwrite: `--overwrite` was given.
+        resume: `--resume` was given.
+        protected: `(key, path)` of every file the run reads (`config_inputs`); `--overwrite`
+            refuses to delete any of them.
 
     Raises:
-        DpoError: The directory holds an earlier run and neither flag was given, or both were.
+        DpoError: The directory holds an earlier run and neither flag was given, or both were;
+            or `--overwrite` would delete something that is not the earlier run's own.
     """
     if overwrite and resume:
         raise DpoError("--overwrite and --resume contradict each other; pick one", exit_code=EXIT_USAGE)
-    exists = holds_run(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DpoError(f"{output_dir}: exists and is not a directory", exit_code=EXIT_USAGE,
+                       details=["set output_dir to a folder (new or holding a dpo run)"])
     if resume:
         if latest_checkpoint(output_dir) is None:
             raise DpoError(
@@ -79,51 +195,94 @@ def check_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
                 details=["run without --resume to start over (add --overwrite to replace what is there)"],
             )
         return
-    if exists and not overwrite:
+    if not holds_run(output_dir):
+        return
+    if not overwrite:
         raise DpoError(
             f"{output_dir}: run directory is not empty (an earlier run is there)",
             exit_code=EXIT_USAGE,
             details=["pass --resume to continue it from its last checkpoint, or --overwrite to replace it"],
         )
+    if not is_dpo_run(output_dir):
+        names = [child.name for child in sorted(output_dir.iterdir())][:5]
+        raise DpoError(
+            f"{output_dir}: --overwrite replaces only a dpo run, and this folder has no dpo run.json",
+            exit_code=EXIT_USAGE,
+            details=[f"it holds: {', '.join(names)}", "choose another output_dir, or empty this one yourself"],
+        )
+    problems = [f"{name}: not a file dpo writes" for name in foreign_entries(output_dir)]
+    folder = output_dir.resolve()
+    own_config = folder / "config.yaml"
+    for key, path in protected:
+        # The run's own config.yaml, read as the config, is rewritten from what was loaded at once.
+        if _inside(path, folder) and not (key == "the config file" and path == own_config):
+            problems.append(f"{key}: {path} is inside the run it would replace")
+    if problems:
+        raise DpoError(
+            f"{output_dir}: --overwrite would delete files that are not the earlier run's own",
+            exit_code=EXIT_USAGE,
+            details=[*problems, "move them out of output_dir, or choose another output_dir"],
+        )
 
 
-def holds_run(output_dir: Path) -> bool:
-    """True when `output_dir` holds anything besides the launcher's files."""
-    return output_dir.is_dir() and any(child.name != LAUNCH_DIR for child in output_dir.iterdir())
-
-
-def init_run_dir(output_dir: Path, *, overwrite: bool, resume: bool) -> None:
+def init_run_dir(
+    output_dir: Path, *, overwrite: bool, resume: bool, protected: Iterable[tuple[str, Path]] = ()
+) -> None:
     """Create the run directory, replacing an earlier run only when `overwrite` was asked for.
 
-    Called once inputs have loaded, so that a typo in a model path does not leave a
-    half-made run directory behind that the next attempt would refuse.
+    Called once inputs have loaded, so that a typo in a model path neither leaves a half-made
+    run directory behind nor destroys the run it was meant to replace.
     """
-    check_run_dir(output_dir, overwrite=overwrite, resume=resume)
+    check_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
     if overwrite and output_dir.exists():
         # Other ranks may still be reading the launch files (the DeepSpeed JSON), so they stay.
-        for child in output_dir.iterdir():
-            if child.name == LAUNCH_DIR:
+        for name in RUN_ENTRIES:
+            child = output_dir / name
+            if name == LAUNCH_DIR or not (child.exists() or child.is_symlink()):
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
                 child.unlink()
+        for child in output_dir.iterdir():
+            if _TEMP_RE.match(child.name) and child.is_file():
+                child.unlink()
     output_dir.mkdir(parents=True, exist_ok=True)
 
 
+def undo_start(output_dir: Path, *, created: bool) -> None:
+    """After a start that failed before writing anything, remove the empty folders it made.
+
+    Only empty folders are removed (`rmdir`), and `output_dir` only when this run created it:
+    a folder that was there before, or that holds anything, stays as it was.
+    """
+    for folder in (checkpoints_dir(output_dir), *([output_dir] if created else [])):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 @contextlib.contextmanager
-def run_lock(output_dir: Path) -> Iterator[None]:
+def run_lock(output_dir: Path, advice: str | None = None) -> Iterator[None]:
     """Hold an exclusive lock on the run directory for the life of the block.
 
     Two `dpo train` processes writing one run directory (a second launch, a job re-queued while
-    the first still saves) would corrupt it; the second is refused instead. The lock file sits
-    beside the directory so that `--overwrite` does not delete it, and the OS drops the lock
-    when the process dies, however it dies.
+    the first still saves) would corrupt it; the second is refused instead. The lock is named
+    after the resolved path, so a symlink or a `..` path to the same folder finds it. The lock
+    file sits beside the directory so that `--overwrite` does not delete it, and the OS drops
+    the lock when the process dies, however it dies.
+
+    A launcher that holds the lock for its ranks sets `DPO_RUN_LOCKED` to the resolved path; the
+    rank that writes the directory then does not try to take it a second time. `advice` replaces
+    the hint printed when the lock is taken (other writers than `dpo train` use it too).
     """
     import fcntl
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = output_dir.parent / f".{output_dir.name}.lock"
+    target = Path(output_dir).expanduser().resolve()
+    if os.environ.get(LOCK_ENV) == str(target):
+        yield
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = target.parent / f".{target.name}.lock"
     handle = lock_path.open("a+")
     try:
         try:
@@ -134,7 +293,10 @@ def run_lock(output_dir: Path) -> Iterator[None]:
             raise DpoError(
                 f"{output_dir}: in use by another dpo process ({owner})",
                 exit_code=EXIT_USAGE,
-                details=["wait for it to finish, or stop it (it saves a checkpoint on SIGTERM) and pass --resume"],
+                details=[
+                    *([f"it is the same folder as {target}"] if target != Path(output_dir).absolute() else []),
+                    advice or "wait for it to finish, or stop it (it saves a checkpoint on SIGTERM) and pass --resume",
+                ],
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -145,25 +307,96 @@ def run_lock(output_dir: Path) -> Iterator[None]:
         handle.close()
 
 
+def write_run_info(output_dir: Path, info: dict[str, Any]) -> None:
+    """Write `run.json`, even on a full disk where its temporary copy finds no room.
+
+    Out of space, the file is rewritten in place: the blocks of the old copy are reused, so the
+    run's record still says how it ended.
+    """
+    path = output_dir / RUN_INFO
+    text = json.dumps(info, indent=2, sort_keys=True, default=str) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        if not is_out_of_space(exc, path) or not path.exists():
+            raise
+        with path.open("r+", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def train_command(config_path: str | Path | None, overrides: Iterable[str], *flags: str) -> str:
+    """The shell line that runs `dpo train` again with the same config and overrides, quoted."""
+    argv = ["dpo", "train", str(config_path) if config_path else "CONFIG"]
+    for override in overrides:
+        argv += ["--set", override]
+    return shlex.join([*argv, *flags])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
 def checkpoints_dir(output_dir: Path) -> Path:
     return output_dir / "checkpoints"
 
 
-def mark_complete(checkpoint: Path) -> None:
-    atomic_write_text(checkpoint / COMPLETE_MARKER, "")
+# What the model card writer (`dpo_cli.publish`) rewrites in final/ after the marker, for example
+# when `dpo eval` adds its results: documents about the weights, not the weights.
+REWRITTEN_DOCUMENTS = frozenset({"README.md", "plots"})
+
+
+def mark_complete(folder: Path, **extra: Any) -> None:
+    """Write `folder/.complete` once everything in it is on disk.
+
+    Every file is fsynced first, so the marker never vouches for data still in the page cache.
+    The marker lists each file with its size: `--resume` and `merge-adapter` compare them and
+    find a file that was truncated or replaced after the save.
+    """
+    from dpo_cli.fsio import fsync_tree
+
+    fsync_tree(folder)
+    files = {
+        str(path.relative_to(folder)): path.stat().st_size
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != COMPLETE_MARKER and not path.is_symlink()
+        and path.relative_to(folder).parts[0] not in REWRITTEN_DOCUMENTS
+    }
+    atomic_write_text(folder / COMPLETE_MARKER, json.dumps({"files": files, **extra}, indent=1) + "\n")
+    fsync_dir(folder.parent)
+
+
+def unmark(folder: Path) -> None:
+    """Remove `folder`'s marker (durably) before the folder is deleted or rewritten."""
+    marker = folder / COMPLETE_MARKER
+    if marker.exists():
+        marker.unlink()
+        fsync_dir(folder)
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).is_file()
+
+
+def all_checkpoints(output_dir: Path) -> list[Path]:
+    """Every `checkpoint-N` folder, complete or not, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), child) for child in root.iterdir() if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()]
+    return [path for _, path in sorted(found)]
+
+
+def complete_checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoints whose save finished (an interrupted save has no marker), oldest first."""
+    return [path for path in all_checkpoints(output_dir) if is_complete(path)]
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest checkpoint whose save finished (an interrupted save has no marker)."""
-    root = checkpoints_dir(output_dir)
-    if not root.is_dir():
-        return None
-    done = [
-        (int(match.group(1)), child)
-        for child in root.iterdir()
-        if (match := CHECKPOINT_RE.match(child.name)) and (child / COMPLETE_MARKER).exists()
-    ]
-    return max(done)[1] if done else None
+    """The newest checkpoint whose save finished."""
+    done = complete_checkpoints(output_dir)
+    return done[-1] if done else None
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -173,16 +406,37 @@ def checkpoint_step(checkpoint: Path) -> int:
     return int(match.group(1))
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of `metrics.jsonl`; a torn last line (killed mid-write) is ignored."""
+# --------------------------------------------------------------------------- metrics
+
+_reported: set[tuple[str, int]] = set()
+
+
+def read_metrics(path: Path, *, warn: bool = True) -> list[dict[str, Any]]:
+    """Records of `metrics.jsonl`.
+
+    A line that is not a JSON object (a torn write after a kill, a stray edit) is skipped and,
+    with `warn`, reported once as `warning: FILE:LINE: ...` on stderr; the records after it are kept.
+    """
     if not path.exists():
         return []
     records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                record, problem = None, f"not valid JSON ({exc.msg})"
+            else:
+                problem = "not a JSON object"
+            if isinstance(record, dict):
+                records.append(record)
+                continue
+            key = (str(path.resolve()), number)
+            if warn and key not in _reported:
+                _reported.add(key)
+                print(f"warning: {path}:{number}: unreadable metrics record skipped: {problem}", file=sys.stderr)
     return records
 
 
@@ -191,3 +445,16 @@ def truncate_metrics(path: Path, last_step: int) -> None:
     # The interrupted segment's end-of-training record (train_runtime, ...) goes too: the resumed run writes its own.
     kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step and "train_runtime" not in r]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def ends_with_newline(path: Path) -> bool:
+    """False when the file's last line was cut off (a kill mid-append)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return True
+    if size == 0:
+        return True
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        return handle.read(1) == b"\n"

@@ -12,9 +12,10 @@ Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs
 - libraries and the base model: points run in one process by default, and with LoRA the base
   model is loaded once and the adapter removed (`unload`) after each point.
 
-`sweep.json` records every point's status, error and metrics; it is rewritten atomically after
-each point, so an interruption leaves a consistent directory and a re-run skips finished points
-and resumes unfinished ones.
+`sweep.json` records the grid and every point's status, error and metrics; it is rewritten
+atomically after each point, so an interruption leaves a consistent directory and a re-run
+skips finished points and resumes unfinished ones. A re-run without `--betas` and
+`--learning-rates` trains the recorded grid, not the config's default one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from typing import Any
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
-from dpo_cli.rundir import atomic_write_json, atomic_write_text, holds_run, latest_checkpoint, read_json
+from dpo_cli.rundir import atomic_write_json, atomic_write_text, holds_run, latest_checkpoint, read_json, run_lock
 
 STATE_FILE = "sweep.json"
 REF_CACHE_DIR = ".ref_logps"
@@ -137,11 +139,10 @@ def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
 
 def _has_reference(run_dir: Path) -> bool:
     # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
-    import yaml
-
     from dpo_cli.algorithms import ALGORITHMS
+    from dpo_cli.config.yaml_safe import load_yaml_file
 
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    saved = load_yaml_file(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
     return ALGORITHMS[(saved or {}).get("algorithm", "dpo")].reference
 
 
@@ -175,21 +176,64 @@ class SweepResult:
     rule: str
     table: Path
     plot: Path | None
+    page: Path | None = None  # report.html
 
 
 class _State:
     """`sweep.json`, rewritten atomically after every change."""
 
-    def __init__(self, sweep_dir: Path, points: list[Point]):
+    def __init__(self, sweep_dir: Path, points: list[Point], grid: dict[str, Any]):
         self.path = sweep_dir / STATE_FILE
         old = read_json(self.path).get("points", {}) if self.path.exists() else {}
+        self.grid = grid
         self.points: dict[str, dict[str, Any]] = {}
         for p in points:
             self.points[p.name] = {**old.get(p.name, {}), "beta": p.beta, "learning_rate": p.learning_rate}
 
     def update(self, name: str, **fields: Any) -> None:
         self.points[name].update(fields)
-        atomic_write_json(self.path, {"points": self.points, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        atomic_write_json(
+            self.path, {"grid": self.grid, "points": self.points, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        )
+
+
+def recorded_grid(sweep_dir: Path) -> dict[str, Any] | None:
+    """The grid an earlier run of this sweep recorded in `sweep.json`, if any."""
+    path = sweep_dir / STATE_FILE
+    try:
+        grid = read_json(path).get("grid") if path.is_file() else None
+    except ValueError:
+        return None
+    return grid if isinstance(grid, dict) and grid.get("betas") else None
+
+
+def resolve_grid(
+    sweep: SweepSection, sweep_dir: Path, betas: list[float] | None, learning_rates: list[float] | None
+) -> tuple[list[float], list[float] | None]:
+    """The betas and learning rates to train: the command's, else the recorded grid, else the config's.
+
+    An interrupted `--betas 0.05,0.1` sweep, re-run without `--betas`, must continue the same
+    grid, not start the config's default one in the same folder.
+    """
+    recorded = recorded_grid(sweep_dir) if betas is None and learning_rates is None else None
+    if recorded is not None:
+        betas, learning_rates = list(recorded["betas"]), recorded.get("learning_rates")
+        if betas != list(sweep.betas) or learning_rates != sweep.learning_rates:
+            print(
+                f"note: continuing the grid recorded in {sweep_dir / STATE_FILE} (betas {format_floats(betas)}"
+                + (f", learning rates {format_floats(learning_rates)}" if learning_rates else "")
+                + "); pass --betas to train another one",
+                file=sys.stderr,
+                flush=True,
+            )
+    betas = list(dict.fromkeys(betas or sweep.betas))
+    rates = list(dict.fromkeys(learning_rates or sweep.learning_rates or [])) or None
+    return betas, rates
+
+
+def format_floats(values: list[float]) -> str:
+    """`0.05,0.1` as the `--betas` option reads it back, exactly."""
+    return ",".join(repr(float(v)) for v in values)
 
 
 def _prepare(
@@ -199,23 +243,30 @@ def _prepare(
     learning_rates: list[float] | None,
     sweep_dir: str | Path | None,
     validate: bool,
-) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State]:
+) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State, Any]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(base_cfg.training.report_to)  # before the shared base model loads
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
         raise DpoError(
             "KTO logs no reward accuracy (its rows are unpaired): set `sweep.select_by: logp_margin` or `win_rate`",
             EXIT_USAGE,
         )
-    points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
     out = sweep_dir_of(base_cfg, sweep_dir)
+    betas, learning_rates = resolve_grid(base_cfg.sweep, out, betas, learning_rates)
+    points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
     configs = point_configs(config_path, overrides, points, out)
+    data_check = None
     if validate:
         from dpo_cli.validation import check_before_training
 
-        check_before_training(next(iter(configs.values())), str(config_path))
+        data_check = check_before_training(next(iter(configs.values())), str(config_path))
     out.mkdir(parents=True, exist_ok=True)
-    return base_cfg, points, configs, out, _State(out, points)
+    if data_check is not None:
+        data_check.save(out)  # every point leaves out the same rows (`dpo train --data-check` reads it)
+    return base_cfg, points, configs, out, _State(out, points, {"betas": betas, "learning_rates": learning_rates}), data_check
 
 
 def run_sweep(
@@ -237,59 +288,64 @@ def run_sweep(
             consistent, and re-running the command continues.
     """
     overrides = list(overrides or [])
-    base_cfg, points, configs, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
-    shared_base = None
-    reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
-    from dpo_cli.report import print_point_line
-    from dpo_cli.training import train
+    base_cfg, points, configs, out, state, data_check = _prepare(
+        config_path, overrides, betas, learning_rates, sweep_dir, validate
+    )
+    # One sweep at a time per folder: a second one would rewrite sweep.json under the first.
+    with run_lock(out):
+        shared_base = None
+        reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
+        from dpo_cli.report import print_point_line
+        from dpo_cli.training import train
 
-    for point in points:
-        cfg = configs[point.name]
-        run_dir = Path(cfg.output_dir)
-        status = point_status(run_dir)
-        if status == "completed":
+        for point in points:
+            cfg = configs[point.name]
+            run_dir = Path(cfg.output_dir)
+            status = point_status(run_dir)
+            if status == "completed":
+                state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                print_point_line(point.name, "done earlier, skipped")
+                continue
+            state.update(point.name, status="running", error=None)
+            if reuse_base and shared_base is None:
+                from dpo_cli.build import load_policy
+
+                shared_base = load_policy(cfg)
+            try:
+                result = train(
+                    cfg,
+                    resume=status == "resumable",
+                    overwrite=status == "partial",
+                    config_path=str(config_path),
+                    overrides=[*overrides, *point.overrides(out)],
+                    policy=shared_base,
+                    ref_logps_cache=out / REF_CACHE_DIR,
+                    data_check=data_check,
+                )
+            except DpoError as exc:
+                interrupted = exc.exit_code == EXIT_INTERRUPTED
+                state.update(point.name, status="interrupted" if interrupted else "failed", error=str(exc))
+                if interrupted:
+                    raise DpoError(
+                        f"sweep interrupted during {point.name}; its checkpoint is saved",
+                        exit_code=EXIT_INTERRUPTED,
+                        details=[f"continue with: {sweep_command(config_path, overrides, out, state.grid, validate=validate)}"],
+                    ) from None
+                print_point_line(point.name, f"failed: {exc.message}")
+                shared_base = None  # its adapter may still be attached: load a clean base next time
+                continue
+            except Exception as exc:  # noqa: BLE001 (an unexpected failure of one point must not lose the others)
+                state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
+                             traceback=traceback.format_exc(limit=8))
+                print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
+                shared_base = None
+                continue
+            if shared_base is not None:
+                shared_base = _detach_adapter(result.model)
             state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
-            print_point_line(point.name, "done earlier, skipped")
-            continue
-        state.update(point.name, status="running", error=None)
-        if reuse_base and shared_base is None:
-            from dpo_cli.build import load_policy
-
-            shared_base = load_policy(cfg)
-        try:
-            result = train(
-                cfg,
-                resume=status == "resumable",
-                overwrite=status == "partial",
-                config_path=str(config_path),
-                overrides=[*overrides, *point.overrides(out)],
-                policy=shared_base,
-                ref_logps_cache=out / REF_CACHE_DIR,
-            )
-        except DpoError as exc:
-            interrupted = exc.exit_code == EXIT_INTERRUPTED
-            state.update(point.name, status="interrupted" if interrupted else "failed", error=str(exc))
-            if interrupted:
-                raise DpoError(
-                    f"sweep interrupted during {point.name}; its checkpoint is saved",
-                    exit_code=EXIT_INTERRUPTED,
-                    details=[f"re-run the same command to continue: {sweep_command(config_path, overrides, out)}"],
-                ) from None
-            print_point_line(point.name, f"failed: {exc.message}")
-            shared_base = None  # its adapter may still be attached: load a clean base next time
-            continue
-        except Exception as exc:  # an unexpected failure of one point must not lose the others
-            state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
-                         traceback=traceback.format_exc(limit=8))
-            print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
-            shared_base = None
-            continue
-        if shared_base is not None:
-            shared_base = _detach_adapter(result.model)
-        state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
-        print_point_line(point.name, "trained")
-    judge_points(out, state, base_cfg)
-    return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
+            print_point_line(point.name, "trained")
+        judge_points(out, state, base_cfg)
+        return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
 
 
 def judge_points(out: Path, state: _State, base_cfg: RunConfig) -> None:
@@ -333,12 +389,34 @@ def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, al
     state = read_json(out / STATE_FILE) if (out / STATE_FILE).exists() else {"points": points}
     state.update({"winner": winner["point"] if winner else None, "rule": rule, "swept": swept})
     atomic_write_json(out / STATE_FILE, state)
-    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot)
+    from dpo_cli.publish import refresh_if_finished
+    from dpo_cli.publish.html import write_sweep_report
+
+    for row in rows:  # each point's card and page now say whether it was chosen, and by what rule
+        if row.get("status") == "completed":
+            refresh_if_finished(out / row["point"])
+    page = write_sweep_report(out, rows, winner, rule, swept, plot)
+    if winner is not None:
+        from dpo_cli.publish.hub import push_run
+
+        push_run(out / winner["point"])  # with `push_to_hub`, the repository ends on the chosen point
+    return SweepResult(sweep_dir=out, rows=rows, winner=winner, rule=rule, table=table, plot=plot, page=page)
 
 
-def sweep_command(config_path: Path, overrides: list[str], out: Path) -> str:
-    sets = " ".join(f"--set {shlex.quote(o)}" for o in overrides)
-    return f"dpo sweep-beta {config_path} {sets} --output {out}".replace("  ", " ")
+def sweep_command(
+    config_path: Path, overrides: list[str], out: Path, grid: dict[str, Any], *, validate: bool = True
+) -> str:
+    """The exact `dpo sweep-beta` line that continues this sweep: same config, overrides, grid and folder."""
+    argv = ["dpo", "sweep-beta", str(config_path)]
+    for override in overrides:
+        argv += ["--set", override]
+    argv += ["--betas", format_floats(grid["betas"])]
+    if grid.get("learning_rates"):
+        argv += ["--learning-rates", format_floats(grid["learning_rates"])]
+    argv += ["--output", str(out)]
+    if not validate:
+        argv.append("--skip-validation")
+    return shlex.join(argv)
 
 
 def train_commands(config_path: Path, overrides: list[str], points: list[Point], out: Path) -> list[list[str]]:
@@ -374,44 +452,50 @@ def run_parallel(
     """
     import sys
 
-    base_cfg, points, _, out, state = _prepare(config_path, overrides, betas, learning_rates, sweep_dir, validate)
-    dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
-    queue = [(p, argv) for p, argv in zip(points, train_commands(config_path, overrides, points, out), strict=True)]
-    running: dict[str, tuple[Point, Any, Any]] = {}
-    free = list(device_groups)
-    while queue or running:
-        while queue and free:
-            point, argv = queue.pop(0)
-            run_dir = out / point.name
-            status = point_status(run_dir)
-            if status == "completed":
-                state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
-                continue
-            argv = [*dpo_argv, *argv[1:], "--skip-validation"]  # checked once above
-            if status == "resumable":
-                argv.append("--resume")
-            elif status == "partial":
-                argv.append("--overwrite")
-            group = free.pop(0)
-            log = (out / f"{point.name}.log").open("w")
-            env = {**os.environ, "CUDA_VISIBLE_DEVICES": group}
-            running[point.name] = (point, popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), group)
-            state.update(point.name, status="running", device_group=group, error=None)
-        for name, (point, proc, group) in list(running.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            del running[name]
-            free.append(group)
-            if code == 0:
-                state.update(name, status="completed", **point_metrics(out / name, point.beta))
-            else:
-                tail = _log_tail(out / f"{name}.log")
-                state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
-                             error=f"exit code {code}: {tail}")
-        time.sleep(0.5)
-    judge_points(out, state, base_cfg)
-    return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
+    base_cfg, points, _, out, state, data_check = _prepare(
+        config_path, overrides, betas, learning_rates, sweep_dir, validate
+    )
+    # One sweep at a time per folder: a second one would rewrite sweep.json under the first.
+    with run_lock(out):
+        dpo_argv = dpo_argv or [sys.executable, "-m", "dpo_cli"]
+        queue = [(p, argv) for p, argv in zip(points, train_commands(config_path, overrides, points, out), strict=True)]
+        running: dict[str, tuple[Point, Any, Any]] = {}
+        free = list(device_groups)
+        while queue or running:
+            while queue and free:
+                point, argv = queue.pop(0)
+                run_dir = out / point.name
+                status = point_status(run_dir)
+                if status == "completed":
+                    state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                    continue
+                # Checked once above: each point reads that check instead of checking again.
+                checked = ["--data-check", str(out)] if data_check is not None else ["--skip-validation"]
+                argv = [*dpo_argv, *argv[1:], *checked]
+                if status == "resumable":
+                    argv.append("--resume")
+                elif status == "partial":
+                    argv.append("--overwrite")
+                group = free.pop(0)
+                log = (out / f"{point.name}.log").open("w")
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": group}
+                running[point.name] = (point, popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), group)
+                state.update(point.name, status="running", device_group=group, error=None)
+            for name, (point, proc, group) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[name]
+                free.append(group)
+                if code == 0:
+                    state.update(name, status="completed", **point_metrics(out / name, point.beta))
+                else:
+                    tail = _log_tail(out / f"{name}.log")
+                    state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
+                                 error=f"exit code {code}: {tail}")
+            time.sleep(0.5)
+        judge_points(out, state, base_cfg)
+        return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:
@@ -421,4 +505,4 @@ def _log_tail(path: Path, lines: int = 3) -> str:
 
 
 def write_commands(path: Path, commands: list[list[str]]) -> None:
-    atomic_write_text(path, "".join(" ".join(shlex.quote(a) for a in argv) + "\n" for argv in commands))
+    atomic_write_text(path, "".join(shlex.join(argv) + "\n" for argv in commands))

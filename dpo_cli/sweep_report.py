@@ -24,7 +24,8 @@ COLUMNS = [
 ]
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """One value of the table as text (floats to 4 significant digits, missing as empty)."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -40,7 +41,7 @@ def write_tables(
     writer = csv.writer(buffer)
     writer.writerow([key for key, _ in COLUMNS] + ["error"])
     for row in rows:
-        writer.writerow([_cell(row.get(key)) for key, _ in COLUMNS] + [row.get("error") or ""])
+        writer.writerow([format_cell(row.get(key)) for key, _ in COLUMNS] + [row.get("error") or ""])
     atomic_write_text(out / "results.csv", buffer.getvalue())
 
     lines = ["# Beta sweep", ""]
@@ -48,7 +49,7 @@ def write_tables(
         lines += [f"Swept: {swept}.", ""]
     lines += ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for row in rows:
-        cells = [_cell(row.get(key)) for key, _ in COLUMNS]
+        cells = [format_cell(row.get(key)) for key, _ in COLUMNS]
         if winner and row["point"] == winner["point"]:
             cells[0] = f"**{cells[0]}** (chosen)"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -66,8 +67,12 @@ def write_tables(
     return path
 
 
-def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
-    """Held-out reward accuracy, log-prob margin and chosen log-prob shift against beta (log axis)."""
+def sweep_figure(rows: list[dict[str, Any]]) -> Any:
+    """The figure of `write_plot`, or None when no point has held-out metrics.
+
+    The beta axis is logarithmic with one tick per swept value, labelled as written (`0.05`, not
+    `5x10^-2`): matplotlib's log-axis minor labels overlap when the values lie within a decade.
+    """
     done = [r for r in rows if r.get("status") == "completed" and r.get("reward_accuracy") is not None]
     if not done:
         return None
@@ -75,11 +80,14 @@ def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, NullLocator
 
     panels = [("reward_accuracy", "held-out reward accuracy"), ("logp_margin", "log-prob margin (chosen - rejected)"),
               ("chosen_logp_shift", "chosen log-prob shift vs reference")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    # Constrained layout keeps long y tick labels (e.g. -41.80875) clear of the panel to their left.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     rates = sorted({r.get("learning_rate") for r in done}, key=lambda v: (v is None, v or 0))
+    betas = sorted({r["beta"] for r in done})
     for ax, (key, title) in zip(axes, panels, strict=True):
         for rate in rates:
             series = sorted((r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None)
@@ -87,10 +95,25 @@ def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
                 label = "default lr" if rate is None else f"lr {rate:g}"
                 ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", label=label)
         ax.set_xscale("log")
+        ax.set_xticks(betas, [f"{b:g}" for b in betas], rotation=45 if len(betas) > 6 else 0)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        if len(betas) == 1:
+            ax.set_xlim(betas[0] / 2, betas[0] * 2)
         ax.set_xlabel("beta")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """Held-out reward accuracy, log-prob margin and chosen log-prob shift against beta (log axis)."""
+    fig = sweep_figure(rows)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     path = out / "sweep.png"
     tmp = out / ".sweep.png.tmp.png"
     fig.savefig(tmp, dpi=110, bbox_inches="tight")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
-import shlex
-import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,15 @@ from dpo_cli.rundir import (
     check_run_dir,
     checkpoint_step,
     checkpoints_dir,
-    holds_run,
+    config_inputs,
     init_run_dir,
-    latest_checkpoint,
-    read_json,
+    mark_complete,
     read_metrics,
     run_lock,
+    train_command,
     truncate_metrics,
+    undo_start,
+    unmark,
 )
 
 # Keys that may change between a run and its resumption (extending or re-logging a run is fine).
@@ -46,6 +47,8 @@ RESUMABLE_CHANGES = {
     "launch.main_process_ip",
     "launch.main_process_port",
     "launch.machine_rank",
+    # A run directory moved or copied elsewhere (another disk, a shared file system) resumes there.
+    "output_dir",
 }
 
 
@@ -71,10 +74,22 @@ def config_to_yaml(cfg: RunConfig) -> str:
 
 def preflight(cfg: RunConfig) -> None:
     """Hardware checks, separate from config validation so configs validate on a laptop."""
+    from dpo_cli.tracking import check_trackers
+
+    check_trackers(cfg.training.report_to)  # before torch: a missing tracker stops the run in a second
     import torch
+
+    from dpo_cli.build import launched_without_gpu
 
     t = cfg.training
     cuda = torch.cuda.is_available() and not t.use_cpu
+    if not t.use_cpu and launched_without_gpu() and is_main_process():
+        print(
+            f"note: no GPU visible: the {os.environ.get('WORLD_SIZE')} processes train on the CPU "
+            "(as with `training.use_cpu: true`)",
+            file=sys.stderr,
+            flush=True,
+        )
     if t.fp16 and not cuda:
         raise DpoError("training.fp16 needs a CUDA GPU; none is in use here (set `fp16: false`)", exit_code=EXIT_USAGE)
     bf16 = t.bf16 if t.bf16 is not None else not t.fp16
@@ -103,10 +118,29 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resume_compatible(cfg: RunConfig, output_dir: Path) -> None:
+    """Refuse to resume with a config that changes what the run trains.
+
+    Raises:
+        DpoError: The run's `config.yaml` is missing or unreadable (nothing to compare with: dpo
+            will not guess), or the config differs in a key outside `RESUMABLE_CHANGES`.
+    """
+    from dpo_cli.config.yaml_safe import load_yaml_file
+
     saved_path = output_dir / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    if not saved_path.is_file():
+        raise DpoError(
+            f"{saved_path}: missing, so the config cannot be checked against the run being resumed",
+            exit_code=EXIT_USAGE,
+            details=[
+                "a different beta or learning rate would silently change the run; dpo does not guess",
+                ("put back the config.yaml the run was started with (it is the resolved config), "
+                 "or start over with --overwrite"),
+            ],
+        )
+    saved = load_yaml_file(saved_path)
+    if not isinstance(saved, dict):
+        raise DpoError(f"{saved_path}: not a run config (expected a mapping)", exit_code=EXIT_USAGE)
+    saved = _flatten(saved)
     current = _flatten(yaml.safe_load(config_to_yaml(cfg)))
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -130,8 +164,8 @@ def _versions() -> dict[str, str]:
 
 
 def resume_command(config_path: str | None, overrides: list[str]) -> str:
-    parts = ["dpo", "train", config_path or "CONFIG", *[f"--set {shlex.quote(o)}" for o in overrides], "--resume"]
-    return " ".join(parts)
+    """The exact `dpo train ... --resume` line for this run, quoted for a POSIX shell."""
+    return train_command(config_path, overrides, "--resume")
 
 
 @dataclass
@@ -151,6 +185,7 @@ def build_trainer(
     extra_callbacks: list[Any] | None = None,
     policy: Any = None,
     ref_logps_cache: Path | None = None,
+    exclusions: Any = None,
 ) -> BuiltRun:
     """Load data, tokenizer and models, and build the `DPOTrainer` exactly as `dpo train` runs it.
 
@@ -163,6 +198,9 @@ def build_trainer(
         ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
             with the same data and starting model (see `dpo_cli.ref_cache`). A training run (its
             metrics go into its run directory) keeps them in `<output_dir>/ref_logps/` by default.
+        exclusions: Rows the data check dropped (`DataCheck.excluded`); None reads the run
+            directory's `data/excluded.json` (a resumed run, `dpo eval`). The main rank's value is
+            every rank's.
     """
     quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -170,14 +208,19 @@ def build_trainer(
     from dpo_cli.algorithms import algorithm_of, to_trainer_config, trainer_kwargs
     from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
     from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
-    from dpo_cli.data import load_preference_data
+    from dpo_cli.data import load_preference_data, read_exclusions
 
     algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
     args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
+    if exclusions is None:
+        exclusions = read_exclusions(Path(cfg.output_dir), cfg.data)
+    # Only the main rank checked the data, and nothing is written into the run directory before the
+    # inputs load, so its rows to leave out reach the other ranks over the process group.
+    exclusions = _from_main_rank(exclusions, args)
     # Rank 0 reads the files into the datasets cache first; the other ranks then reuse that cache
     # instead of each parsing the data at once (TRL tokenizes the same way).
     with args.main_process_first(local=False, desc="load data"), args.main_process_first(desc="load data"):
-        data = load_preference_data(cfg.data, unpaired=not algorithm.paired)
+        data = load_preference_data(cfg.data, unpaired=not algorithm.paired, excluded=exclusions)
     tokenizer = load_tokenizer(cfg)
     policy = policy if policy is not None else load_policy(cfg)
     reference = load_reference(cfg) if algorithm.reference else None
@@ -197,12 +240,25 @@ def build_trainer(
         eval_dataset=data.eval,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsWriter(metrics_path), guard, stop, CheckpointMarker(), *(extra_callbacks or [])],
+        callbacks=[
+            MetricsWriter(metrics_path), guard, stop, CheckpointMarker.taking_over_rotation(args), *(extra_callbacks or [])
+        ],
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(ProgressBar())
     return BuiltRun(trainer=trainer, data=data, tokenizer=tokenizer, guard=guard, stop=stop)
+
+
+def _from_main_rank(value: Any, args: Any) -> Any:
+    """`value` as the main process has it, on every rank of a multi-process run."""
+    if args.world_size <= 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 def _in_run_scope(train_fn: Any) -> Any:
@@ -248,92 +304,229 @@ def train(
     policy: Any = None,
     ref_logps_cache: Path | None = None,
     starts_at_reference: bool = True,
+    data_check: Any = None,
 ) -> RunResult:
     """Train as configured and leave a complete run directory.
 
     `starts_at_reference` false says the policy deliberately starts away from its reference
     (a later round of `dpo iterate`), so the first loss is not checked against its closed form.
+    `data_check` is what `dpo_cli.validation.check_before_training` found: the rows it dropped
+    are saved into the run directory (`data/`) and left out by every rank.
+
+    Nothing is written into `output_dir` until the inputs have loaded (and, on `--resume`, the
+    checkpoint has been restored), so a failed or interrupted start leaves it as it was. From
+    then on `run.json` says how the run ended (see `dpo_cli.run_record`).
 
     Raises:
         DpoError: The run directory is taken or in use, inputs are unusable, training diverged
-            (NaN) or was interrupted (exit code 130, after saving a checkpoint).
+            (NaN), a write failed (full disk), or the run was interrupted (exit code 130; the
+            message says which checkpoint was kept).
     """
+    from dpo_cli.interrupts import RunInterrupted, RunSignals
+
     output_dir = Path(cfg.output_dir)
     main = is_main_process()
-    if main:
-        check_run_dir(output_dir, overwrite=overwrite, resume=resume)
-        if resume:
-            check_resume_compatible(cfg, output_dir)
-    preflight(cfg)
-
+    created = not output_dir.exists()
     metrics_path = output_dir / "metrics.jsonl"
-    resume_from = latest_checkpoint(output_dir) if resume else None
-    fresh = main and not resume and not holds_run(output_dir)
-    if main:
-        init_run_dir(output_dir, overwrite=overwrite, resume=resume)
-        atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
-        if resume_from is not None:
-            truncate_metrics(metrics_path, checkpoint_step(resume_from))
-    try:
-        built = build_trainer(cfg, metrics_path, policy=policy, ref_logps_cache=ref_logps_cache)
-    except BaseException:
-        # A typo in a model path must not leave a run directory that the next attempt refuses.
-        if fresh or (main and overwrite):
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-    trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+    protected = config_inputs(cfg.model_dump(mode="json"), config_path)
+    resume_from: Path | None = None
+    with RunSignals() as signals:
+        try:
+            if main:
+                check_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
+                if resume:
+                    check_resume_compatible(cfg, output_dir)
+            resume_from = _resume_checkpoint(cfg, output_dir, warn=main) if resume else None
+            preflight(cfg)
+            built = build_trainer(
+                cfg,
+                metrics_path,
+                policy=policy,
+                ref_logps_cache=ref_logps_cache,
+                exclusions=data_check.excluded if data_check is not None else None,
+            )
+        except BaseException as exc:
+            if main and not resume:
+                undo_start(output_dir, created=created)  # only empty folders this start made
+            failure = _failed_start(exc, resume_from, resume_command(config_path, overrides or []) if resume else None)
+            if failure is exc:
+                raise
+            raise failure from None
+        trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
+        from dpo_cli.tracking import route_logs
 
-    run_info = {
-        "status": "running",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "mode": cfg.mode,
-        "config": config_path,
-        "resumed_from": str(resume_from) if resume_from else None,
-        "train_rows": len(data.train),
-        "eval_rows": len(data.eval) if data.eval is not None else 0,
-        "data_format": data.format,
-        # Where precomputed reference log-probs came from: {"train": "computed" | "reused", ...}
-        "ref_logps": getattr(trainer, "ref_logps_source", None),
-        "versions": _versions(),
-    }
-    if main:
-        atomic_write_json(output_dir / "run.json", run_info)
+        route_logs(trainer, output_dir)
 
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        from dpo_cli.run_record import RunRecord
 
+        record = RunRecord(
+            output_dir,
+            {
+                "status": "running",
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "mode": cfg.mode,
+                "config": config_path,
+                "resumed_from": str(resume_from) if resume_from else None,
+                "train_rows": len(data.train),
+                "eval_rows": len(data.eval) if data.eval is not None else 0,
+                "data_format": data.format,
+                # Rows per source (converted, then taken by fraction/max_samples) and what the data check dropped.
+                "data": {"sources": data.sources, **({"check": data_check.summary} if data_check is not None else {})},
+                # Where precomputed reference log-probs came from: {"train": "computed" | "reused", ...}
+                "ref_logps": getattr(trainer, "ref_logps_source", None),
+                "versions": _versions(),
+            },
+            main=main,
+            resume_command=resume_command(config_path, overrides or []),
+            restart_command=train_command(config_path, overrides or [], "--overwrite"),
+        )
+
+        def begin() -> None:
+            """What a started run writes: the old run replaced, the abandoned checkpoints cleared, the record."""
+            if not main:
+                record.begun = True
+                return
+            init_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
+            record.begun = True  # from here on the folder is this run's, and run.json tells how it ended
+            if data_check is not None:
+                data_check.save(output_dir)  # every rank, and a later `dpo eval`, leaves out the same rows
+            if resume_from is not None:
+                from dpo_cli.checkpoints import set_aside_after
+
+                for note in set_aside_after(output_dir, resume_from):
+                    print(f"note: {note}", file=sys.stderr, flush=True)
+                truncate_metrics(metrics_path, checkpoint_step(resume_from))
+            atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
+            record.write("running")
+
+        from dpo_cli.callbacks import NoStepPastTheEnd, OnTrainingStart, TrainingAlreadyDone
+
+        started = OnTrainingStart.install(trainer, begin)
+        trainer.add_callback(NoStepPastTheEnd())
+        try:
+            if resume_from is None:
+                started.run()
+            try:
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            except TrainingAlreadyDone:
+                trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+            started.run()  # a resume with no step left to train
+            signals.phase = "finishing"
+            if guard.tripped is not None:
+                step, key = guard.tripped
+                raise DpoError(
+                    f"training stopped at step {step}: `{key}` became NaN/inf",
+                    details=[
+                        "lower training.learning_rate, or use bf16 instead of fp16 (fp16 overflows)",
+                        "check the data for empty responses (dpo validate-data)",
+                        f"metrics so far: {metrics_path}",
+                    ],
+                )
+            if stop.stopped:
+                signals.phase = "closing"
+                raise record.stopped(trainer.state.global_step)
+            result = _finish_run(cfg, built, record, starts_at_reference, config_path, overrides, data_check)
+        except BaseException as exc:
+            interrupted = isinstance(exc, RunInterrupted)
+            phase = exc.phase if interrupted else signals.phase
+            signals.phase = "closing"
+            if not record.begun:  # a resume that failed to restore its checkpoint, or a refused replacement
+                if main and not resume:
+                    undo_start(output_dir, created=created)
+                failure = _failed_start(exc, resume_from, record.resume_command if resume else None)
+                if failure is exc:
+                    raise
+                raise failure from None
+            if interrupted:
+                raise record.interrupted(trainer.state.global_step, phase) from None
+            error = record.failed(exc, trainer.state.global_step, phase)
+            if error is None:
+                raise
+            raise error from None
+    return result
+
+
+def _resume_checkpoint(cfg: RunConfig, output_dir: Path, *, warn: bool) -> Path:
+    """The verified checkpoint to resume from; warnings name each newer one that failed its check."""
+    from dpo_cli.checkpoints import choose_resume_checkpoint
+
+    checkpoint, warnings = choose_resume_checkpoint(output_dir, needs_optimizer=not cfg.training.save_only_model)
+    if warn:
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+    return checkpoint
+
+
+def _failed_start(exc: BaseException, checkpoint: Path | None, resume: str | None) -> BaseException:
+    """What to raise for a start that ended before it wrote anything (`resume`: the resume command, if resuming).
+
+    A signal becomes a clear exit-130 message; a checkpoint that passed its check but failed to
+    load becomes a clear error. Anything else is raised as it is.
+    """
+    from dpo_cli.interrupts import RunInterrupted
+
+    if isinstance(exc, RunInterrupted):
+        if resume:
+            return DpoError("interrupted before the resumed run started; the run is unchanged",
+                            exit_code=EXIT_INTERRUPTED, details=[f"resume with: {resume}"])
+        return DpoError("interrupted before training started; nothing was written, so there is nothing to resume",
+                        exit_code=EXIT_INTERRUPTED, details=["run the same command again to start"])
+    loading = (OSError, EOFError, ValueError, RuntimeError, KeyError)
+    if checkpoint is None or isinstance(exc, DpoError) or not isinstance(exc, loading):
+        return exc
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return DpoError(
+        f"{checkpoint}: could not be loaded to resume: {type(exc).__name__}: {first}",
+        details=[
+            "the run directory is unchanged",
+            ("if the config changed how the model is built (lora, quantization), put it back; "
+             "else move this checkpoint aside and resume from the one before"),
+        ],
+    )
+
+
+def _finish_run(
+    cfg: RunConfig,
+    built: BuiltRun,
+    record: Any,
+    starts_at_reference: bool,
+    config_path: str | None,
+    overrides: list[str] | None,
+    data_check: Any,
+) -> RunResult:
+    """After the last step: held-out evaluation, `final/` (marked complete), summary, plots, model card and
+    report, `completed`, then the push to the Hub when `push_to_hub` asks for it."""
+    trainer, data = built.trainer, built.data
+    output_dir = Path(cfg.output_dir)
+    main = is_main_process()
+    metrics_path = output_dir / "metrics.jsonl"
     expected = expected_first_loss(cfg) if starts_at_reference else None
-    if guard.tripped is not None:
-        step, key = guard.tripped
-        _finish(output_dir, run_info, "failed", main)
-        raise DpoError(
-            f"training stopped at step {step}: `{key}` became NaN/inf",
-            details=[
-                "lower training.learning_rate, or use bf16 instead of fp16 (fp16 overflows)",
-                "check the data for empty responses (dpo validate-data)",
-                f"metrics so far: {metrics_path}",
-            ],
-        )
-    if stop.stopped:
-        _finish(output_dir, run_info, "interrupted", main)
-        raise DpoError(
-            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {checkpoints_dir(output_dir)}",
-            exit_code=EXIT_INTERRUPTED,
-            details=[f"resume with: {resume_command(config_path, overrides or [])}"],
-        )
-
     final_dir = output_dir / "final"
+    by_source = None
     if data.eval is not None:
+        record.target = (metrics_path, "held-out evaluation record")
         trainer.evaluate()
-    trainer.save_model(str(final_dir))
+        if data.eval_sources:
+            from dpo_cli.evaluation.by_source import evaluate_by_source
+
+            by_source = evaluate_by_source(trainer, data.eval_sources, built.tokenizer)
+    record.target = (final_dir, "final model")
+    if main and final_dir.is_dir():
+        unmark(final_dir)  # a resumed run writes final/ again; an old marker must not vouch for the mix
+    # Without `_internal_call`, save_model would push `checkpoints/` with TRL's card; `push_final` pushes final/.
+    trainer.save_model(str(final_dir), _internal_call=True)
     if main:
         built.tokenizer.save_pretrained(str(final_dir))
+        mark_complete(final_dir)
     records = read_metrics(metrics_path)
     summary = summarize(records)
     findings = diagnose(records, expected_loss=expected)
     plots: list[Path] = []
     if main:
         from dpo_cli.plots import write_plots
+        from dpo_cli.publish.record import provenance
 
+        record.target = (output_dir / "plots", "plots")
         plots = write_plots(records, output_dir / "plots", expected_loss=expected)
         summary.update(
             {
@@ -343,13 +536,38 @@ def train(
                 "metrics": str(metrics_path),
                 "plots": [str(p) for p in plots],
                 "diagnosis": [{"level": f.level, "message": f.message} for f in findings],
+                "provenance": provenance(cfg, trainer.args, config_path=config_path, overrides=overrides),
+                "data": _data_summary(data, data_check, output_dir),
             }
         )
+        if by_source is not None:
+            summary["eval_by_source"] = by_source
+        record.target = (output_dir / "summary.json", "summary")
         atomic_write_json(output_dir / "summary.json", summary)
-        _finish(output_dir, run_info, "completed", main)
+        from dpo_cli.publish import refresh_run_documents
+
+        record.target = (final_dir / "README.md", "model card and report.html")
+        refresh_run_documents(output_dir)  # final/README.md (the model card) and report.html
+        record.target = (output_dir / "run.json", "run record")
+        record.write("completed", final_complete=True)
+        if trainer.args.push_to_hub:
+            from dpo_cli.publish.hub import push_final
+
+            push_final(trainer, final_dir)
     return RunResult(
         output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
     )
+
+
+def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any]:
+    """Rows trained on, per source, and what the data check dropped (listed in `data/rejects.jsonl`)."""
+    out: dict[str, Any] = {"train_rows": len(data.train), "eval_rows": len(data.eval) if data.eval is not None else 0,
+                           "sources": data.sources}
+    if data_check is not None:
+        out["dropped"] = {name: {"rows": s["rows"], "dropped": s["dropped"], "dropped_by": s["dropped_by"]}
+                          for name, s in data_check.summary.items()}
+        out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
+    return out
 
 
 def quiet_known_noise() -> None:
@@ -365,14 +583,3 @@ def quiet_known_noise() -> None:
         r".*fan_in_fan_out is set to False but the target module is `Conv1D`",  # GPT-2 style layers, PEFT fixes it
     ):
         warnings.filterwarnings("ignore", message=pattern)
-
-
-def _finish(output_dir: Path, run_info: dict[str, Any], status: str, main: bool) -> None:
-    if not main:
-        return
-    info = {**run_info, "status": status, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    path = output_dir / "run.json"
-    if path.exists():
-        info = {**read_json(path), **info}
-    atomic_write_json(path, info)
-

@@ -312,7 +312,7 @@ def _conversation(rng: random.Random, prompt: str) -> list[dict[str, str]]:
 
 
 def _check(files: dict[str, list[dict]]) -> None:
-    """The guarantees the tests and the README promise, enforced at generation time."""
+    """The guarantees the tests and the docs promise, enforced at generation time."""
     train_prompts = {r["prompt"] for r in files["train.jsonl"]}
     assert not train_prompts & {r["prompt"] for r in files["eval.jsonl"]}, "eval prompts leak into train"
     for name, rows in files.items():

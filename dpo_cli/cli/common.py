@@ -41,6 +41,9 @@ def err(message: str) -> None:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Print expected failures as `error: ...` lines and exit with their code, no traceback."""
+    from dpo_cli.errors import EXIT_INTERRUPTED
+    from dpo_cli.interrupts import RunInterrupted
+
     try:
         yield
     except DpoError as exc:
@@ -48,3 +51,7 @@ def user_errors() -> Iterator[None]:
         for line in exc.details:
             err(f"  {line}")
         raise typer.Exit(exc.exit_code) from None
+    except (KeyboardInterrupt, RunInterrupted):
+        # A Ctrl-C outside a run's own signal handling (config checks, data validation, other verbs).
+        err("error: interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED) from None

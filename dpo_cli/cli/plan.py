@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dpo_cli.cli.common import ConfigArg, SetOption, user_errors
+from dpo_cli.errors import EXIT_DOES_NOT_FIT
 
 
 def plan(
@@ -21,10 +22,15 @@ def plan(
     model_config: Annotated[
         Path | None, typer.Option(help="The model's config.json, when the model is neither local nor shipped.")
     ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object instead of the table.")] = False,
 ) -> None:
-    """Estimate per-GPU memory, FLOPs per step and time per epoch without loading weights."""
+    """Estimate per-GPU memory, FLOPs per step and time per epoch without loading weights.
+
+    Exit codes: 0 the run fits, 3 it does not fit in --gpu-memory per GPU (with --json too), so
+    a job script can gate on it; 2 bad config or arguments.
+    """
     from dpo_cli.config.loader import load_config
-    from dpo_cli.planning.plan import make_plan, parse_size, render
+    from dpo_cli.planning.plan import make_plan, parse_size, render, to_dict
 
     with user_errors():
         cfg = load_config(config, set_)
@@ -37,4 +43,11 @@ def plan(
             model_config=model_config,
             rows=rows,
         )
+    if json_:
+        import json
+
+        print(json.dumps(to_dict(result), indent=2))
+    else:
         print(render(result))
+    if not result.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)

@@ -35,7 +35,7 @@ def sweep_beta(
 ) -> None:
     """Train one run per beta (and learning rate) and pick the best on held-out pairs."""
     from dpo_cli.report import print_sweep_summary
-    from dpo_cli.sweep import expand, point_configs, run_parallel, run_sweep, sweep_dir_of, train_commands
+    from dpo_cli.sweep import expand, point_configs, resolve_grid, run_parallel, run_sweep, sweep_dir_of, train_commands
 
     with user_errors():
         beta_list, rate_list = _floats(betas, "--betas"), _floats(learning_rates, "--learning-rates")
@@ -43,13 +43,14 @@ def sweep_beta(
             from dpo_cli.config.loader import load_config
 
             cfg = load_config(config, set_)
-            points = expand(cfg.sweep, beta_list, rate_list, cfg.algorithm)
             out = sweep_dir_of(cfg, output)
+            beta_list, rate_list = resolve_grid(cfg.sweep, out, beta_list, rate_list)
+            points = expand(cfg.sweep, beta_list, rate_list, cfg.algorithm)
             point_configs(config, set_ or [], points, out)
             import shlex
 
             for argv in train_commands(config, set_ or [], points, out):
-                print(" ".join(shlex.quote(a) for a in argv))
+                print(shlex.join(argv))
             return
         if devices:
             groups = [g.strip() for g in devices.split(";") if g.strip()]

@@ -17,6 +17,13 @@ def train(
     skip_validation: Annotated[
         bool, typer.Option(help="Train without checking the data first (`dpo validate-data` runs those checks).")
     ] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Stop on any row with an error instead of dropping it (see data.max_drop_fraction).")
+    ] = False,
+    data_check: Annotated[
+        str | None,
+        typer.Option(help="Use the data check saved in this folder (by sweep-beta or iterate) instead of checking again."),
+    ] = None,
     num_processes: Annotated[
         int | None,
         typer.Option(min=1, help="Processes (GPUs) over all machines; above 1 re-runs under `accelerate launch`."),
@@ -29,6 +36,7 @@ def train(
     from dpo_cli import launch
     from dpo_cli.config.loader import load_config
     from dpo_cli.report import print_run_summary
+    from dpo_cli.tracking import check_trackers
     from dpo_cli.training import is_main_process
     from dpo_cli.training import train as run_training
 
@@ -36,22 +44,35 @@ def train(
         set_ = [*(set_ or []), f"launch.num_processes={num_processes}"]
     with user_errors():
         cfg = load_config(config, set_)
+        check_trackers(cfg.training.report_to)  # before the data check, the launch and any model
         if dry_run or launch.needs_launcher(cfg):
-            args = launch.train_args(str(config), set_, overwrite=overwrite, resume=resume, skip_validation=skip_validation)
+            args = launch.train_args(str(config), set_, overwrite=overwrite, resume=resume, skip_validation=skip_validation,
+                                     strict=strict, data_check=data_check)
             if dry_run:
                 print(launch.dry_run(cfg, args))
                 return
             raise typer.Exit(launch.launch(cfg, args, overwrite=overwrite, resume=resume))
-        # One rank checks the data; the others wait for it at the first collective.
-        if not skip_validation and is_main_process():
+        # One rank checks the data; the others wait for it at the first collective, then read the
+        # rows it dropped from the run directory.
+        check = None
+        if data_check is not None and is_main_process():
             from pathlib import Path
 
-            from dpo_cli.rundir import check_run_dir
+            from dpo_cli.validation import DataCheck
+
+            check = DataCheck.load(Path(data_check), cfg.data)
+        elif not skip_validation and is_main_process():
+            from pathlib import Path
+
+            from dpo_cli.rundir import check_run_dir, config_inputs
             from dpo_cli.validation import check_before_training
 
-            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume)  # the cheapest refusal first
+            # The cheapest refusal first.
+            protected = config_inputs(cfg.model_dump(mode="json"), config)
+            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume, protected=protected)
             # Before any model is loaded: bad rows stop the run here, in seconds.
-            check_before_training(cfg, str(config))
-        result = run_training(cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [])
+            check = check_before_training(cfg, str(config), strict=strict)
+        result = run_training(cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [],
+                              data_check=check)
         if is_main_process():  # one summary, not one per rank
             print_run_summary(result)

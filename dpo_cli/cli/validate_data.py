@@ -1,7 +1,8 @@
 """`dpo validate-data CONFIG` (or `--data PATH`): check preference data before training on it.
 
 Exit codes: 0 no problems (warnings allowed), 2 errors (rows train cannot use, unreadable
-data), 1 warnings under `--strict`.
+data), 1 warnings under `--strict`. Rows dropped by their format's own rule (ties, rows without
+a label) are counted and listed but are not errors.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def validate_data(
     ] = "prompt",
     chosen_column: Annotated[str, typer.Option(help="Chosen column with --data.")] = "chosen",
     rejected_column: Annotated[str, typer.Option(help="Rejected column with --data.")] = "rejected",
+    system_column: Annotated[
+        str | None, typer.Option(help="System-prompt column with --data, kept as the system turn (default: `system`).")
+    ] = None,
+    history_column: Annotated[
+        str | None, typer.Option(help="Earlier-turns column with --data ([[user, assistant], ...]; default: `history`).")
+    ] = None,
+    format_: Annotated[
+        str, typer.Option("--format", help="Layout with --data (`auto` detects; see the formats table).")
+    ] = "auto",
+    max_row_bytes: Annotated[
+        int | None, typer.Option(min=1024, help="Longest row read with --data (default 4 MiB); longer ones are errors naming the line.")
+    ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for token checks with --data (path or Hub id).")] = None,
     max_length: Annotated[int, typer.Option(help="max_length for token checks with --data (TRL's default).")] = 1024,
     no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the tokenizer checks, even with a config.")] = False,
@@ -66,11 +79,14 @@ def validate_data(
         if cfg is not None:
             result = validate_config(cfg, tokens=not no_tokens, writer=writer, near_identical=near_identical)
         else:
-            section = data_section(data, eval_data, prompt=prompt_column, chosen=chosen_column, rejected=rejected_column)
+            section = data_section(
+                data, eval_data, prompt=prompt_column, chosen=chosen_column, rejected=rejected_column,
+                system=system_column, history=history_column, format=format_, max_row_bytes=max_row_bytes,
+            )
             checker = token_checker_from_name(tokenizer, max_length) if tokenizer and not no_tokens else None
             result = run_validation(
                 section, token_checker=checker, tokenizer_name=tokenizer if checker else None, writer=writer,
-                near_identical=near_identical,
+                near_identical=near_identical, detect_unpaired=True,
             )
         print(format_report(result, strict))
         if report is not None:

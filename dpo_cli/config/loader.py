@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig, cross_field_problems
+from dpo_cli.config.yaml_safe import MAX_BYTES, load_yaml
 from dpo_cli.errors import ConfigError
 
 
@@ -34,15 +35,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     source = str(path)
     if not path.is_file():
         raise ConfigError(source, [f"{source}: config file not found"])
-    text = path.read_text(encoding="utf-8")
+    if path.stat().st_size > MAX_BYTES:
+        raise ConfigError(source, [f"{source}: {path.stat().st_size:,} bytes; a config is at most {MAX_BYTES:,}"])
     try:
-        raw = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [f"{where}: invalid YAML: {problem}"]) from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    raw, root = load_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -89,8 +88,10 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if not sep or not key.strip():
         raise ValueError("expected KEY=VALUE, e.g. training.beta=0.2")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
-    except yaml.YAMLError:
+        value = load_yaml(value_text, "--set")[0] if value_text.strip() else None
+    except ConfigError as exc:
+        if "invalid YAML" not in exc.problems[0]:
+            raise ValueError(exc.problems[0].removeprefix("--set: ")) from None  # an alias bomb, not a plain string
         value = value_text
     parts = key.strip().split(".")
     node = raw

@@ -1,7 +1,8 @@
 """The config schema: the single source of truth for every setting.
 
-Types, defaults, ranges and descriptions live here once. The README's configuration
-reference and `dpo config schema` (JSON Schema for editors) are generated from these models.
+Types, defaults, ranges and descriptions live here once. The configuration reference page
+(`docs/reference/configuration.md`) and `dpo config schema` (JSON Schema for editors) are generated
+from these models.
 
 Section names follow the libraries they feed: `training:` uses `trl.DPOConfig` names,
 `lora:` uses `peft.LoraConfig` names, `quantization:` uses `transformers.BitsAndBytesConfig`
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
+from dpo_cli.data.layouts import LAYOUT_NAMES, REPRESENTATIONS
 
 DPO_LOSS_TYPES = (
     "sigmoid",
@@ -140,30 +142,96 @@ class LoraSection(Section):
 
 
 class DataColumns(Section):
-    """Which source columns hold the prompt and the two responses."""
+    """Which source columns hold the prompt, the responses and the rest of the conversation."""
 
     prompt: str | None = Field(
         "prompt",
-        description="Column holding the prompt; `null` when chosen/rejected are whole dialogues sharing a prefix.",
+        description=(
+            "Column holding the prompt (a dotted path such as `input.messages` reads a nested field); `null` when "
+            "chosen/rejected are whole dialogues sharing a prefix. Without a `prompt` column, `question` or "
+            "`query` is used, else the prompt is implicit."
+        ),
     )
     chosen: str = Field("chosen", description="Column holding the preferred response.")
     rejected: str = Field("rejected", description="Column holding the dispreferred response.")
     completion: str = Field("completion", description="Unpaired data (KTO): column holding the one response.")
     label: str = Field(
-        "label", description="Unpaired data (KTO): boolean column, true when the response is desirable."
+        "label",
+        description=(
+            "Unpaired data (KTO): boolean column, true when the response is desirable. For two responses with a "
+            "label: the column naming the better one."
+        ),
     )
+    system: str | None = Field(
+        "system",
+        description=(
+            "Column holding a system prompt, kept as the conversation's first turn (the rows become "
+            "conversational); used when present, `null` to ignore it."
+        ),
+    )
+    history: str | None = Field(
+        "history",
+        description=(
+            "Column holding earlier turns before the prompt, as `[[user, assistant], ...]` (LLaMA-Factory) or "
+            "messages; used when present, `null` to ignore it."
+        ),
+    )
+    score: str | None = Field(
+        None,
+        description=(
+            "Ranked data: the key (in each response entry) or list column holding the scores; by default "
+            "`overall_score`, `score`, `rating`, `reward`, `rank` or `scores`, `ratings`, `ranks`."
+        ),
+    )
+
+
+DataFormat = Literal[("auto", *REPRESENTATIONS, *LAYOUT_NAMES)]  # type: ignore[valid-type]
+
+
+class DataSourceSection(Section):
+    """One source of a mixture: an item of `data.train` or `data.eval`."""
+
+    path: str = Field(
+        description="File, folder, glob or Hub dataset id (files: JSONL/JSON/CSV/Parquet, plain or compressed)."
+    )
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name in reports and per-source metrics (letters, digits, `_`, `.`, `-`); by default from the path.",
+    )
+    split: str | None = Field(
+        None, description="Split to read (Hub datasets); by default `data.train_split` (`data.eval_split` in eval)."
+    )
+    subset: str | None = Field(None, description="Hub dataset configuration name; by default `data.subset`.")
+    columns: DataColumns | None = Field(None, description="Column names of this source; by default `data.columns`.")
+    format: DataFormat | None = Field(None, description="Layout of this source; by default `data.format`.")
+    fraction: float | None = Field(
+        None, gt=0.0, le=1.0, description="Take a seeded random share of this source's usable rows."
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Take at most this many of this source's usable rows (a seeded random choice)."
+    )
+
+
+DataSpec = str | list[str | DataSourceSection]
 
 
 class DataSection(Section):
     """Where the preference pairs come from."""
 
-    train: str | list[str] = Field(
+    train: DataSpec = Field(
         description=(
-            "Training data: JSONL/JSON/CSV/Parquet file(s), a folder of them, a glob, or a Hub dataset id."
+            "Training data: a JSONL/JSON/CSV/Parquet file (plain or .gz/.bz2/.xz/.zst), a folder of them, a glob, a "
+            "Hub dataset id, a list of files (one source), or a list of sources (`{path, split, subset, columns, "
+            "format, fraction, max_samples}`: a mixture, combined and shuffled with `seed`)."
         )
     )
-    eval: str | list[str] | None = Field(
-        None, description="Held-out data in the same forms; when absent, `eval_fraction` of train is held out."
+    eval: DataSpec | None = Field(
+        None,
+        description=(
+            "Held-out data in the same forms; when absent, `eval_fraction` of train is held out. With several "
+            "sources, held-out metrics are also reported per source."
+        ),
     )
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     train_split: str = Field("train", description="Split read from `train`.")
@@ -173,11 +241,35 @@ class DataSection(Section):
     eval_fraction: float | None = Field(
         0.1, gt=0.0, lt=1.0, description="Fraction of train held out for eval when `eval` is not given."
     )
-    seed: int = Field(42, description="Seed of the held-out split.")
+    seed: int = Field(42, description="Seed of the held-out split, of mixtures and of `fraction`/`max_samples`.")
     columns: DataColumns = Field(default_factory=DataColumns, description="Source column names.")
-    format: Literal["auto", "standard", "conversational"] = Field(
+    format: DataFormat = Field(
         "auto",
-        description="`standard`: strings; `conversational`: lists of role/content messages; `auto` detects.",
+        description=(
+            "`auto` detects each source's layout; `standard` (strings) or `conversational` (role/content messages) "
+            "also fix the representation; or a layout name (see the formats table)."
+        ),
+    )
+    min_score_gap: float = Field(
+        0.0, ge=0.0, description="Ranked or scored data: drop rows whose best and worst scores differ by less."
+    )
+    max_drop_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "`dpo train` drops rows that cannot train (listed in `data/rejects.jsonl` of the run) and stops when "
+            "more than this share of a split would go: a share that large points to a mapping or `max_length` "
+            "mistake. `--strict` stops on any."
+        ),
+    )
+    max_row_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Longest JSONL line (or row, in characters) read; a longer one is an error naming its line. It bounds "
+            "what the data check holds at once (about 1 GB with a tokenizer at 4 MiB)."
+        ),
     )
     max_train_samples: int | None = Field(None, ge=1, description="Use only the first N training rows.")
     max_eval_samples: int | None = Field(None, ge=1, description="Use only the first N eval rows.")
@@ -545,7 +637,7 @@ class RunConfig(Section):
         description=(
             "Preference-optimization trainer: `dpo` (TRL's DPOTrainer, every `loss_type`), `kto` (unpaired "
             "thumbs-up/down data), `orpo`, `simpo` and `cpo` (reference-free). `training:` takes that trainer's "
-            "own config names; see README's variants section."
+            "own config names; see the variants page (`docs/variants.md`)."
         ),
     )
     model: ModelSection
@@ -619,9 +711,10 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("`sweep.select_by: win_rate` needs a judge: set `eval.judge` (and keep `eval.generate` on)")
     if t.max_steps == 0:
         problems.append("`training.max_steps` is 0: nothing would be trained")
-    if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2:
-        if cfg.launch.deepspeed.offload_param != "none":
-            problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
+    if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2 and (
+        cfg.launch.deepspeed.offload_param != "none"
+    ):
+        problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
     ds = cfg.launch.deepspeed
     zero3 = ds is not None and ds.zero_stage == 3
     if zero3 and cfg.mode != "full" and t.gradient_checkpointing:

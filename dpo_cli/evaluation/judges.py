@@ -60,11 +60,35 @@ def rubric_prompt(prompt: str, a: str, b: str) -> str:
     return RUBRIC.format(prompt=prompt.strip(), a=a.strip(), b=b.strip())
 
 
+# A header value as servers echo it back: `Authorization: Bearer sk-...`, `"authorization": "..."`,
+# `api-key=...`; the name and separator are kept, the value is not.
+_SECRET_HEADER_RE = re.compile(
+    r"""(?P<name>\b(?:proxy-)?authorization|\bx-api-key|\bapi[-_]key)(?P<sep>["']?\s*[:=]\s*["']?)"""
+    r"""(?P<value>(?:bearer|basic|token)\s+[^\s"',;}\]]+|[^\s"',;}\]]+)""",
+    re.IGNORECASE,
+)
+_BEARER_RE = re.compile(r"\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+REDACTED = "[redacted]"
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with every secret, and every `Authorization`/API-key header value, replaced by `[redacted]`."""
+    text = _SECRET_HEADER_RE.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
+    text = _BEARER_RE.sub(lambda m: f"{m[1]} {REDACTED}", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 class ChatEndpoint:
     """An OpenAI-compatible chat endpoint, with its failures turned into messages naming the config keys.
 
     The API key is read from the environment variable the config names, held only in the
-    client object, and never written to disk or printed.
+    client object, and never written to disk or printed. Whatever the server sends back (an
+    error body, a reply) is scrubbed of the key and of `Authorization` values first: a
+    misconfigured proxy or a hostile server that echoes request headers must not put the key
+    on the terminal or into `judgements.jsonl`.
     """
 
     def __init__(self, section: Any, *, key: str, role: str):
@@ -85,6 +109,8 @@ class ChatEndpoint:
                     details=[f"export {section.api_key_env}=... first"],
                 )
         self.api_key_env = section.api_key_env
+        # Too short a "key" would scrub ordinary words; header values are caught by pattern anyway.
+        self._secrets = (api_key,) if section.api_key_env and len(api_key) >= 4 else ()
         self.client = OpenAI(
             base_url=section.base_url, api_key=api_key, max_retries=section.max_retries, timeout=section.timeout
         )
@@ -100,7 +126,7 @@ class ChatEndpoint:
         except openai.APIConnectionError as exc:  # includes timeouts, after the client's retries
             raise DpoError(
                 f"{self.role} endpoint {self.base_url} is unreachable after {self.retries} retries: "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {self._scrub(str(exc))}",
                 details=[f"check {self.key}.base_url and that the server is running"],
             ) from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
@@ -112,13 +138,16 @@ class ChatEndpoint:
             raise DpoError(
                 f"{self.role} endpoint {self.base_url} answered HTTP {exc.status_code} for model `{self.model}`"
                 f"{' after ' + str(self.retries) + ' retries' if exc.status_code >= 500 or exc.status_code == 429 else ''}"
-                f": {_short(exc.message)}",
+                f": {_short(self._scrub(str(exc.message)))}",
                 details=[f"check {self.key}.model and {self.key}.base_url"],
             ) from None
         choices = getattr(response, "choices", None) or []
         if not choices:
             return "", False
-        return choices[0].message.content or "", choices[0].finish_reason == "stop"
+        return self._scrub(choices[0].message.content or ""), choices[0].finish_reason == "stop"
+
+    def _scrub(self, text: str) -> str:
+        return scrub(text, self._secrets)
 
 
 class EndpointJudge:

@@ -61,14 +61,28 @@ def preference_metrics(cfg: RunConfig, weights: Path) -> dict[str, dict[str, flo
         raise DpoError("preference metrics need held-out pairs: set `data.eval` or `data.eval_fraction`",
                        exit_code=EXIT_USAGE)
     if cfg.reference.kind == "model":
-        reference = _evaluate(_built(_reference_as_policy(cfg)))
+        reference_built = _built(_reference_as_policy(cfg))
+        reference, reference_by = _evaluate(reference_built), _by_source(reference_built)
         built = _built(cfg)
     else:
         built = _built(cfg)
-        reference = _evaluate(built)
+        reference, reference_by = _evaluate(built), _by_source(built)
     load_trained_weights(built.trainer.model, weights, kind)
-    policy = _evaluate(built)
-    return {"reference": reference, "policy": policy}
+    policy, policy_by = _evaluate(built), _by_source(built)
+    result: dict[str, Any] = {"reference": reference, "policy": policy}
+    if policy_by:
+        # With a list of eval sources: the same rows per source (`model [source]` in the report tables).
+        result["by_source"] = {name: {"reference": reference_by.get(name, {}), "policy": row}
+                               for name, row in policy_by.items() if isinstance(row, dict)}
+    return result
+
+
+def _by_source(built: Any) -> dict[str, Any]:
+    if not built.data.eval_sources:
+        return {}
+    from dpo_cli.evaluation.by_source import evaluate_by_source
+
+    return evaluate_by_source(built.trainer, built.data.eval_sources, built.tokenizer)
 
 
 def weights_kind(weights: Path) -> str:
@@ -120,7 +134,9 @@ def _built(cfg: RunConfig) -> Any:
 
     # Training rows are not needed, only loaded and tokenized by the trainer: keep one. The
     # held-out split is cut before `max_train_samples` applies, so it is unchanged.
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_train_samples": 1})})
+    # Nor are the run's trackers: these evaluations are not steps of the training run they logged.
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_train_samples": 1}),
+                                 "training": cfg.training.model_copy(update={"report_to": "none"})})
     # The run's metrics.jsonl belongs to training; eval writes its own report instead.
     built = build_trainer(cfg, Path(tempfile.gettempdir()) / "dpo-eval-unused.jsonl")
     built.trainer.remove_callback(MetricsWriter)

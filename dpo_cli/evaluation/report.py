@@ -40,9 +40,13 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def preference_lines(preference: dict[str, dict[str, float]]) -> list[str]:
+def preference_lines(preference: dict[str, Any]) -> list[str]:
+    """One row per model, then one per model and eval source (`policy [hh]`) for a list of eval sources."""
     header = ["model", *[label for _, label in PREFERENCE_COLUMNS]]
-    rows = [[name, *[_num(values.get(key)) for key, _ in PREFERENCE_COLUMNS]] for name, values in preference.items()]
+    models = [(name, values) for name, values in preference.items() if name != "by_source"]
+    for source, by_model in (preference.get("by_source") or {}).items():
+        models += [(f"{name} [{source}]", {**values, "dpo_loss": values.get("loss")}) for name, values in by_model.items()]
+    rows = [[name, *[_num(values.get(key)) for key, _ in PREFERENCE_COLUMNS]] for name, values in models]
     return _table(header, rows)
 
 
@@ -84,9 +88,9 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("preference"):
         lines += ["", f"## Held-out preference metrics ({report['preference']['policy'].get('pairs')} pairs)", ""]
         lines += preference_lines(report["preference"])
-        lines += ["", "The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
-                  "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
-                  "both rows on the same scale."]
+        lines += ["", ("The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
+                       "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
+                       "both rows on the same scale.")]
     tax = report.get("alignment_tax")
     if tax:
         from dpo_cli.evaluation.tax import lines as tax_lines

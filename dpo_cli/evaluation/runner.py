@@ -73,6 +73,7 @@ def run_eval(
     endpoint) before anything is generated, so a dead endpoint fails in seconds.
     """
     from dpo_cli.evaluation.report import console_text, write_comparison, write_report
+    from dpo_cli.publish import refresh_if_finished
 
     for target in targets:
         check_writable(target.out_dir, "report.json", overwrite)
@@ -91,6 +92,9 @@ def run_eval(
         report = evaluate_target(target, judge, judge_section, progress=progress)
         write_report(target.out_dir, report)
         echo(console_text(report))
+        # The run's model card and report.html now include this evaluation.
+        for path in refresh_if_finished(target.out_dir.parent):
+            echo(f"{'card' if path.name == 'README.md' else 'page':<10} {path}")
         reports.append(report)
     if len(targets) > 1:
         assert compare_dir is not None

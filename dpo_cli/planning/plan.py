@@ -49,20 +49,27 @@ class Plan:
 
 
 def count_rows(cfg: RunConfig) -> int | None:
-    """Training pairs per epoch for local JSONL files (one line each); None when unknown cheaply."""
-    from dpo_cli.data import resolve_source
+    """Training pairs per epoch for local JSONL files (one line each, plain or compressed); None when
+    unknown cheaply. A mixture's `fraction` and `max_samples` are applied to each source's count."""
+    from dpo_cli.data import open_binary, resolve_source, source_entries, split_suffix
 
-    try:
-        source = resolve_source(cfg.data.train)
-    except DpoError:
-        return None
-    files = getattr(source, "files", None) or []
-    if not files or not all(str(f).endswith(".jsonl") for f in files):
-        return None
     rows = 0
-    for name in files:
-        with open(name, "rb") as handle:
-            rows += sum(1 for line in handle if line.strip())
+    for entry in source_entries(cfg.data, "train"):
+        try:
+            source = resolve_source(entry["path"])
+        except DpoError:
+            return None
+        if not source.files or not all(split_suffix(f)[0] == ".jsonl" for f in source.files):
+            return None
+        count = 0
+        for name in source.files:
+            with open_binary(name) as handle:
+                count += sum(1 for line in handle if line.strip())
+        if entry["fraction"] is not None:
+            count = max(1, round(count * entry["fraction"])) if count else 0
+        if entry["max_samples"] is not None:
+            count = min(count, entry["max_samples"])
+        rows += count
     if cfg.data.eval is None and cfg.data.eval_fraction:
         rows -= int(rows * cfg.data.eval_fraction)
     if cfg.data.max_train_samples:
@@ -121,6 +128,52 @@ def _deepspeed_json(cfg: RunConfig) -> dict | None:
         raise DpoError(f"launch.deepspeed_config: {path}: {exc}", exit_code=EXIT_USAGE) from None
 
 
+def to_dict(plan: Plan) -> dict:
+    """The plan's figures for scripts (`dpo plan --json`); memory in bytes and GiB, time in seconds."""
+    m, c, s = plan.memory, plan.compute, plan.shape
+
+    def gib(value: float) -> float:
+        return round(value / GIB, 3)
+
+    return {
+        "fits": plan.fits,
+        "gpus": m.gpus,
+        "gpu_memory_bytes": int(plan.gpu_memory),
+        "gpu_memory_gib": gib(plan.gpu_memory),
+        "total_bytes": int(m.gpu_total),
+        "total_gib": gib(m.gpu_total),
+        "headroom_gib": gib(plan.gpu_memory - m.gpu_total),
+        "cpu_offload_gib": gib(m.cpu_total),
+        "memory": [
+            {"label": r.label, "gpu_bytes": int(r.gpu_bytes), "gpu_gib": gib(r.gpu_bytes), "cpu_gib": gib(r.cpu_bytes),
+             "note": r.note}
+            for r in m.rows
+        ],
+        "gradient_checkpointing": m.checkpointing,
+        "assumptions": list(m.assumptions),
+        "model": {
+            "source": s.source, "params": s.params, "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
+            "kv_heads": s.kv_heads, "intermediate": s.intermediate, "vocab": s.vocab,
+        },
+        "compute": {
+            "forward_flops_per_token": c.forward_flops_per_token,
+            "flops_per_step": c.flops_per_step,
+            "tokens_per_step": c.tokens_per_step,
+            "rows_per_epoch": c.rows_per_epoch,
+            "steps_per_epoch": c.steps_per_epoch,
+            "seconds_per_step": c.seconds_per_step,
+            "seconds_per_epoch": c.seconds_per_epoch,
+            "precompute_seconds": c.precompute_seconds,
+            "peak_tflops": plan.peak_tflops,
+            "utilization": plan.utilization,
+        },
+        "suggestions": [
+            {"text": g.text, "overrides": list(g.overrides), "total_gib": gib(g.gpu_total), "fits": g.fits}
+            for g in plan.suggestions
+        ],
+    }
+
+
 def _gib(value: float) -> str:
     return f"{value / GIB:8.2f} GiB"
 
@@ -138,8 +191,10 @@ def render(plan: Plan) -> str:
     m, c, s = plan.memory, plan.compute, plan.shape
     lines = [
         f"model: {s.source}",
-        f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
-        f"intermediate {s.intermediate}, vocab {s.vocab}",
+        (
+            f"  {s.params / 1e9:.2f}B params, {s.layers} layers, hidden {s.hidden}, {s.heads} heads / {s.kv_heads} kv, "
+            f"intermediate {s.intermediate}, vocab {s.vocab}"
+        ),
         f"memory per GPU ({m.gpus} GPU{'s' if m.gpus > 1 else ''}):",
     ]
     width = max(len(r.label) for r in m.rows)

@@ -1,8 +1,9 @@
 """Every data check, its severity, and the per-row tests that need no tokenizer.
 
-Errors mark a row `dpo train` cannot learn from (or cannot load at all); warnings mark data
-that trains but probably not the way the user wants. Each finding keeps a count and a few
-example locations (`file:line`) so the report points at real rows.
+Errors mark a row `dpo train` cannot learn from (it drops the row, and stops when too many
+go); `dropped` marks rows the source format itself says to leave out (ties, rows without a
+label); warnings mark data that trains but probably not the way the user wants. Each finding
+keeps a count and a few example locations (`file:line`) so the report points at real rows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, DROPPED = "error", "warning", "dropped"
 EXAMPLES_KEPT = 5
 
 
@@ -31,21 +32,23 @@ CHECKS: dict[str, Check] = {
     c.id: c
     for c in (
         # Whole-dataset problems: the rows cannot be read as preference pairs at all.
-        Check("layout", ERROR, "not a preference-pair layout", "map or convert the columns (see the message)"),
-        Check("format_mismatch", ERROR, "format differs from data.format or between train and eval"),
+        Check("layout", ERROR, "not a layout this run can train on", "map the columns or name the layout (see the message)"),
+        Check("format_mismatch", ERROR, "sources cannot share one representation (strings or messages)"),
         Check("no_rows", ERROR, "no usable rows"),
         # Row errors: the row cannot train.
         Check("malformed_line", ERROR, "line is not a JSON object", "fix or delete the line"),
+        Check(
+            "row_too_long",
+            ERROR,
+            "row longer than the per-row limit",
+            "data.max_row_bytes bounds the memory one row may take; raise it if such rows are meant",
+        ),
         Check("missing_field", ERROR, "field missing"),
         Check("null_field", ERROR, "field is null"),
         Check("wrong_type", ERROR, "field has the wrong type", "strings (standard) or lists of role/content messages"),
         Check("empty_field", ERROR, "field is empty or whitespace"),
-        Check(
-            "inconsistent_column",
-            ERROR,
-            "column type changes between rows",
-            "the `datasets` JSON loader that train uses cannot load a column of mixed types",
-        ),
+        Check("unsupported_content", ERROR, "images, tool calls or tool definitions", "only text trains"),
+        Check("bad_label", ERROR, "preference label names neither response"),
         Check("bad_conversation", ERROR, "conversation structure (roles, alternation, assistant response)"),
         Check("identical_pair", ERROR, "chosen identical to rejected", "no preference signal"),
         Check(
@@ -60,6 +63,11 @@ CHECKS: dict[str, Check] = {
             "chosen and rejected identical after truncation",
             "they differ only beyond max_length; raise training.max_length",
         ),
+        # Dropped by the source format's own rule: counted and listed, never an error.
+        Check("tie", DROPPED, "the label says tie", "no preference between the two responses"),
+        Check("no_label", DROPPED, "no preference label"),
+        Check("small_gap", DROPPED, "score gap below data.min_score_gap"),
+        Check("no_pairs", DROPPED, "fewer than two ranked responses", "nothing to pair"),
         # Warnings: the row trains, but look at it.
         Check("duplicate_pair", WARNING, "exact duplicate pair", "--write-clean keeps the first copy"),
         Check("duplicate_prompt", WARNING, "prompt seen in an earlier row", "fine for several pairs per prompt"),
@@ -140,69 +148,9 @@ class Findings:
         return iter(self.by_id.values())
 
 
-# --- per-field and per-row tests -------------------------------------------------------------
+# --- per-row tests -----------------------------------------------------------------------------
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-ROLES = {"system", "user", "assistant", "tool"}
-
-
-def field_problem(value: Any, conversational: bool, allow_empty: bool = False) -> tuple[str, str] | None:
-    """Check one prompt/chosen/rejected value against the split's format.
-
-    Returns:
-        `(check_id, note)` for the first problem found, or None when the value is usable.
-    """
-    if value is None:
-        return "null_field", ""
-    if conversational:
-        if not isinstance(value, list):
-            return "wrong_type", f"{type(value).__name__}, expected a list of messages"
-        if not value and not allow_empty:
-            return "empty_field", "no messages"
-        for i, msg in enumerate(value):
-            if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-                return "bad_conversation", f"message {i} has no role"
-            if not isinstance(msg.get("content"), str):
-                return "bad_conversation", f"message {i} content is not a string"
-        return None
-    if not isinstance(value, str):
-        return "wrong_type", f"{type(value).__name__}, expected a string"
-    if not allow_empty and not value.strip():
-        return "empty_field", ""
-    return None
-
-
-def conversation_problem(prompt: list[dict], response: list[dict]) -> str | None:
-    """Roles and turn order that chat templates and TRL's loss mask rely on.
-
-    The prompt must open with system or user, alternate user/assistant (tool messages may
-    follow an assistant turn), and end on a user or tool turn; the response must start with
-    the assistant.
-    """
-    roles = [m["role"] for m in prompt]
-    unknown = next((r for r in roles + [m["role"] for m in response] if r not in ROLES), None)
-    if unknown is not None:
-        return f"unknown role {unknown!r}"
-    if roles and roles[0] not in ("system", "user"):
-        return f"prompt opens with {roles[0]}"
-    if "system" in roles[1:]:
-        return "system message after the first turn"
-    turns = [r for r in roles if r != "system"]
-    for before, after in zip(turns, turns[1:]):
-        if before == after and before != "tool":
-            return f"two {before} turns in a row"
-    if turns and turns[-1] == "assistant":
-        return "prompt ends with an assistant turn"
-    if not response or response[0]["role"] != "assistant":
-        return "response does not start with the assistant"
-    return None
-
-
-def text_of(value: str | list[dict]) -> str:
-    """The plain text of a field: the string, or the message contents joined."""
-    if isinstance(value, str):
-        return value
-    return "\n".join(m["content"] for m in value)
 
 
 def text_problems(texts: list[str]) -> list[str]:
@@ -222,44 +170,6 @@ def digest(text: str) -> int:
 def normalized(text: str) -> str:
     """Case and whitespace folded, so trivially different prompts still match."""
     return " ".join(text.split()).lower()
-
-
-def common_prefix_len(a: str | list, b: str | list) -> int:
-    """Length of the shared prefix of two strings or lists.
-
-    A binary search over slice comparisons: each comparison runs in C, so long shared
-    prompts (the HH layout) cost a few slices instead of a Python loop over characters.
-    """
-    lo, hi = 0, min(len(a), len(b))
-    if a[:hi] == b[:hi]:  # the usual case: one is a prefix of the other
-        return hi
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def split_implicit_prompt(chosen: str | list, rejected: str | list) -> tuple[Any, Any, Any]:
-    """Split whole dialogues into (prompt, chosen, rejected) exactly as TRL's `extract_prompt`.
-
-    TRL cuts at the first differing character or message and, for text, moves one space from
-    the prompt to the responses. When one response is a prefix of the other, TRL leaves the
-    last element of the shorter one as the response; this mirrors that too, since train will.
-    """
-    n = min(len(chosen), len(rejected))
-    if n == 0:  # callers reject empty responses first; TRL itself would crash here
-        return chosen[:0], chosen, rejected
-    shared = common_prefix_len(chosen, rejected)
-    if shared < n:
-        idx = shared
-        if chosen[idx - 1] == " ":
-            idx -= 1
-    else:
-        idx = n - 1
-    return chosen[:idx], chosen[idx:], rejected[idx:]
 
 
 # --- distributions in bounded memory -----------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpo_cli.validation.checks import common_prefix_len
+from dpo_cli.data.rows import common_prefix_len
 
 
 @dataclass
@@ -72,7 +72,7 @@ class TokenChecker:
             prompt_ids = self._chat([p for p, _, _ in pairs], generation_prompt=True)
             chosen_ids = self._chat([p + c for p, c, _ in pairs])
             rejected_ids = self._chat([p + r for p, _, r in pairs])
-        except Exception:  # a template that raises (e.g. on role order) fails the whole batch
+        except Exception:  # noqa: BLE001 - a template that raises (e.g. on role order) fails the whole batch
             return [self._one_conversation(pair) for pair in pairs]
         return [self._measure(p, c, r) for p, c, r in zip(prompt_ids, chosen_ids, rejected_ids)]
 
@@ -81,7 +81,7 @@ class TokenChecker:
             [p] = self._chat([pair[0]], generation_prompt=True)
             [c] = self._chat([pair[0] + pair[1]])
             [r] = self._chat([pair[0] + pair[2]])
-        except Exception as exc:  # Jinja's TemplateError and the template's own raise_exception
+        except Exception as exc:  # noqa: BLE001 - Jinja's TemplateError and the template's own raise_exception
             message = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             return TokenResult(problems=[("bad_conversation", f"chat template: {message}")])
         return self._measure(p, c, r)

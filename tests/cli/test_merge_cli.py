@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +16,11 @@ runner = CliRunner()
 
 
 def adapter_dir(path: Path, *, weights: bool = True) -> Path:
-    """An adapter directory's files as PEFT names them (contents are never read on these paths)."""
+    """An adapter directory's files as PEFT names them (the weights file is a whole, empty safetensors file)."""
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "some/base"}))
     if weights:
-        (path / "adapter_model.safetensors").write_bytes(b"")
+        (path / "adapter_model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")
     return path
 
 
@@ -103,3 +104,76 @@ def test_refusals_happen_before_torch_is_imported(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def lora_run(path: Path, *, status: str = "completed", marker: bool = True) -> Path:
+    """A run directory whose final/ is an adapter, as `dpo train` leaves it."""
+    from dpo_cli.rundir import mark_complete
+
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text("model:\n  name_or_path: some/base\nlora:\n  r: 8\n")
+    (path / "run.json").write_text(json.dumps({"status": status}))
+    adapter_dir(path / "final")
+    if marker:
+        mark_complete(path / "final")
+    return path
+
+
+def test_a_final_dir_that_was_never_finished_is_refused(tmp_path: Path) -> None:
+    """Issue 15, item 14: such a run was accepted, and the merge failed later."""
+    run = lora_run(tmp_path / "run", status="interrupted", marker=False)
+    result = invoke(str(run), "-o", str(tmp_path / "out"))
+    assert_clean_error(result, 2, "incomplete: the run ended 'interrupted' before final/ was finished")
+    # The same folder named directly is refused the same way.
+    assert_clean_error(invoke(str(run / "final"), "-o", str(tmp_path / "out")), 2, "before final/ was finished")
+
+
+def test_a_final_dir_changed_after_its_marker_is_refused(tmp_path: Path) -> None:
+    run = lora_run(tmp_path / "run")
+    (run / "final" / "adapter_config.json").write_text('{"peft_type": "LORA", "base_model_name_or_path": "x", "r": 16}')
+    assert_clean_error(invoke(str(run), "-o", str(tmp_path / "out")), 1, "damaged since it was saved")
+
+
+def test_an_unmarked_checkpoint_is_refused(tmp_path: Path) -> None:
+    run = lora_run(tmp_path / "run")
+    torn = adapter_dir(run / "checkpoints" / "checkpoint-4")
+    assert_clean_error(invoke(str(torn), "-o", str(tmp_path / "out")), 2, "save did not finish")
+
+
+def test_a_truncated_adapter_is_one_clear_message(tmp_path: Path) -> None:
+    adapter = adapter_dir(tmp_path / "adapter")
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
+    (adapter / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 7)
+    result = invoke(str(adapter), "-o", str(tmp_path / "out"))
+    assert_clean_error(result, 1, "adapter weights are damaged", "truncated")
+
+
+def test_leftovers_of_a_killed_merge_are_cleaned_and_the_old_model_put_back(tmp_path: Path) -> None:
+    from dpo_cli.merge import clean_leftovers
+
+    out = tmp_path / "merged model"
+    # Killed between moving the old model aside and moving the new one in.
+    moved = tmp_path / ".merged model.old-abc123" / "merged model"
+    moved.mkdir(parents=True)
+    (moved / "model.safetensors").write_text("the earlier merge")
+    (tmp_path / ".merged model.merging-def456").mkdir()
+    (tmp_path / ".merged model.merging-def456" / "model.safetensors").write_text("half")
+    (tmp_path / ".other.merging-xyz").mkdir()  # another output's: not ours to touch
+    notes = clean_leftovers(out)
+    assert (out / "model.safetensors").read_text() == "the earlier merge"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.merging-xyz", "merged model"]
+    assert any(n.startswith("restored") for n in notes) and len(notes) == 3
+    # Killed while the old copy was being deleted: the new model is in place, the old copy goes.
+    (tmp_path / ".merged model.old-ghi789").mkdir()
+    clean_leftovers(out)
+    assert (out / "model.safetensors").read_text() == "the earlier merge"
+    assert not (tmp_path / ".merged model.old-ghi789").exists()
+
+
+def test_the_next_merge_into_an_output_cleans_its_leftovers(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (tmp_path / ".out.merging-1").mkdir()
+    (tmp_path / ".out.old-2").mkdir()
+    result = invoke(str(tmp_path / "nope"), "-o", str(out))  # refused, but only after the clean-up
+    assert result.exit_code == 2
+    assert "removed" in result.stdout and sorted(p.name for p in tmp_path.iterdir()) == [".out.lock"]

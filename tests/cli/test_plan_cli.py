@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dpo_cli.cli.main import app
+from dpo_cli.errors import EXIT_DOES_NOT_FIT
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -26,7 +28,7 @@ def test_mistral_plans_for_8x80gb_offline_without_torch(monkeypatch):
         "print(r.output)\n"
         "print('TORCH_LOADED', 'torch' in sys.modules, 'EXIT', r.exit_code)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     out = proc.stdout
     assert "TORCH_LOADED False EXIT 0" in out, proc.stderr
     assert "memory per GPU (8 GPUs)" in out
@@ -35,15 +37,39 @@ def test_mistral_plans_for_8x80gb_offline_without_torch(monkeypatch):
     assert "PFLOP per step" in out and "s per step" in out
 
 
-def test_plan_that_does_not_fit_prints_suggestions():
-    result = runner.invoke(app, [
-        "plan", str(ROOT / "configs" / "mistral.yaml"), "--gpus", "1", "--gpu-memory", "24GiB",
-        "--set", "quantization=null", "--set", "lora=null", "--set", "launch.deepspeed=null", "--set", "launch.num_processes=1",
-        "--set", "training.precompute_ref_log_probs=false",
-    ])
-    assert result.exit_code == 0, result.output
+FULL_7B_ON_ONE_24GB = [
+    "plan", str(ROOT / "configs" / "mistral.yaml"), "--gpus", "1", "--gpu-memory", "24GiB",
+    "--set", "quantization=null", "--set", "lora=null", "--set", "launch.deepspeed=null", "--set", "launch.num_processes=1",
+    "--set", "training.precompute_ref_log_probs=false",
+]
+
+
+def test_plan_that_does_not_fit_prints_suggestions_and_exits_3():
+    result = runner.invoke(app, FULL_7B_ON_ONE_24GB)
+    assert result.exit_code == EXIT_DOES_NOT_FIT == 3, result.output
     assert "does NOT fit" in result.output
     assert "suggestions" in result.output and "--set training.precompute_ref_log_probs=true" in result.output
+
+
+def test_plan_json_gives_the_figures_and_the_same_exit_code():
+    result = runner.invoke(app, [*FULL_7B_ON_ONE_24GB, "--json"])
+    assert result.exit_code == 3, result.output
+    plan = json.loads(result.stdout)
+    assert plan["fits"] is False and plan["gpus"] == 1 and plan["gpu_memory_gib"] == 24.0
+    assert plan["total_gib"] > 24 and plan["headroom_gib"] == pytest.approx(24 - plan["total_gib"], abs=0.01)
+    assert plan["total_bytes"] == pytest.approx(sum(r["gpu_bytes"] for r in plan["memory"]), rel=1e-6)
+    assert {r["label"] for r in plan["memory"]} >= {"weights", "gradients", "optimizer states"}
+    assert plan["model"]["layers"] == 32 and plan["compute"]["seconds_per_step"] > 0
+    assert any("training.precompute_ref_log_probs=true" in s["overrides"] for s in plan["suggestions"])
+
+    fits = runner.invoke(app, ["plan", str(ROOT / "configs" / "mistral.yaml"), "--gpus", "8", "--json"])
+    assert fits.exit_code == 0, fits.output
+    assert json.loads(fits.stdout)["fits"] is True
+
+
+def test_plan_help_documents_the_exit_codes():
+    result = runner.invoke(app, ["plan", "--help"])
+    assert "3 it does not fit" in " ".join(result.output.split())
 
 
 def test_plan_errors_are_clear(tmp_path, monkeypatch):

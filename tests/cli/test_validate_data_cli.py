@@ -71,10 +71,14 @@ def test_report_and_write_clean(tmp_path: Path) -> None:
     assert cleaned.exit_code == 0, cleaned.output
 
 
-def test_other_layout_is_explained(tmp_path: Path) -> None:
-    path = write(tmp_path / "kto.jsonl", [{"prompt": "p", "completion": "c", "label": False}])
-    result = runner.invoke(app, ["validate-data", "--data", str(path)])
-    assert result.exit_code == 2 and "unpaired rows" in result.output
+def test_kto_rows_are_named_as_such(tmp_path: Path) -> None:
+    path = write(tmp_path / "kto.jsonl", [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2 == 0}
+                                          for i in range(10)])
+    alone = runner.invoke(app, ["validate-data", "--data", str(path)])  # no config: validated as the KTO data it is
+    assert alone.exit_code == 0 and "10 rows, standard (unpaired rows, KTO)" in alone.output
+    for_dpo = runner.invoke(app, ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens",
+                                  "--set", f"data.train={path}", "--set", "data.eval=null"])
+    assert for_dpo.exit_code == 2 and "unpaired rows" in for_dpo.output and "algorithm: kto" in for_dpo.output
 
 
 def test_column_options(tmp_path: Path) -> None:
@@ -100,20 +104,35 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "not found" in missing.output and "Traceback" not in missing.output
 
 
-def test_train_refuses_invalid_data_before_loading_a_model(tmp_path: Path) -> None:
+def test_train_drops_a_few_bad_rows_and_refuses_many_before_loading_a_model(tmp_path: Path) -> None:
     data = rows()
     data[4] = "{broken"
-    bad = write(tmp_path / "bad.jsonl", data)
+    few = write(tmp_path / "few.jsonl", data)
+    many = write(tmp_path / "many.jsonl", [row if i % 6 else "{broken" for i, row in enumerate(rows())])
+    evals = write(tmp_path / "eval.jsonl", [{**r, "prompt": f"Held out {i}?"} for i, r in enumerate(rows(20))])
     out = tmp_path / "run"
-    args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={out}",
-            "--set", f"data.train={bad}", "--set", f"data.eval={bad}", "--set", "model.name_or_path=/nonexistent"]
-    refused = runner.invoke(app, [*args, "--set", "model.tokenizer_name_or_path=" + str(_tokenizer_dir(tmp_path))])
+    tokenizer = "model.tokenizer_name_or_path=" + str(_tokenizer_dir(tmp_path))
+
+    def train(path: Path, *extra: str):
+        args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={out}", "--set",
+                f"data.train={path}", "--set", f"data.eval={evals}", "--set", "model.name_or_path=/nonexistent"]
+        return runner.invoke(app, [*args, *extra])
+
+    # 20 of 120 rows (17%) is past data.max_drop_fraction (10%): a mapping mistake, not noise
+    refused = train(many, "--set", tokenizer)
     assert refused.exit_code == 2, refused.output
-    assert "nothing was trained" in refused.output and "malformed_line" in refused.output
-    assert not out.exists()
-    # --skip-validation opts out: train's own loader then trips over the same line
-    skipped = runner.invoke(app, [*args, "--skip-validation"])
-    assert skipped.exit_code == 2 and "could not parse data" in skipped.output
+    assert "20 of 120 train rows (16.7%) have errors" in refused.output and "nothing was trained" in refused.output
+    assert "malformed_line" in refused.output and "Traceback" not in refused.output and not out.exists()
+    # one bad line is dropped and counted; the run goes on (to the model, which does not exist here)
+    dropped = train(few, "--set", tokenizer)
+    assert "dropped: 1 of 120 train rows (malformed_line x1), 119 left" in dropped.output, dropped.output
+    assert "nothing was trained" not in dropped.output and "/nonexistent" in dropped.output
+    # --strict stops on any row error
+    strict = train(few, "--set", tokenizer, "--strict")
+    assert strict.exit_code == 2 and "--strict: 1 row error(s)" in strict.output
+    # --skip-validation: the loader still drops the line by itself, and says so
+    skipped = train(few, "--skip-validation")
+    assert "1 row(s) left out (malformed_line x1)" in skipped.output, skipped.output
     assert "nothing was trained" not in skipped.output
 
 
@@ -132,3 +151,80 @@ def _tokenizer_dir(tmp_path: Path) -> Path:
     out = tmp_path / "tok"
     wrapped.save_pretrained(out)
     return out
+
+
+def test_one_huge_line_is_an_error_naming_it_in_bounded_memory(tmp_path: Path) -> None:
+    """Issue 15: a 50 MB line took 10.9 GB; now it is skipped in chunks under the 4 MiB per-row limit."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.jsonl"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows(120))
+        handle.write(json.dumps({"prompt": "p", "chosen": "word " * 10_000_000, "rejected": "x"}) + "\n")  # 50 MB
+        handle.write(json.dumps(rows(1)[0] | {"prompt": "After the big one?"}) + "\n")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from dpo_cli.cli.main import app\n"
+        f"result = CliRunner().invoke(app, ['validate-data', '--data', {str(path)!r}])\n"
+        "print(result.output)\n"
+        # VmHWM is this process's own peak (ru_maxrss would carry pytest's peak over the fork)
+        "peak = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM'))\n"
+        "print('exit', result.exit_code, 'peak_kb', peak)\n"
+    )
+    log = tmp_path / "out.txt"
+    with open(log, "w") as out:
+        subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, timeout=120,
+                       check=True)
+    text = log.read_text()
+    exit_code, peak_kb = text.split("exit ")[-1].split(" peak_kb ")
+    assert int(exit_code) == 2 and f"{path}:121 (line is 47.7 MiB, over the per-row limit of 4.0 MiB" in text, text
+    assert "Traceback" not in text and "122 rows" in text
+    assert int(peak_kb) / 1024 < 300, text  # a bound on memory (the 50 MB line is never held whole), not a timing
+
+
+def test_bad_input_is_one_clear_message(tmp_path: Path) -> None:
+    import gzip
+
+    broken = tmp_path / "cut.jsonl.gz"
+    broken.write_bytes(gzip.compress(("".join(json.dumps(r) + "\n" for r in rows(2000))).encode(), mtime=0)[:3000])
+    result = runner.invoke(app, ["validate-data", "--data", str(broken)])
+    assert result.exit_code == 2 and f"{broken}: cannot read after line" in result.output
+    bad_format = runner.invoke(app, ["validate-data", "--data", str(SAMPLE / "train.jsonl"), "--format", "sharegtp"])
+    assert bad_format.exit_code == 2 and "--format sharegtp: not a layout" in bad_format.output
+    wrong_layout = runner.invoke(app, ["validate-data", "--data", str(SAMPLE / "train.jsonl"), "--format", "sharegpt"])
+    assert wrong_layout.exit_code == 2 and "`format: sharegpt` (ShareGPT ranking (LLaMA-Factory)) expects" in \
+        wrong_layout.output
+    for out in (result, bad_format, wrong_layout):
+        assert "Traceback" not in out.output
+
+
+def test_mixtures_name_the_sources_that_cannot_mix(tmp_path: Path) -> None:
+    plain = write(tmp_path / "plain.jsonl", [{"chosen": f"Yes {i}", "rejected": f"No way {i}"} for i in range(20)])
+    mixture = json.dumps([{"path": str(SAMPLE / "train_chat.jsonl"), "name": "chat"}, {"path": str(plain)}])
+    args = ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens", "--set", f"data.train={mixture}",
+            "--set", "data.eval=null"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "format_mismatch" in result.output
+    assert "chat (" in result.output and "plain" in result.output and "implicit prompt" in result.output
+    missing = json.dumps([str(SAMPLE / "train.jsonl"), {"path": str(tmp_path / "gone.jsonl")}])
+    gone = runner.invoke(app, [*args[:4], f"data.train={missing}"])
+    assert gone.exit_code == 2 and "gone.jsonl: data file not found" in gone.output
+    typo = runner.invoke(app, [*args[:4], f'data.train=[{{"path": "{plain}", "fractoin": 0.5}}]'])
+    assert typo.exit_code == 2 and "fractoin" in typo.output and "fraction" in typo.output
+    for out in (result, gone, typo):
+        assert "Traceback" not in out.output
+
+
+def test_mixture_report_counts_rows_per_source(tmp_path: Path) -> None:
+    mixture = json.dumps([{"path": str(SAMPLE / "train_chat.jsonl"), "fraction": 0.5, "name": "chat"},
+                          {"path": str(ROOT / "data" / "formats" / "sharegpt_ranking.json")}])
+    result = runner.invoke(app, ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens",
+                                 "--set", f"data.train={mixture}", "--set", "data.eval=null",
+                                 "--write-clean", str(tmp_path / "clean")])
+    assert result.exit_code == 0, result.output
+    assert "source chat: trl:" in result.output and "400 input rows -> 400 pairs, 0 dropped, 400 kept, 200 taken" \
+        in result.output
+    assert "source sharegpt_ranking: sharegpt:" in result.output
+    assert len((tmp_path / "clean" / "train.jsonl").read_text().splitlines()) == 206

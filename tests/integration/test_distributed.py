@@ -1,7 +1,9 @@
 """Real two-process runs under `accelerate launch` on the CPU (gloo): ZeRO-3, DDP, failures.
 
-`dpo train --num-processes 2` re-runs itself under accelerate, exactly as on a GPU node; only
-`training.use_cpu` (and with it DS_ACCELERATOR=cpu, set by dpo_cli.launch) differs.
+`dpo train --num-processes 2` re-runs itself under accelerate, exactly as on a GPU node. The
+ZeRO-3 run sets nothing CPU-specific: with no GPU visible, a launched run trains on the CPU by
+itself (issue 15, item 15); the others set `training.use_cpu` (and with it DS_ACCELERATOR=cpu,
+set by dpo_cli.launch), as a user forcing the CPU on a GPU machine would.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import COMPLETE_MARKER, read_metrics
-from tests.conftest import ROOT, smoke_overrides
+from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +28,18 @@ STEPS = 4
 HANG_LIMIT_S = 420
 
 
-def dpo_train(tiny_model_dir: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+def dpo_train(
+    tiny_model_dir: Path,
+    out: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    use_cpu: bool = True,
+    validate: bool = False,
+):
     overrides = smoke_overrides(
         tiny_model_dir,
         out,
-        "training.use_cpu=true",
+        *(["training.use_cpu=true"] if use_cpu else []),
         f"training.max_steps={STEPS}",
         "training.logging_steps=1",
         "training.save_steps=2",
@@ -37,14 +47,15 @@ def dpo_train(tiny_model_dir: Path, out: Path, *extra: str, env: dict[str, str] 
         "data.max_eval_samples=16",
         *extra,
     )
-    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2", "--skip-validation"]
+    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2",
+            *([] if validate else ["--skip-validation"])]
     for item in overrides:
         argv += ["--set", item]
     # A port of its own, so that a concurrent test run on the same machine cannot collide.
     port = 20000 + os.getpid() % 20000
     argv += ["--set", f"launch.main_process_port={port}"]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S, check=False)
 
 
 def assert_complete_run(out: Path, done: subprocess.CompletedProcess) -> None:
@@ -65,8 +76,15 @@ def lora_tensors(final: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def zero3_run(tiny_model_dir: Path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "zero3"
-    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}")
+    """With the data check: rank 0 drops two copied pairs, and every rank must leave out the same rows."""
+    folder = tmp_path_factory.mktemp("dist")
+    lines = (SAMPLE / "train.jsonl").read_text().splitlines()
+    (folder / "train.jsonl").write_text("\n".join([*lines, lines[3], lines[7]]) + "\n")
+    out = folder / "zero3"
+    # No `training.use_cpu`: before the fix DeepSpeed refused to start ("train_batch_size is not
+    # equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 4 * 1 * 2").
+    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}", f"data.train={folder / 'train.jsonl'}",
+                          use_cpu=False, validate=True)
 
 
 def test_zero3_two_processes_train_and_save(zero3_run) -> None:
@@ -74,7 +92,13 @@ def test_zero3_two_processes_train_and_save(zero3_run) -> None:
     assert_complete_run(out, done)
     acc = (out / "launch" / "accelerate.yaml").read_text()
     assert "distributed_type: DEEPSPEED" in acc
-    assert "DS_ACCELERATOR=cpu accelerate launch" in done.stderr
+    assert "use_cpu" not in load_config(out / "config.yaml").training.model_fields_set
+    assert "note: no GPU visible: the 2 processes train on the CPU" in done.stderr
+    assert "dropped: 2 of 402 train rows (duplicate_pair x2), 400 left" in done.stderr
+    for rank in (0, 1):
+        assert f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)" \
+            in done.stderr
+    assert json.loads((out / "run.json").read_text())["train_rows"] == 400
     # Each rank wrote its own ZeRO shard of the checkpoint.
     shards = sorted(p.name for p in (out / "checkpoints" / "checkpoint-4" / "global_step4").iterdir())
     assert any("rank_0" in s for s in shards) and any("rank_1" in s for s in shards)

@@ -67,7 +67,8 @@ def test_merge_matches_adapter_and_loads_with_plain_transformers(runs, tiny_mode
     assert result.shards == ["model.safetensors"]
     for name in ("config.json", "generation_config.json", "tokenizer.json", "chat_template.jinja", "merge_info.json"):
         assert (out / name).is_file(), name
-    assert not list(tmp_path.glob(".merged.*")), "the staging directory was left behind"
+    # Only the lock file that keeps two merges into one output apart stays beside it.
+    assert [p.name for p in tmp_path.glob(".merged.*")] == [".merged.lock"], "the staging directory was left behind"
 
     # Independent of the library's own check: plain transformers on the merged directory.
     merged = AutoModelForCausalLM.from_pretrained(out)
@@ -168,7 +169,7 @@ def test_failed_verification_leaves_nothing_behind(runs, tmp_path: Path, monkeyp
     with pytest.raises(DpoError, match="verification failed"):
         merge_adapter(runs["lora"], out, dtype="float32")
     assert not out.exists()
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if p.suffix != ".lock"] == []
 
 
 def test_cli_merges_a_run_and_reports_the_difference(runs, tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 What is compared (see scripts/calibrate_plan.py): resident-set high-water mark during
 `trainer.train()` minus the resident set just before it, against the estimate's
 training-time rows (gradients, optimizer states, activations, fused-head tiles).
-Measured error on this project's CPU machine: -34% to +1% (README, `dpo plan`); the
+Measured error on this project's CPU machine: -34% to +1% (docs/plan.md); the
 tolerance below leaves room for allocator noise on other machines.
 """
 

@@ -13,6 +13,7 @@ from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import read_json
 from dpo_cli.sweep import REF_CACHE_DIR, run_sweep
 from tests.conftest import ROOT, smoke_overrides
+from tests.html_check import parse_strict
 
 pytestmark = pytest.mark.integration
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -42,6 +43,27 @@ def test_three_betas_produce_table_plot_and_choice(sweep) -> None:
     assert Path(result.winner["final_dir"], "adapter_model.safetensors").is_file()
     state = read_json(out / "sweep.json")
     assert state["winner"] == result.winner["point"] and "Rule" not in state["rule"]
+
+
+def test_sweep_page_and_the_winners_card(sweep) -> None:
+    from huggingface_hub import ModelCard
+
+    _, result = sweep
+    page = parse_strict((result.sweep_dir / "report.html").read_text())
+    assert result.page == result.sweep_dir / "report.html"
+    assert len(page.images) == 1  # sweep.png, embedded
+    assert all(f"{row['point']}/report.html" in page.links for row in result.rows)
+    assert f"Chosen: {result.winner['point']}" in " ".join(page.text.split())
+    winner = result.sweep_dir / result.winner["point"]
+    card = ModelCard.load(winner / "final" / "README.md")
+    assert card.data.library_name == "peft" and "dpo" in card.data.tags
+    selection = card.text.split("## Selection (`dpo sweep-beta`)")[1].split("\n## ")[0]
+    assert "the point `dpo sweep-beta` chose among 3" in selection
+    assert f"| **{result.winner['point']}** (chosen) |" in selection
+    assert (winner / "final" / "plots" / "sweep.png").is_file()
+    others = [r["point"] for r in result.rows if r["point"] != result.winner["point"]]
+    assert f"the chosen point is `{result.winner['point']}`" in (result.sweep_dir / others[0] / "final" / "README.md").read_text()
+    parse_strict((winner / "report.html").read_text())
 
 
 def test_each_point_is_a_normal_run(sweep) -> None:
@@ -94,7 +116,7 @@ def test_a_failed_point_is_recorded_and_the_rest_go_on(tiny_model_dir: Path, tmp
     result = run_sweep(SMOKE, overrides, betas=[0.1, 0.2], sweep_dir=sweep_dir)
     status = {r["point"]: r for r in result.rows}
     assert status["beta_0.1"]["status"] == "failed"
-    assert "FileExistsError" in status["beta_0.1"]["error"]
+    assert "exists and is not a directory" in status["beta_0.1"]["error"]
     assert status["beta_0.2"]["status"] == "completed"
     assert result.winner["point"] == "beta_0.2"
     assert "did not finish" in (sweep_dir / "results.md").read_text()
@@ -113,3 +135,35 @@ def test_sweep_with_a_judge_selects_by_win_rate(tiny_model_dir: Path, tiny_rewar
         assert 0.0 <= row["win_rate"] <= 1.0
         assert (result.sweep_dir / row["point"] / "eval" / "report.json").is_file()
     assert "win_rate" in result.rule
+
+
+def test_parallel_points_read_the_sweep_data_check_instead_of_checking_again(tiny_model_dir: Path, tmp_path: Path):
+    """Each point runs as its own `dpo train --data-check SWEEP`: it leaves out the rows the one check dropped."""
+    import subprocess
+    import sys
+
+    from dpo_cli.sweep import run_parallel
+
+    lines = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join([*lines, lines[5]]) + "\n")  # one copied pair
+    overrides = [*smoke_overrides(tiny_model_dir, tmp_path / "run", *SHORT), f"data.train={tmp_path / 'train.jsonl'}"]
+    seen: list[list[str]] = []
+
+    class Done:  # runs the point to its end right away, as a finished process would look
+        def __init__(self, argv, env, stdout, stderr):
+            seen.append(argv)
+            self.code = subprocess.run(argv, env=env, stdout=stdout, stderr=stderr, check=False, cwd=ROOT).returncode
+
+        def poll(self):
+            return self.code
+
+    result = run_parallel(SMOKE, overrides, device_groups=[""], betas=[0.1], sweep_dir=tmp_path / "sweep",
+                          dpo_argv=[sys.executable, "-m", "dpo_cli"], popen=Done)
+    out = result.sweep_dir
+    assert seen and "--data-check" in seen[0] and str(out) == seen[0][seen[0].index("--data-check") + 1]
+    assert "--skip-validation" not in seen[0]
+    point = next(p for p in out.iterdir() if (p / "run.json").is_file())
+    run = read_json(point / "run.json")
+    assert run["status"] == "completed" and run["train_rows"] == 400, (out / f"{point.name}.log").read_text()[-2000:]
+    assert run["data"]["check"]["train"]["dropped_by"] == {"duplicate_pair": 1}
+    assert (point / "data" / "rejects.jsonl").read_text().count('"duplicate_pair"') == 1

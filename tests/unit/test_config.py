@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
 from dpo_cli.config.loader import apply_override, load_config
@@ -61,7 +62,7 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
 
 def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, MINIMAL))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.training.beta = 0.5  # type: ignore[misc]
 
 
@@ -192,20 +193,19 @@ def test_importing_cli_and_loading_config_imports_no_heavy_library() -> None:
         "import sys\n"
         "import dpo_cli.cli.main\n"
         "from dpo_cli.config.loader import load_config\n"
-        f"load_config({str(ROOT / 'configs' / 'mistral.yaml')!r})\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes', 'deepspeed', 'datasets')"
-        " if m in sys.modules]\n"
+        f"cfg = load_config({str(ROOT / 'configs' / 'mistral.yaml')!r}, ['training.report_to=[tensorboard,trackio,wandb]'])\n"
+        "from dpo_cli.errors import DpoError\n"
+        "from dpo_cli.tracking import check_trackers\n"
+        "try:\n"
+        "    check_trackers(cfg.training.report_to)  # looks the packages up without importing them\n"
+        "except DpoError:\n"
+        "    pass\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'bitsandbytes', 'deepspeed', 'datasets',"
+        " 'tensorboard', 'tensorboardX', 'trackio', 'wandb', 'mlflow') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
-
-
-def test_readme_config_reference_is_generated_from_the_schema() -> None:
-    from dpo_cli.config.reference import render_reference
-
-    readme = (ROOT / "README.md").read_text()
-    assert render_reference() in readme, "run: python scripts/gen_config_reference.py"
 
 
 def test_yaml_bare_no_means_the_strategy_no(tmp_path: Path) -> None:

@@ -265,6 +265,7 @@ def test_overwrite_keeps_the_launch_files_other_ranks_still_read(tmp_path: Path)
     (tmp_path / "launch" / "deepspeed.json").write_text("{}")
     (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
     (tmp_path / "metrics.jsonl").write_text("{}\n")
+    (tmp_path / "run.json").write_text('{"status": "completed"}\n')
     init_run_dir(tmp_path, overwrite=True, resume=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["launch"]
     assert (tmp_path / "launch" / "deepspeed.json").read_text() == "{}"
@@ -278,3 +279,47 @@ def test_resume_drops_the_interrupted_segments_end_record(tmp_path: Path) -> Non
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     truncate_metrics(path, 2)
     assert read_metrics(path) == rows[:2]
+
+
+def test_the_launcher_holds_the_lock_for_its_ranks(tmp_path: Path) -> None:
+    """Issue 15, item 1: a second launch on the same folder (here through a symlink) is refused before it writes."""
+    from dpo_cli.rundir import LOCK_ENV
+
+    cfg = mistral(tmp_path)
+    (tmp_path / "link").symlink_to(tmp_path / "run", target_is_directory=True)
+    twin = load_config(MISTRAL, [f"output_dir={tmp_path / 'link'}"])
+    refused: list[str] = []
+
+    def first_run(argv, env):
+        assert env[LOCK_ENV] == str((tmp_path / "run").resolve())
+        launch_files = {p: p.read_text() for p in (tmp_path / "run" / "launch").iterdir()}
+        try:
+            launch.launch(twin, ["c.yaml", "--overwrite"], overwrite=True, run=Recorder())
+        except DpoError as exc:
+            refused.append(exc.message)
+        assert {p: p.read_text() for p in (tmp_path / "run" / "launch").iterdir()} == launch_files
+        return 0
+
+    assert launch.launch(cfg, ["c.yaml"], run=first_run) == 0
+    assert len(refused) == 1 and "in use by another dpo process" in refused[0]
+
+
+def test_an_interrupted_launch_prints_the_exact_resume_command(tmp_path: Path) -> None:
+    import shlex
+
+    cfg = mistral(tmp_path)
+    args = launch.train_args("my cfg.yaml", ["training.beta=0.2", "launch.num_processes=8"], overwrite=True,
+                             resume=False, skip_validation=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"status": "interrupted", "checkpoint": "run/checkpoints/checkpoint-7"}))
+    with pytest.raises(DpoError) as info:
+        launch.launch(cfg, args, overwrite=True, run=Recorder(code=1))
+    assert info.value.exit_code == 130 and "checkpoint-7" in info.value.message
+    assert shlex.split(info.value.details[0].removeprefix("resume with: ")) == [
+        "dpo", "train", "my cfg.yaml", "--set", "training.beta=0.2", "--set", "launch.num_processes=8",
+        "--skip-validation", "--resume",
+    ]
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"status": "interrupted", "checkpoint": None}))
+    with pytest.raises(DpoError) as info:
+        launch.launch(cfg, args, overwrite=True, run=Recorder(code=1))
+    assert "nothing to resume" in info.value.message and info.value.details[0].endswith("--overwrite")

@@ -99,9 +99,9 @@ def test_pairwise_judge_scores_are_copeland_shares() -> None:
     assert scorer.rank("p", ["aa", "a", "aaa", "aa"]) == [0.5, 0.0, 1.0, 0.5]
 
 
-def test_readme_example_scorer_runs(tmp_path: Path) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("# my_scores.py, used as --scorer my_scores.py:helpful\n", 1)[1].split("```", 1)[0]
+def test_docs_example_scorer_runs(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "generate-pairs.md").read_text()
+    block = page.split("# my_scores.py, used as --scorer my_scores.py:helpful\n", 1)[1].split("```", 1)[0]
     (tmp_path / "my_scores.py").write_text(block)
     scorer = FunctionScorer(f"{tmp_path / 'my_scores.py'}:helpful")
     finished = " ".join(["word"] * 59) + " end."

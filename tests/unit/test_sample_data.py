@@ -63,7 +63,7 @@ def test_conversational_schema(name: str) -> None:
         assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
         for key in ("chosen", "rejected"):
             assert [m["role"] for m in row[key]] == ["assistant"]
-    # The variety the README promises: some system messages, some multi-turn prompts.
+    # The variety the docs promise: some system messages, some multi-turn prompts.
     assert any(r["prompt"][0]["role"] == "system" for r in rows)
     assert any(len(r["prompt"]) >= 3 and r["prompt"][0]["role"] == "user" for r in rows)
 

@@ -96,3 +96,40 @@ def test_win_rate_selection_needs_a_judge(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(SMOKE, ["sweep.select_by=win_rate"])
     assert "needs a judge" in str(info.value)
+
+
+def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_path: Path, monkeypatch) -> None:
+    """Issue 15, item 6: the printed command named no grid, and run as printed trained the config's default one."""
+    import shlex
+
+    import dpo_cli.build
+    import dpo_cli.training
+    from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
+    from dpo_cli.rundir import read_json
+    from dpo_cli.sweep import STATE_FILE, run_sweep
+
+    config = tmp_path / "my cfg ü.yaml"
+    config.write_text(SMOKE.read_text())
+    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train={ROOT / 'data/sample/train.jsonl'}",
+                 f"data.eval={ROOT / 'data/sample/eval.jsonl'}"]
+    trained: list[float] = []
+
+    def interrupted(cfg, **kwargs):
+        trained.append(cfg.training.beta)
+        raise DpoError("interrupted at step 3", exit_code=EXIT_INTERRUPTED)
+
+    monkeypatch.setattr(dpo_cli.training, "train", interrupted)
+    monkeypatch.setattr(dpo_cli.build, "load_policy", lambda cfg: object())
+    with pytest.raises(DpoError) as info:
+        run_sweep(config, overrides, betas=[0.05, 0.1], sweep_dir=tmp_path / "sweep", validate=False)
+    assert info.value.exit_code == EXIT_INTERRUPTED
+    command = info.value.details[0].removeprefix("continue with: ")
+    argv = shlex.split(command)
+    assert argv[:3] == ["dpo", "sweep-beta", str(config)]
+    assert argv[argv.index("--betas") + 1] == "0.05,0.1" and "--skip-validation" in argv
+    assert read_json(tmp_path / "sweep" / STATE_FILE)["grid"] == {"betas": [0.05, 0.1], "learning_rates": None}
+
+    # Run again without --betas, as a user would after reading the state file: the same grid.
+    with pytest.raises(DpoError):
+        run_sweep(config, overrides, sweep_dir=tmp_path / "sweep", validate=False)
+    assert trained == [0.05, 0.05]

@@ -13,7 +13,7 @@ from dpo_cli.errors import DpoError
 from dpo_cli.validation import validate_data
 from dpo_cli.validation.checks import kto_weight_advice
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima"]
 
 
 def thumbs_rows(desirable: int, undesirable: int) -> list[dict]:
@@ -54,7 +54,7 @@ def test_balanced_unpaired_rows_are_clean(tmp_path: Path) -> None:
     section = DataSection(train=str(write(tmp_path / "t.jsonl", thumbs_rows(60, 60))), eval_fraction=None)
     report = validate_data(section, kto_weights=(1.0, 1.0))
     assert report.errors == 0 and "label_balance" not in ids(report)
-    assert report.splits[0].layout.unpaired and "KTO" in report.splits[0].layout.describe()
+    assert report.splits[0].kind == "unpaired" and "KTO" in report.splits[0].sources[0].described
 
 
 def test_unbalanced_rows_get_a_weight_suggestion(tmp_path: Path) -> None:
@@ -106,16 +106,19 @@ def test_loader_reads_unpaired_rows_for_kto_only(tmp_path: Path) -> None:
     data = load_preference_data(section, unpaired=True)
     assert data.train.column_names == ["prompt", "completion", "label"] and data.ignored_columns == ["extra"]
     assert len(data.train) + len(data.eval) == 30
-    with pytest.raises(DpoError, match="train only with `algorithm: kto`"):
+    with pytest.raises(DpoError, match="train these rows with KTO"):
         load_preference_data(section)
 
 
 def test_loader_refuses_non_boolean_labels_and_unasked_pairs(tmp_path: Path) -> None:
     rows = [{**r, "label": int(r["label"])} for r in thumbs_rows(5, 5)]
     section = DataSection(train=str(write(tmp_path / "t.jsonl", rows)), eval_fraction=None)
-    with pytest.raises(DpoError, match="must hold true/false"):
+    with pytest.raises(DpoError, match="no training rows"):  # every row is dropped: its label is no boolean
         load_preference_data(section, unpaired=True)
+    report = validate_data(section, kto_weights=(1.0, 1.0))
+    assert report.splits[0].findings.by_id["wrong_type"].count == 10
+    assert "expected true or false" in report.splits[0].findings.by_id["wrong_type"].examples[0]
     pairs = write(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}] * 3)
-    with pytest.raises(DpoError, match="these are preference pairs") as info:
+    with pytest.raises(DpoError, match="preference pairs, but `algorithm: kto`") as info:
         load_preference_data(DataSection(train=str(pairs), eval_fraction=None), unpaired=True)
-    assert "data.unpair: true" in " ".join(info.value.details)
+    assert "data.unpair: true" in info.value.message

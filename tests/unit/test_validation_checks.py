@@ -1,22 +1,29 @@
-"""The pure per-field and per-row tests of `dpo_cli.validation.checks`."""
+"""The pure per-field and per-row tests: the field readers of `dpo_cli.data.rows` and the checks of
+`dpo_cli.validation.checks`."""
 
 from __future__ import annotations
 
 import pytest
 
+from dpo_cli.data.rows import (
+    RowProblem,
+    common_prefix_len,
+    content_text,
+    conversation_problem,
+    messages_field,
+    split_implicit_prompt,
+    text_field,
+)
 from dpo_cli.validation.checks import (
     CHECKS,
+    DROPPED,
     ERROR,
     WARNING,
     Findings,
     Lengths,
-    common_prefix_len,
-    conversation_problem,
     digest,
-    field_problem,
     length_bias_message,
     normalized,
-    split_implicit_prompt,
     text_problems,
 )
 
@@ -26,10 +33,19 @@ S = {"role": "system", "content": "be brief"}
 
 
 def test_every_check_has_a_known_severity() -> None:
-    assert {c.severity for c in CHECKS.values()} == {ERROR, WARNING}
+    assert {c.severity for c in CHECKS.values()} == {ERROR, WARNING, DROPPED}
+    assert {c.id for c in CHECKS.values() if c.severity == DROPPED} == {"tie", "no_label", "small_gap", "no_pairs"}
     errors = {c.id for c in CHECKS.values() if c.severity == ERROR}
     assert {"malformed_line", "null_field", "identical_pair", "response_cut_off", "bad_conversation"} <= errors
     assert {"duplicate_pair", "near_identical", "leakage", "length_bias", "template_mismatch"}.isdisjoint(errors)
+
+
+def _problem(read, value) -> str | None:
+    try:
+        read({"x": value}, "x")
+    except RowProblem as problem:
+        return problem.check
+    return None
 
 
 @pytest.mark.parametrize(
@@ -43,22 +59,30 @@ def test_every_check_has_a_known_severity() -> None:
         ([], True, "empty_field"),
         ([{"content": "x"}], True, "bad_conversation"),
         ([{"role": "user", "content": None}], True, "bad_conversation"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}], True, "unsupported_content"),
     ],
 )
 def test_field_problems(value, conversational, expected) -> None:
-    assert field_problem(value, conversational)[0] == expected
+    assert _problem(messages_field if conversational else text_field, value) == expected
+    assert _problem(text_field, "x") is None
 
 
 @pytest.mark.parametrize(("value", "conversational"), [("text", False), ([U], True), ([S, U, A, U], True)])
 def test_usable_fields_pass(value, conversational) -> None:
-    assert field_problem(value, conversational) is None
+    assert _problem(messages_field if conversational else text_field, value) is None
+
+
+def test_messages_are_normalized_from_sharegpt_and_typed_parts() -> None:
+    row = {"m": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": [{"type": "text", "text": "a"},
+                                                                           {"type": "text", "value": "b"}]}]}
+    assert messages_field(row, "m") == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ab"}]
+    assert content_text([{"type": "text", "text": "x"}], "m") == "x"
 
 
 @pytest.mark.parametrize(
     ("prompt", "response", "fragment"),
     [
         ([U, U], [A], "two user turns"),
-        ([A, U], [A], "opens with assistant"),
         ([U, A], [A], "ends with an assistant turn"),
         ([U], [U], "does not start with the assistant"),
         ([U, S], [A], "system message after"),
@@ -71,7 +95,8 @@ def test_conversation_structure_problems(prompt, response, fragment) -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "response"),
-    [([U], [A]), ([S, U], [A]), ([U, A, U], [A]), ([U], [A, {"role": "tool", "content": "42"}, A])],
+    [([U], [A]), ([S, U], [A]), ([U, A, U], [A]), ([U], [A, {"role": "tool", "content": "42"}, A]),
+     ([A, U], [A])],  # an opening assistant greeting (OpenAI's examples have them)
 )
 def test_well_formed_conversations_pass(prompt, response) -> None:
     assert conversation_problem(prompt, response) is None

@@ -19,7 +19,7 @@ from dpo_cli.validation import data_section, validate_data
 from dpo_cli.validation.report import CleanWriter, report_json
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
 
 
 def clean_rows(n: int = 120) -> list[dict]:
@@ -57,13 +57,14 @@ def test_clean_data_has_no_findings_and_loads_for_training(tmp_path: Path) -> No
     report = validate_data(data_section(str(path)))
     assert found(report) == {}
     assert report.exit_code() == 0 and report.exit_code(strict=True) == 0
-    assert report.splits[0].layout.format == "standard" and report.splits[0].ignored_columns == ["id"]
+    assert report.splits[0].format == "standard" and report.splits[0].ignored_columns == ["id"]
+    assert report.splits[0].sources[0].layout == "trl"
     assert len(load_preference_data(DataSection(train=str(path), eval_fraction=None)).train) == 120
 
 
 def test_clean_conversational_data(tmp_path: Path) -> None:
     report = validate_data(data_section(str(write(tmp_path / "t.jsonl", chat_rows()))))
-    assert found(report) == {} and report.splits[0].layout.format == "conversational"
+    assert found(report) == {} and report.splits[0].format == "conversational"
 
 
 def _set(i: int, key: str, value) -> Callable[[list], list]:
@@ -115,7 +116,6 @@ ROW_CASES = {
     "null_field": _set(7, "chosen", None),
     "wrong_type": _set(7, "prompt", ["not", "a", "string"]),
     "empty_field": _set(7, "rejected", "  "),
-    "inconsistent_column": _set(7, "id", {"nested": 1}),
     "identical_pair": lambda rows: _set(7, "rejected", rows[7]["chosen"])(rows),
     "duplicate_pair": _copy(7, 3, ("prompt", "chosen", "rejected")),
     "duplicate_prompt": _copy(7, 3, ("prompt",)),
@@ -152,8 +152,18 @@ def test_bad_conversation_structure(tmp_path: Path) -> None:
 def test_mixed_formats_in_one_file(tmp_path: Path) -> None:
     rows = chat_rows()
     rows[2] = {**rows[2], "rejected": "a plain string"}
+    rows[3] = {**rows[3], "prompt": "a plain prompt"}
     report = validate_data(data_section(str(write(tmp_path / "t.jsonl", rows))))
-    assert found(report) == {"wrong_type": 1}
+    assert found(report) == {"wrong_type": 2}
+
+
+def test_unused_columns_may_change_type(tmp_path: Path) -> None:
+    """Rows are read by our own reader in training too, so a column nobody reads cannot break loading."""
+    rows = clean_rows()
+    rows[7] = {**rows[7], "id": {"nested": 1}}
+    path = write(tmp_path / "t.jsonl", rows)
+    assert found(validate_data(data_section(str(path)))) == {}
+    assert len(load_preference_data(DataSection(train=str(path), eval_fraction=None)).train) == 120
 
 
 def test_implicit_prompt_hh_layout(tmp_path: Path) -> None:
@@ -162,18 +172,23 @@ def test_implicit_prompt_hh_layout(tmp_path: Path) -> None:
     rows[9] = {"chosen": "Completely different", "rejected": "Nothing shared"}
     path = write(tmp_path / "hh.jsonl", rows)
     report = validate_data(data_section(str(path)))
-    assert report.splits[0].layout.implicit
+    assert report.splits[0].sources[0].layout == "hh"
     assert found(report) == {"no_shared_prompt": 1}
     assert report.splits[0].chars["prompt"].summary()["min"] == 0
-    # and train's loader takes the same file without a prompt column
-    assert load_preference_data(DataSection(train=str(path), eval_fraction=None)).train.column_names == [
-        "chosen", "rejected"]
+    # train's loader extracts the prompt as TRL would (TRL's own function agrees: tests/integration), so
+    # TRL gets explicit prompts
+    train = load_preference_data(DataSection(train=str(path), eval_fraction=None)).train
+    assert train.column_names == ["prompt", "chosen", "rejected"]
+    first = clean_rows()[0]
+    assert train[0] == {"prompt": f"\n\nHuman: {first['prompt']}\n\nAssistant:", "chosen": f" {first['chosen']}",
+                        "rejected": f" {first['rejected']}"}
+    assert train[9]["prompt"] == ""
 
 
 def test_implicit_prompt_conversational(tmp_path: Path) -> None:
     rows = [{"chosen": r["prompt"] + r["chosen"], "rejected": r["prompt"] + r["rejected"]} for r in chat_rows()]
     report = validate_data(data_section(str(write(tmp_path / "hh.jsonl", rows))))
-    assert report.splits[0].layout.implicit and found(report) == {}
+    assert report.splits[0].sources[0].layout == "dialogue" and found(report) == {}
 
 
 def test_column_mapping_from_config(tmp_path: Path) -> None:
@@ -216,8 +231,12 @@ def test_few_rows_and_no_rows(tmp_path: Path) -> None:
 
 def test_format_mismatch(tmp_path: Path) -> None:
     path = write(tmp_path / "t.jsonl", clean_rows())
-    report = validate_data(DataSection(train=str(path), format="conversational"))
-    assert found(report) == {"format_mismatch": 1}
+    # `conversational` asks for messages: text pairs become a user turn and assistant turns
+    report = validate_data(DataSection(train=str(path), format="conversational", eval_fraction=None))
+    assert found(report) == {} and report.splits[0].format == "conversational"
+    hh = write(tmp_path / "plain.jsonl", [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in clean_rows()])
+    report = validate_data(DataSection(train=str(hh), format="conversational", eval_fraction=None))
+    assert found(report) == {"format_mismatch": 1}  # implicit-prompt text has no turns to convert
     evals = write(tmp_path / "e.jsonl", chat_rows(10))
     report = validate_data(data_section(str(path), str(evals)))
     assert "format_mismatch" in found(report, 1)
@@ -257,8 +276,9 @@ def test_write_clean_accounts_for_every_row(tmp_path: Path) -> None:
         f"{evals}:2": ["leakage"],
     }
     assert rejects[2]["line"] == "{oops" and rejects[0]["row"]["chosen"] is None
-    # kept rows are the original lines, byte for byte, and train's loader accepts them
-    assert kept[0] == json.dumps(clean_rows()[0]) and json.dumps(rows[40]) in kept
+    # kept rows are TRL's rows (the fields TRL reads, nothing else), and train's loader accepts them
+    trl_row = {k: clean_rows()[0][k] for k in ("prompt", "chosen", "rejected")}
+    assert json.loads(kept[0]) == trl_row and {k: rows[40][k] for k in trl_row} in [json.loads(x) for x in kept]
     assert len(load_preference_data(DataSection(train=str(out / "train.jsonl"), eval_fraction=None)).train) == 116
     assert {s.name: (s.kept, s.dropped) for s in report.splits} == {"train": (116, 4), "eval": (1, 1)}
     assert not list(out.glob(".*.tmp"))
@@ -300,14 +320,18 @@ def test_parquet_and_csv_sources(tmp_path: Path) -> None:
 
 
 def test_no_torch_or_transformers_without_a_tokenizer(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.jsonl", clean_rows())
+    """JSON Lines, plain or compressed, are read without `datasets` either (as before compression was read)."""
+    import gzip
+
+    path = tmp_path / "t.jsonl.gz"
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in clean_rows()).encode(), mtime=0))
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from dpo_cli.cli.main import app\n"
         f"result = CliRunner().invoke(app, ['validate-data', '--data', {str(path)!r}])\n"
         "assert result.exit_code == 0, result.output\n"
-        "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
