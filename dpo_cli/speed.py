@@ -22,10 +22,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dpo_cli.rundir import REF_CACHE
+
 if TYPE_CHECKING:
     from dpo_cli.config.schema import RunConfig
 
-REF_CACHE_DIR = "ref_logps"
+REF_CACHE_DIR = REF_CACHE  # dpo_cli.rundir: what a run directory may hold
 
 
 def note(message: str) -> None:

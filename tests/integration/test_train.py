@@ -95,9 +95,12 @@ def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(tiny_
             "training.save_steps=100")
     cfg, result = run(tiny_model_dir, tmp_path / "full", *full)
     assert cfg.mode == "full"
-    assert any((result.output_dir / "ref_logps").iterdir())  # the default for full fine-tuning
-    # The cache is one of the run's own files: --overwrite replaces the run instead of refusing it.
+    cache = sorted((result.output_dir / "ref_logps").iterdir())  # precomputed: the default for full fine-tuning
+    assert cache
+    # --overwrite replaces the run and keeps the content-keyed cache, which the new run reuses.
+    stamps = [path.stat().st_mtime_ns for path in cache]
     train(load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "full", *full)), overwrite=True)
+    assert [path.stat().st_mtime_ns for path in cache] == stamps
     records = read_metrics(result.output_dir / "metrics.jsonl")
     assert abs(records[0]["loss"] - LN2) < 0.01
     trained = AutoModelForCausalLM.from_pretrained(result.final_dir)
