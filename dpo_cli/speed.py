@@ -5,8 +5,9 @@ Three things, each with a switch under `training:` (TRL/transformers names, our 
 - `train_sampling_strategy: group_by_length` (dpo's default; TRL's is `random`): batches of
   pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.batching`);
   evaluation and the reference precompute run sorted by length;
-- `padding_free` (unset: on where it applies): a DPO batch's sequences run packed, without
-  padding (`dpo_cli.packing`), where the model and attention kernel support packed rows;
+- `padding_free` (unset: on where it applies and was measured to pay): a DPO batch's sequences run
+  packed, without padding (`dpo_cli.packing`), where the model and attention kernel support packed
+  rows, and with SDPA/eager/flex only on length-grouped batches (see `padding_free_choice`);
 - `precompute_ref_log_probs` (unset: dpo decides): reference log-probs computed once, sorted by
   length, and kept in a content-keyed cache that resumes and sweep points reuse
   (`dpo_cli.ref_cache`; see `precompute_choice`).
@@ -67,8 +68,11 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     """Whether a DPO batch runs packed (padding-free) on `model`, and why.
 
     Packed rows never hold more tokens, nor more attention pairs, than the padded batch (see
-    `dpo_cli.packing.row_width`), and on the CPU they were measured faster with both random and
-    length-grouped batches (README, "Speed"), so they are the default wherever they apply.
+    `dpo_cli.packing.row_width`). With a variable-length kernel (FlashAttention) they are the
+    default wherever they apply. With kernels that compute the whole mask (SDPA, eager, flex)
+    they are the default on length-grouped batches only: measured on the CPU, packing was as fast
+    or faster there (padded / packed 0.89-1.31, median 1.06 at batch sizes 4-16) and slower on
+    random batches (0.84-0.99), `scripts/bench_padding_free.py`, docs/speed.md.
 
     Args:
         cfg: The run config.
@@ -88,6 +92,9 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
         return bool(explicit), "set in the config"
     if attn in packing.VARLEN_ATTENTION:
         return True, f"{attn}: one packed row through its variable-length kernels"
+    if t.train_sampling_strategy != "group_by_length":
+        return False, (f"{attn} with {t.train_sampling_strategy} batches: packed rows measured slower than padded ones "
+                       "there; padded batches (set training.padding_free: true to pack anyway)")
     # Rows as wide as the longest sequence: never more tokens, nor more attention, than the padded batch.
     return True, f"{attn}: sequences packed into rows as wide as the batch's longest"
 

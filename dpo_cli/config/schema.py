@@ -567,7 +567,8 @@ class _TrainingCommon(_TrainerArgs):
             "Run each batch's chosen and rejected sequences packed, without padding: position ids restart per "
             "sequence, so SDPA, eager and flex attention (rows as wide as the longest sequence) and FlashAttention "
             "(one row, variable-length kernels) keep them apart. Per-pair log-probs equal the padded computation. "
-            "Unset: on wherever the model supports it (never more tokens than padding); `false`: TRL's padded "
+            "Unset: on where the model supports it, with FlashAttention always and with SDPA, eager and flex on "
+            "length-grouped batches (where it was measured to pay, docs/speed.md); `false`: TRL's padded "
             "batches. TRL 1.16's own `padding_free` only warns and pads; dpo implements it for `algorithm: dpo`."
         ),
     )

@@ -266,3 +266,24 @@ def test_a_reused_base_model_is_packed_again(tiny_model_dir: Path, tmp_path: Pat
         assert getattr(base.__dict__.get("forward"), "_dpo_packed", False), point
         base = trainer.model.unload()
         base.__dict__.pop("forward", None)
+
+
+def test_padding_free_is_the_default_only_where_it_was_measured_to_pay(tiny_model_dir: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    # SDPA computes each packed row's whole mask: packing paid on length-grouped batches and not on
+    # random ones (scripts/bench_padding_free.py), so the default follows the batch order.
+    choices = {}
+    for strategy in ("group_by_length", "random"):
+        out = tmp_path / strategy
+        cfg = config(tiny_model_dir, out, f"training.train_sampling_strategy={strategy}", "data.eval=null",
+                     "data.eval_fraction=null", "data.max_train_samples=16")
+        build_trainer(cfg, out / "m.jsonl")
+        choices[strategy] = [line for line in capsys.readouterr().err.splitlines() if "padding-free pairs" in line]
+    assert choices["group_by_length"] == ["speed: padding-free pairs on (sdpa: sequences packed into rows as wide as "
+                                          "the batch's longest)"]
+    assert len(choices["random"]) == 1 and "padding-free pairs off (sdpa with random batches" in choices["random"][0]
+    # Asked for, it is on whatever the order.
+    out = tmp_path / "asked"
+    build_trainer(config(tiny_model_dir, out, "training.train_sampling_strategy=random", "training.padding_free=true",
+                         "data.eval=null", "data.eval_fraction=null", "data.max_train_samples=16"), out / "m.jsonl")
+    assert "padding-free pairs on (set in the config)" in capsys.readouterr().err
