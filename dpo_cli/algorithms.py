@@ -80,9 +80,16 @@ def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for the algorithm's TRL config: dpo's defaults, the algorithm's, then the user's."""
     from dpo_cli.build import dpo_config_kwargs
     from dpo_cli.config.variants import ALGORITHM_DEFAULTS
+    from dpo_cli.speed import precompute_choice
 
-    kwargs = dpo_config_kwargs(cfg, output_dir)
-    return {**ALGORITHM_DEFAULTS.get(cfg.algorithm, {}), **kwargs}
+    kwargs = {**ALGORITHM_DEFAULTS.get(cfg.algorithm, {}), **dpo_config_kwargs(cfg, output_dir)}
+    # dpo's batch order is a typed default of each algorithm's section (KTO's stays `sequential`).
+    kwargs.setdefault("train_sampling_strategy", cfg.training.train_sampling_strategy)
+    if cfg.algorithm == "dpo":
+        # dpo packs pairs itself (dpo_cli.packing); TRL 1.16's own `padding_free` only warns and pads.
+        kwargs["padding_free"] = False
+        kwargs["precompute_ref_log_probs"] = precompute_choice(cfg)[0]
+    return kwargs
 
 
 def to_trainer_config(cfg: RunConfig, output_dir: Path) -> Any:

@@ -152,14 +152,27 @@ def _quantized_device_map() -> dict[str, int] | None:
     return {"": int(os.environ.get("LOCAL_RANK", "0"))}
 
 
+# Tokenizers already loaded in this process, by where they came from. `dpo train` loads the same
+# one for its data checks and for training; parsing a 50k-token vocabulary twice costs a second.
+_TOKENIZERS: dict[tuple, Any] = {}
+
+
 def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:
-    """Load the tokenizer, give it a pad token if it has none, apply a custom chat template."""
+    """Load the tokenizer, give it a pad token if it has none, apply a custom chat template.
+
+    Each call returns its own copy: callers (TRL) may change the tokenizer they get.
+    """
+    import copy
+
     from transformers import AutoTokenizer
 
     source = cfg.model.tokenizer_name_or_path or cfg.model.name_or_path
-    tokenizer = _from_pretrained(
-        AutoTokenizer, source, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
-    )
+    key = (source, cfg.model.revision, cfg.model.trust_remote_code, _stamp(source))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _from_pretrained(
+            AutoTokenizer, source, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
+        )
+    tokenizer = copy.deepcopy(_TOKENIZERS[key])
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise DpoError(f"{source}: tokenizer has neither a pad nor an EOS token", exit_code=EXIT_USAGE)
@@ -170,6 +183,14 @@ def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:
             raise DpoError(f"model.chat_template: {path}: file not found", exit_code=EXIT_USAGE)
         tokenizer.chat_template = path.read_text(encoding="utf-8")
     return tokenizer
+
+
+def _stamp(source: str) -> tuple[float, ...]:
+    """Modification times of a local tokenizer's files, so a rewritten tokenizer is loaded afresh."""
+    path = Path(source)
+    if not path.is_dir():
+        return ()
+    return tuple(p.stat().st_mtime for p in sorted(path.glob("tokenizer*")))
 
 
 def load_policy(cfg: RunConfig) -> PreTrainedModel:
@@ -203,11 +224,13 @@ def load_reference(cfg: RunConfig) -> PreTrainedModel | None:
     """
     from transformers import AutoModelForCausalLM
 
+    from dpo_cli.speed import precompute_choice
+
     ref = cfg.reference
     if ref.kind == "model":
         section = cfg.model.model_copy(update={"name_or_path": ref.name_or_path, "revision": ref.revision})
         model = _from_pretrained(AutoModelForCausalLM, section.name_or_path, **model_load_kwargs(section, cfg))
-    elif cfg.lora is not None or cfg.model.adapter or cfg.training.precompute_ref_log_probs:
+    elif cfg.lora is not None or cfg.model.adapter or precompute_choice(cfg)[0]:
         return None
     else:
         model = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **model_load_kwargs(cfg.model, cfg))

@@ -42,6 +42,11 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RUN_INFO = "run.json"
 # Every name dpo writes at the top of a run directory (training, `dpo eval`, the launcher).
 # `--overwrite` removes these and nothing else; a writer of a new top-level name adds it here.
+# Precomputed reference log-probs (dpo_cli.speed.REF_CACHE_DIR), keyed by the token ids and the
+# starting model's hash, so a file there is right for any run that finds it. They are written while
+# the trainer is built, before the run directory is claimed: alone they are no earlier run, and
+# `--overwrite` keeps them (the run replacing the old one reuses what matches, or has just written it).
+REF_CACHE = "ref_logps"
 RUN_ENTRIES = (
     "checkpoints",
     "final",
@@ -51,6 +56,7 @@ RUN_ENTRIES = (
     "summary.json",
     "report.html",
     "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
+    REF_CACHE,
     "tensorboard",  # training.report_to: tensorboard (dpo_cli.tracking.route_logs)
     "config.yaml",
     LAUNCH_DIR,
@@ -98,7 +104,7 @@ def holds_run(output_dir: Path) -> bool:
     if not output_dir.is_dir():
         return False
     for child in output_dir.iterdir():
-        if child.name == LAUNCH_DIR:
+        if child.name in (LAUNCH_DIR, REF_CACHE):
             continue
         # The Trainer makes `checkpoints/` as it is built; an empty one is no earlier run.
         if child.name in RUN_ENTRIES and child.is_dir() and not child.is_symlink() and not any(child.iterdir()):
@@ -237,7 +243,7 @@ def init_run_dir(
         # Other ranks may still be reading the launch files (the DeepSpeed JSON), so they stay.
         for name in RUN_ENTRIES:
             child = output_dir / name
-            if name == LAUNCH_DIR or not (child.exists() or child.is_symlink()):
+            if name in (LAUNCH_DIR, REF_CACHE) or not (child.exists() or child.is_symlink()):
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

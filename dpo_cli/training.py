@@ -196,7 +196,8 @@ def build_trainer(
         policy: An already loaded base model to train instead of loading `model.name_or_path`
             (a sweep loads it once for all its points). It must be what `load_policy` returns.
         ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
-            with the same data and starting model (see `dpo_cli.ref_cache`).
+            with the same data and starting model (see `dpo_cli.ref_cache`). A training run (its
+            metrics go into its run directory) keeps them in `<output_dir>/ref_logps/` by default.
         exclusions: Rows the data check dropped (`DataCheck.excluded`); None reads the run
             directory's `data/excluded.json` (a resumed run, `dpo eval`). The main rank's value is
             every rank's.
@@ -225,11 +226,12 @@ def build_trainer(
     reference = load_reference(cfg) if algorithm.reference else None
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
-    trainer_cls = algorithm.trainer_class()
-    if ref_logps_cache is not None and cfg.algorithm == "dpo":
-        from dpo_cli.ref_cache import shared_ref_trainer_class
+    from dpo_cli import speed
 
-        trainer_cls = shared_ref_trainer_class(ref_logps_cache)
+    if ref_logps_cache is None and metrics_path.parent == Path(cfg.output_dir):
+        ref_logps_cache = Path(cfg.output_dir) / speed.REF_CACHE_DIR  # reused by --resume
+    # Length-grouped batches, padding-free pairs and the cached reference precompute (dpo_cli.speed).
+    trainer_cls = speed.trainer_class(algorithm.trainer_class(), cfg, ref_logps_cache)
     trainer = trainer_cls(
         model=policy,
         **trainer_kwargs(cfg, reference),

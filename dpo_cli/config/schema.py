@@ -522,8 +522,23 @@ class _TrainerArgs(Section):
     bf16: bool | None = Field(None, description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
     fp16: bool = Field(False, description="float16 mixed precision.")
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
-    precompute_ref_log_probs: bool = Field(
-        False, description="Compute reference log-probs once before training, so no reference model stays loaded."
+    precompute_ref_log_probs: bool | None = Field(
+        None,
+        description=(
+            "Compute reference log-probs once before training (sorted by length, cached in the run directory for "
+            "`--resume`), so no reference model stays loaded. Unset: DPO precomputes with full fine-tuning (no "
+            "second copy of the model) and for more than two epochs, where it was measured to win; otherwise online."
+        ),
+    )
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
+        "group_by_length",
+        description=(
+            "Batch order. `group_by_length` (dpo's default; TRL's is `random`): shuffled mega-batches of 50 batches, "
+            "each sorted by length, so pairs of similar length share a batch and far less of it is padding; "
+            "reproducible for `seed`, and a resumed run sees the same batches. Evaluation and the reference "
+            "precompute then run sorted by length. `random`: TRL's random batches. `sequential`, `batch_rebalance`: "
+            "transformers' own."
+        ),
     )
     use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
     report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
@@ -545,6 +560,17 @@ class _TrainingCommon(_TrainerArgs):
     loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+    )
+    padding_free: bool | None = Field(
+        None,
+        description=(
+            "Run each batch's chosen and rejected sequences packed, without padding: position ids restart per "
+            "sequence, so SDPA, eager and flex attention (rows as wide as the longest sequence) and FlashAttention "
+            "(one row, variable-length kernels) keep them apart. Per-pair log-probs equal the padded computation. "
+            "Unset: on where the model supports it, with FlashAttention always and with SDPA, eager and flex on "
+            "length-grouped batches (where it was measured to pay, docs/speed.md); `false`: TRL's padded "
+            "batches. TRL 1.16's own `padding_free` only warns and pads; dpo implements it for `algorithm: dpo`."
+        ),
     )
 
 

@@ -37,6 +37,13 @@ class _KTOCommon(_TrainerArgs):
     undesirable_weight: float = Field(
         1.0, gt=0.0, description="Weight of the losses of undesirable (label false) rows."
     )
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
+        "sequential",
+        description=(
+            "Batch order; TRL's KTO default `sequential` keeps the KL completions next to the rows they were "
+            "matched with. `group_by_length` (with `loss_type: apo_zero_unpaired` only) batches rows of similar length."
+        ),
+    )
 
 
 class _ORPOCommon(_TrainerArgs):
@@ -69,7 +76,7 @@ class _SimPOCommon(_CPOCommon):
     )
 
 
-def _section(name: str, typed: type[_TrainerArgs], algorithm: str):  # noqa: ANN202 - a pydantic model class
+def _section(name: str, typed: type[_TrainerArgs], algorithm: str):
     config, fields = CONFIG_CLASSES[algorithm]
     from dpo_cli.config.schema import _passthrough_fields
 

@@ -19,6 +19,7 @@ become two such rows only when `data.unpair` asks for it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -235,13 +236,30 @@ def _fingerprint(planned: PlannedSource, options: Options, max_row_bytes: int, e
         hub = load_split(planned.source, split=planned.hf_split, subset=planned.subset)._fingerprint
     description = {
         "files": stats, "hub": [planned.source.hub_id, hub], "split": planned.hf_split, "subset": planned.subset,
-        "match": repr(planned.match), "messages": planned.messages, "options": repr(options),
+        "match": _canonical(planned.match), "messages": planned.messages, "options": repr(options),
         "max_row_bytes": max_row_bytes, "code": _code_digest(),
     }
     digest.update(json.dumps(description, sort_keys=True, default=str).encode())
     for key in sorted(excluded):
         digest.update(f"{key[0]},{key[1]};".encode())
     return digest.hexdigest()[:32]
+
+
+def _canonical(value: Any) -> Any:
+    """`value` as JSON-able data that is the same in every process.
+
+    A `repr` is not: sets print in hash order, which differs between processes (string hashes are
+    salted per process), so the ranks of one launched run would each build their own table.
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _canonical(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(item) for item in value), key=repr)
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    return value
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.planning.arch import ModelShape
+from dpo_cli.speed import precompute_choice
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def estimate_compute(
     fwd = forward_flops_per_token(shape, seq)
     backward = 2.0 if cfg.mode == "full" else 1.0
     recompute = 1.0 if t.gradient_checkpointing else 0.0
-    reference = 0.0 if (t.precompute_ref_log_probs or cfg.reference.kind == "none") else 1.0
+    reference = 0.0 if (precompute_choice(cfg)[0] or cfg.reference.kind == "none") else 1.0
     multiplier = 1.0 + backward + recompute + reference
     note = (
         f"{multiplier:g} forwards per token: forward 1 + backward {backward:g}"
@@ -83,7 +84,7 @@ def estimate_compute(
         steps = t.max_steps if steps is None else min(steps, t.max_steps)
     seconds_per_epoch = seconds_per_step * steps if (seconds_per_step is not None and steps) else None
     precompute = None
-    if t.precompute_ref_log_probs and rows is not None and peak_tflops:
+    if precompute_choice(cfg)[0] and rows is not None and peak_tflops:
         precompute = fwd * rows * 2 * seq / (gpus * peak_tflops * 1e12 * utilization)
     return ComputePlan(
         forward_flops_per_token=fwd,

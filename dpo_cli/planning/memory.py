@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.planning.arch import ModelShape
+from dpo_cli.speed import precompute_choice
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -108,7 +109,7 @@ def run_shape(cfg: RunConfig, shape: ModelShape, deepspeed_json: dict | None = N
         zero = int(zo.get("stage", 0) or 0)
         off_opt = (zo.get("offload_optimizer") or {}).get("device") == "cpu"
         off_param = (zo.get("offload_param") or {}).get("device") == "cpu"
-    if cfg.reference.kind == "none" or t.precompute_ref_log_probs:
+    if cfg.reference.kind == "none" or precompute_choice(cfg)[0]:
         reference = "none"
     elif cfg.reference.kind == "model":
         reference = "model"
@@ -319,7 +320,7 @@ def estimate_memory(
         rows.append(Row("reference model", lora_params(shape, cfg) * 4, "frozen copy of model.adapter"))
     else:
         why = (
-            "precomputed log-probs" if cfg.training.precompute_ref_log_probs
+            "precomputed log-probs" if precompute_choice(cfg)[0]
             else "reference-free" if cfg.reference.kind == "none"
             else "LoRA: policy with adapters disabled"
         )

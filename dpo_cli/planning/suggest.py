@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from dpo_cli.config.schema import DeepSpeedSection, LoraSection, RunConfig
 from dpo_cli.planning.arch import ModelShape
 from dpo_cli.planning.memory import MemoryPlan, estimate_memory
+from dpo_cli.speed import precompute_choice
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def candidates(cfg: RunConfig, gpus: int) -> list[tuple[str, tuple[str, ...], Ca
              lambda c: _update(c, "training", gradient_checkpointing=True))
         )
     ref_loaded = cfg.reference.kind == "model" or (cfg.lora is None and not cfg.model.adapter)
-    if ref_loaded and not t.precompute_ref_log_probs:
+    if ref_loaded and not precompute_choice(cfg)[0]:
         out.append(
             ("precompute reference log-probs (one extra pass before training; no reference model in memory)",
              ("training.precompute_ref_log_probs=true",),

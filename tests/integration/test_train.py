@@ -87,13 +87,20 @@ def test_lora_changes_adapter_and_leaves_base_untouched(lora_run, tiny_model_dir
         assert torch.allclose(fresh(ids).logits, without, atol=1e-6)
 
 
-def test_full_fine_tuning_uses_a_frozen_reference(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    cfg, result = run(tiny_model_dir, tmp_path / "full", "lora=null", "training.max_steps=6", "training.learning_rate=1e-3",
-                      "training.logging_steps=2", "training.save_steps=100")
+    full = ("lora=null", "training.max_steps=6", "training.learning_rate=1e-3", "training.logging_steps=2",
+            "training.save_steps=100")
+    cfg, result = run(tiny_model_dir, tmp_path / "full", *full)
     assert cfg.mode == "full"
+    cache = sorted((result.output_dir / "ref_logps").iterdir())  # precomputed: the default for full fine-tuning
+    assert cache
+    # --overwrite replaces the run and keeps the content-keyed cache, which the new run reuses.
+    stamps = [path.stat().st_mtime_ns for path in cache]
+    train(load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "full", *full)), overwrite=True)
+    assert [path.stat().st_mtime_ns for path in cache] == stamps
     records = read_metrics(result.output_dir / "metrics.jsonl")
     assert abs(records[0]["loss"] - LN2) < 0.01
     trained = AutoModelForCausalLM.from_pretrained(result.final_dir)

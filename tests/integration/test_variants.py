@@ -157,7 +157,9 @@ def test_reference_free_algorithms_load_no_reference(
 def test_full_dpo_loads_its_reference(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     # The counterpart of the test above, so that its `loads` check can fail.
     loads = _counting_from_pretrained(monkeypatch)
-    first_steps(ROOT / "configs" / "smoke.yaml", tiny_model_dir, tmp_path / "dpo", "lora=null")
+    # Online reference (unset, full fine-tuning precomputes instead and loads the model once).
+    first_steps(ROOT / "configs" / "smoke.yaml", tiny_model_dir, tmp_path / "dpo", "lora=null",
+                "training.precompute_ref_log_probs=false")
     assert loads == [str(tiny_model_dir)] * 2
 
 

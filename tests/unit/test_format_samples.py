@@ -304,3 +304,27 @@ def test_docs_formats_table_is_generated_and_every_example_is_its_layout() -> No
         keys = list(dict.fromkeys(k for r in rows for k in r))
         found = detect(Sample(keys, rows, DataColumns()), unpaired=layout.kinds == ("unpaired",))
         assert found.layout == layout.name
+
+
+def test_every_process_finds_the_same_cached_table(tmp_path: Path) -> None:
+    # The ranks of a launched run each load the data; they must land on one cached table (TRL's
+    # reference precompute exchanges its results through a file beside it), and so must a rerun.
+    # String hashes are salted per process, so a fingerprint built from a set's repr would differ.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dpo_cli.config.schema import DataSection; from dpo_cli.data import load_preference_data; "
+        f"d = load_preference_data(DataSection(train={str(FORMATS / 'orca_pairs.csv')!r}, eval_fraction=None)); "
+        "print(d.train.cache_files[0]['filename'])"
+    )
+    found = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "HF_DATASETS_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
+        log = tmp_path / f"seed-{seed}.log"
+        with log.open("w") as out:
+            code_ = subprocess.call([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        assert code_ == 0, log.read_text()[-2000:]
+        found.append(log.read_text().strip().splitlines()[-1])
+    assert found[0] == found[1]

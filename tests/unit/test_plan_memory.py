@@ -82,10 +82,14 @@ def test_zero2_keeps_full_weights_and_offload_moves_states_to_cpu():
 
 def test_reference_model_only_when_one_is_loaded():
     shape = known_config("mistralai/Mistral-7B-Instruct-v0.3")
-    full = mistral("quantization=null", "lora=null", "launch.deepspeed=null")
+    online = "training.precompute_ref_log_probs=false"
+    full = mistral("quantization=null", "lora=null", "launch.deepspeed=null", online)
     assert estimate_memory(full, shape, 1).row("reference model").gpu_bytes == 2 * shape.params
     pre = mistral("quantization=null", "lora=null", "training.precompute_ref_log_probs=true")
     assert estimate_memory(pre, shape, 1).row("reference model").gpu_bytes == 0
+    # Unset, full fine-tuning precomputes (dpo_cli.speed.precompute_choice): no second copy.
+    default = mistral("quantization=null", "lora=null", "launch.deepspeed=null")
+    assert estimate_memory(default, shape, 1).row("reference model").gpu_bytes == 0
     assert estimate_memory(mistral(), shape, 1).row("reference model").gpu_bytes == 0  # LoRA: adapters off
 
 
@@ -101,7 +105,8 @@ def test_checkpointing_and_micro_batch_scale_activations():
 
 
 def test_suggestions_when_it_does_not_fit():
-    cfg = mistral("quantization=null", "lora=null", "launch.deepspeed=null", "training.gradient_checkpointing=false")
+    cfg = mistral("quantization=null", "lora=null", "launch.deepspeed=null", "training.gradient_checkpointing=false",
+                  "training.precompute_ref_log_probs=false")
     plan = make_plan(cfg, gpus=8, gpu_memory=parse_size("80GiB"))
     assert not plan.fits
     texts = " ".join(s.text for s in plan.suggestions)
