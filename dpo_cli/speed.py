@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dpo_cli.config.algorithms import algorithm_of
+
 if TYPE_CHECKING:
     from dpo_cli.config.schema import RunConfig
 
@@ -50,7 +52,7 @@ def precompute_choice(cfg: RunConfig) -> tuple[bool, str]:
     if "precompute_ref_log_probs" in t.model_fields_set:
         value = bool(t.precompute_ref_log_probs)
         return value, "set in the config"
-    if cfg.algorithm != "dpo" or cfg.reference.kind == "none":
+    if not algorithm_of(cfg).packs or cfg.reference.kind == "none":
         return False, f"`algorithm: {cfg.algorithm}` keeps TRL's default"
     if getattr(t, "sync_ref_model", None):
         return False, "`sync_ref_model` updates the reference during training"
@@ -76,7 +78,7 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
 
     t = cfg.training
     explicit = getattr(t, "padding_free", None)
-    if cfg.algorithm != "dpo":
+    if not algorithm_of(cfg).packs:
         return False, f"TRL's {cfg.algorithm.upper()} trainer is not wrapped for packing; padded batches"
     reason = packing.unsupported_reason(model)
     if reason is not None:
@@ -93,7 +95,7 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
 def trainer_class(base: type, cfg: RunConfig, ref_cache: Path | None) -> type:
     """`base` (a TRL trainer class) with dpo's batch order, packing and reference cache mixed in."""
     mixins: list[type] = [LengthAwareBatches]
-    if cfg.algorithm == "dpo":
+    if algorithm_of(cfg).packs:
         mixins.insert(0, FasterDPO)
     else:
         note(f"padding-free pairs off (TRL's {base.__name__} is not wrapped for packing; padded batches)")

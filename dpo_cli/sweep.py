@@ -53,7 +53,7 @@ class Point:
         return name if self.learning_rate is None else f"{name}_lr_{self.learning_rate:g}"
 
     def overrides(self, sweep_dir: Path) -> list[str]:
-        from dpo_cli.algorithms import ALGORITHMS
+        from dpo_cli.config.algorithms import ALGORITHMS
 
         algorithm = ALGORITHMS[self.algorithm]
         sets = [f"{algorithm.strength_key}={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
@@ -139,7 +139,7 @@ def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
 
 def _has_reference(run_dir: Path) -> bool:
     # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
-    from dpo_cli.algorithms import ALGORITHMS
+    from dpo_cli.config.algorithms import ALGORITHMS
     from dpo_cli.config.yaml_safe import load_yaml_file
 
     saved = load_yaml_file(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
@@ -378,7 +378,7 @@ def _detach_adapter(peft_model: Any) -> Any:
 
 def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, algorithm: str = "dpo") -> SweepResult:
     """Write the table, the plot and the choice from the recorded point states."""
-    from dpo_cli.algorithms import ALGORITHMS
+    from dpo_cli.config.algorithms import ALGORITHMS
     from dpo_cli.sweep_report import write_plot, write_tables
 
     rows = [{"point": name, **info} for name, info in points.items()]

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dpo_cli.algorithms import expected_first_loss
+from dpo_cli.config.algorithms import algorithm_of, expected_first_loss
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.diagnose import Finding, diagnose, summarize
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
@@ -205,7 +205,7 @@ def build_trainer(
     quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from dpo_cli.algorithms import algorithm_of, to_trainer_config, trainer_kwargs
+    from dpo_cli.algorithms import to_trainer_config, trainer_kwargs
     from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
     from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
     from dpo_cli.data import load_preference_data, read_exclusions

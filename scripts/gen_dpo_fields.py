@@ -16,17 +16,18 @@ import importlib
 import os
 import pprint
 import re
+import sys
 from pathlib import Path
 
-TARGET = Path(__file__).resolve().parents[1] / "dpo_cli" / "config" / "dpo_fields.py"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-# dict name in the generated module -> (module, class); ORPO and CPO live in trl.experimental in TRL 1.16.
-CONFIG_CLASSES = {
-    "DPO_CONFIG_FIELDS": ("trl", "DPOConfig"),
-    "KTO_CONFIG_FIELDS": ("trl", "KTOConfig"),
-    "ORPO_CONFIG_FIELDS": ("trl.experimental.orpo", "ORPOConfig"),
-    "CPO_CONFIG_FIELDS": ("trl.experimental.cpo", "CPOConfig"),
-}
+from dpo_cli.config.algorithms import ALGORITHMS  # pure: never imports the frozen file
+
+TARGET = ROOT / "dpo_cli" / "config" / "dpo_fields.py"
+
+# dict name in the generated module -> (module, class), from the algorithm table (SimPO shares CPO's).
+CONFIG_CLASSES = {a.fields: (a.trl_module, a.config) for a in ALGORITHMS.values()}
 
 
 def first_sentence(text: str) -> str:

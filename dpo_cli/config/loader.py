@@ -13,7 +13,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig, cross_field_problems
+from dpo_cli.config.algorithms import ALGORITHMS, other_algorithms_with
+from dpo_cli.config.rules import cross_field_problems
+from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig
+from dpo_cli.config.variants import algorithm_of_class, run_config_class
 from dpo_cli.config.yaml_safe import MAX_BYTES, load_yaml
 from dpo_cli.errors import ConfigError
 
@@ -69,8 +72,6 @@ def validate(
     `origins` maps dotted keys set on the command line to the `--set` text that set them, so
     that their errors point there instead of into the file.
     """
-    from dpo_cli.config.variants import run_config_class
-
     config_class = run_config_class(raw.get("algorithm", "dpo"))
     try:
         cfg = config_class.model_validate(raw)
@@ -150,27 +151,19 @@ def _describe(error: dict[str, Any], loc: tuple[Any, ...], config_class: type[Ru
 
 
 def _unknown_key(loc: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> str:
-    from dpo_cli.config.variants import CONFIG_CLASSES, other_algorithms_with
-
     *parent, key = loc
     key = str(key)
-    algorithm = _algorithm_of(config_class)
-    trl_class = CONFIG_CLASSES[algorithm][0]
+    algorithm = algorithm_of_class(config_class)
+    trl_class = ALGORITHMS[algorithm].config_path
     if tuple(parent) == ("training",) and key in RESERVED_TRAINING_FIELDS:
         return f"is a {trl_class.rsplit('.', 1)[-1]} field that dpo sets for you: {RESERVED_TRAINING_FIELDS[key]}"
     valid = _valid_keys(tuple(parent), config_class)
     if tuple(parent) == ("training",):
         others = other_algorithms_with(key, algorithm)
-        hint = f" (a `{CONFIG_CLASSES[others[0]][0]}` field, read with `algorithm: {others[0]}`)" if others else ""
+        hint = f" (a `{ALGORITHMS[others[0]].config_path}` field, read with `algorithm: {others[0]}`)" if others else ""
         hint = hint or _closest(key, valid)
         return f"unknown key: not a `{trl_class}` field (`algorithm: {algorithm}`){hint}"
     return f"unknown key{_closest(key, valid)}"
-
-
-def _algorithm_of(config_class: type[RunConfig]) -> str:
-    from dpo_cli.config.variants import RUN_CONFIG_CLASSES
-
-    return next(name for name, cls in RUN_CONFIG_CLASSES.items() if cls is config_class)
 
 
 def _valid_keys(parent: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> list[str]:
@@ -184,9 +177,7 @@ def _valid_keys(parent: tuple[Any, ...], config_class: type[RunConfig] = RunConf
         return []
     keys = list(model.model_fields)
     if parent == ("training",):
-        from dpo_cli.config.variants import CONFIG_CLASSES
-
-        keys = sorted(set(keys) | set(CONFIG_CLASSES[_algorithm_of(config_class)][1]))
+        keys = sorted(set(keys) | set(ALGORITHMS[algorithm_of_class(config_class)].frozen_fields()))
     return keys
 
 

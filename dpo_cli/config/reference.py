@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dpo_cli.config.schema import RunConfig, _TrainingCommon
+from dpo_cli.config.schema import DPOTrainingArgs, RunConfig
 
 PAGE = "reference/configuration.md"  # under docs/
 
@@ -102,7 +102,7 @@ def render_page() -> str:
             intro = f"{intro} {field.description}"
         lines += ["", f"## `{name}:`", "", intro, ""]
         if name == "training":
-            common = list(_TrainingCommon.model_fields)
+            common = list(DPOTrainingArgs.model_fields)
             lines += _table(model, "training.", common)
             others = sorted(set(model.model_fields) - set(common))
             lines += [
@@ -132,17 +132,18 @@ def render_page() -> str:
 
 def _algorithm_tables() -> list[str]:
     """`training:` under the other algorithms: the keys each adds to (or changes from) DPO's common ones."""
-    from dpo_cli.config.schema import _TrainerArgs
-    from dpo_cli.config.variants import CONFIG_CLASSES, TRAINING_SECTIONS
+    from dpo_cli.config.algorithms import ALGORITHMS
+    from dpo_cli.config.schema import TrainerArgs
+    from dpo_cli.config.variants import TYPED_ARGS
 
     lines: list[str] = []
-    shared = set(_TrainerArgs.model_fields)
-    for algorithm, section in TRAINING_SECTIONS.items():
+    shared = TrainerArgs.model_fields
+    for algorithm, row in ALGORITHMS.items():
         if algorithm == "dpo":
             continue
-        typed = section.__mro__[1]  # the hand-written class the generated section extends
-        own = [n for n in typed.model_fields if n not in shared or repr(typed.model_fields[n]) != repr(_TrainerArgs.model_fields[n])]
-        config = CONFIG_CLASSES[algorithm][0]
+        typed = TYPED_ARGS[row.typed_args]
+        own = [n for n in typed.model_fields if n not in shared or repr(typed.model_fields[n]) != repr(shared[n])]
+        config = row.config_path
         lines += ["", f"### `training:` with `algorithm: {algorithm}` (`{config}`)", ""]
         lines += _table(typed, "training.", own)
         lines += ["", (f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "

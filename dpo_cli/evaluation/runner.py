@@ -160,7 +160,7 @@ def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progr
 
 
 def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from dpo_cli.algorithms import algorithm_of
+    from dpo_cli.config.algorithms import algorithm_of
     from dpo_cli.data import load_preference_data
     from dpo_cli.evaluation.generate import eval_prompts, generate, load_generation_models
 

@@ -109,7 +109,7 @@ def _base_rows(rec: RunRecord) -> list[tuple[str, str]]:
 
 
 def _reference_text(rec: RunRecord) -> str:
-    from dpo_cli.algorithms import ALGORITHMS
+    from dpo_cli.config.algorithms import ALGORITHMS
 
     ref = rec.cfg.reference
     if not ALGORITHMS[rec.cfg.algorithm].reference or ref.kind == "none":

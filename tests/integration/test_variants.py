@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dpo_cli.algorithms import expected_first_loss
+from dpo_cli.config.algorithms import expected_first_loss
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES
 from dpo_cli.rundir import read_metrics
@@ -76,7 +76,7 @@ def test_dpo_loss_type_trains_and_starts_at_its_closed_form(loss: str, tiny_mode
 
 
 def test_closed_forms_named_in_the_issue() -> None:
-    from dpo_cli.diagnose import expected_initial_loss
+    from dpo_cli.config.algorithms import expected_initial_loss
 
     assert expected_initial_loss(["sigmoid"], None, 0.1) == pytest.approx(LN2)
     assert expected_initial_loss(["ipo"], None, 0.2) == pytest.approx((1 / (2 * 0.2)) ** 2)

@@ -32,10 +32,6 @@ LOOSE_ALLOWED: set[str] = {
 }
 PRIVATE_ALLOWED: set[tuple[str, str, str]] = {
     # (importing module, imported module, private name)
-    ("dpo_cli.config.reference", "dpo_cli.config.schema", "_TrainingCommon"),
-    ("dpo_cli.config.reference", "dpo_cli.config.schema", "_TrainerArgs"),
-    ("dpo_cli.config.variants", "dpo_cli.config.schema", "_TrainerArgs"),
-    ("dpo_cli.config.variants", "dpo_cli.config.schema", "_passthrough_fields"),
     ("dpo_cli.data.layouts.base", "dpo_cli.data.rows", "_MISSING"),
     ("dpo_cli.evaluation.generate", "dpo_cli.build", "_from_pretrained"),
     ("dpo_cli.evaluation.report", "dpo_cli.plots", "_save"),
@@ -47,9 +43,7 @@ PRIVATE_ALLOWED: set[tuple[str, str, str]] = {
     ("dpo_cli.pairs.sampling", "dpo_cli.evaluation.generate", "_device"),
     ("dpo_cli.pairs.sampling", "dpo_cli.build", "_from_pretrained"),
 }
-CYCLES_ALLOWED: set[frozenset[str]] = {
-    frozenset({"dpo_cli.config.schema", "dpo_cli.config.variants"}),
-}
+CYCLES_ALLOWED: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:

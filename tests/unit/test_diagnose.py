@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from dpo_cli.diagnose import LN2, diagnose, expected_initial_loss, summarize
+from dpo_cli.config.algorithms import LN2, expected_initial_loss
+from dpo_cli.diagnose import diagnose, summarize
 
 
 @pytest.mark.parametrize(

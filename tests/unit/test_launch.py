@@ -12,7 +12,7 @@ import yaml
 
 from dpo_cli import launch
 from dpo_cli.config.loader import load_config
-from dpo_cli.config.schema import cross_field_problems
+from dpo_cli.config.rules import cross_field_problems
 from dpo_cli.errors import ConfigError, DpoError
 from tests.conftest import ROOT
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_cli.algorithms import ALGORITHMS, expected_first_loss
+from dpo_cli.config.algorithms import ALGORITHMS, expected_first_loss, expected_initial_loss
 from dpo_cli.config.dpo_fields import CPO_CONFIG_FIELDS, DPO_CONFIG_FIELDS, KTO_CONFIG_FIELDS, ORPO_CONFIG_FIELDS
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES, REFERENCE_FREE, RunConfig
-from dpo_cli.config.variants import ALGORITHM_DEFAULTS, CONFIG_CLASSES, TRAINING_SECTIONS
-from dpo_cli.diagnose import expected_initial_loss
+from dpo_cli.config.variants import RUN_CONFIG_CLASSES, TRAINING_SECTIONS
 from dpo_cli.errors import ConfigError
 from dpo_cli.sweep import Point, expand
 
@@ -148,16 +147,21 @@ def test_typed_fields_are_fields_of_the_trl_config() -> None:
     frozen = {"dpo": DPO_CONFIG_FIELDS, "kto": KTO_CONFIG_FIELDS, "orpo": ORPO_CONFIG_FIELDS,
               "cpo": CPO_CONFIG_FIELDS, "simpo": CPO_CONFIG_FIELDS}
     for name, section in TRAINING_SECTIONS.items():
-        assert CONFIG_CLASSES[name][1] is frozen[name]
+        assert ALGORITHMS[name].frozen_fields() is frozen[name]
         # precompute_ref_log_probs is typed for every algorithm but rejected by the reference-free ones
         extra = set(section.model_fields) - set(frozen[name]) - {"precompute_ref_log_probs"}
         assert not extra, (name, extra)
 
 
-def test_simpo_defaults_passed_to_trl_match_its_section() -> None:
-    section = TRAINING_SECTIONS["simpo"]()
-    for key, value in ALGORITHM_DEFAULTS["simpo"].items():
-        assert getattr(section, key) == value, key
+def test_every_table_follows_the_algorithm_registry() -> None:
+    from dpo_cli.config.schema import Algorithm
+
+    assert list(TRAINING_SECTIONS) == list(RUN_CONFIG_CLASSES) == list(ALGORITHMS) == list(Algorithm.__args__)
+    for name, row in ALGORITHMS.items():
+        assert TRAINING_SECTIONS[name].__name__ == row.section
+        assert RUN_CONFIG_CLASSES[name].__name__ == row.run_config
+        assert RUN_CONFIG_CLASSES[name].model_fields["training"].annotation is TRAINING_SECTIONS[name]
+    assert REFERENCE_FREE == {"orpo", "simpo", "cpo"}
 
 
 def test_strength_parameter_of_each_algorithm() -> None:
