@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dpo_cli.config.algorithms import ALGORITHMS
 from dpo_cli.publish.record import RunRecord, read_run
 from dpo_cli.publish.render import render
 from dpo_cli.rundir import atomic_write_text, read_json
@@ -23,7 +24,7 @@ from dpo_cli.rundir import atomic_write_text, read_json
 CARD_FILE = "README.md"
 PLOTS_DIR = "plots"  # inside final/ (or the merged model): the card's images travel with the weights
 
-ALGORITHM_NAMES = {"dpo": "DPO", "kto": "KTO", "orpo": "ORPO", "cpo": "CPO", "simpo": "SimPO"}
+ALGORITHM_NAMES = {name: a.label for name, a in ALGORITHMS.items()}
 MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base + LoRA)"}
 
 
@@ -109,8 +110,6 @@ def _base_rows(rec: RunRecord) -> list[tuple[str, str]]:
 
 
 def _reference_text(rec: RunRecord) -> str:
-    from dpo_cli.config.algorithms import ALGORITHMS
-
     ref = rec.cfg.reference
     if not ALGORITHMS[rec.cfg.algorithm].reference or ref.kind == "none":
         return "none (the loss is reference-free)"
