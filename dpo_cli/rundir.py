@@ -36,7 +36,7 @@ from dpo_cli.fsio import fsync_dir, is_out_of_space
 COMPLETE_MARKER = ".complete"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-# Written by the launcher before the ranks start (dpo_cli.launch); it is not an earlier run.
+# Written by the launcher before the ranks start (dpo_cli.train.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RUN_INFO = "run.json"
@@ -51,8 +51,8 @@ RUN_ENTRIES = (
     "summary.json",
     "report.html",
     "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
-    "ref_logps",  # precomputed reference log-probs, reused by --resume (dpo_cli.speed.REF_CACHE_DIR)
-    "tensorboard",  # training.report_to: tensorboard (dpo_cli.tracking.route_logs)
+    "ref_logps",  # precomputed reference log-probs, reused by --resume (dpo_cli.train.speed.REF_CACHE_DIR)
+    "tensorboard",  # training.report_to: tensorboard (dpo_cli.train.tracking.route_logs)
     "config.yaml",
     LAUNCH_DIR,
     RUN_INFO,  # last: a replacement cut short still leaves a folder that `--overwrite` recognises

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 def build(work: Path, model: Path, packed: bool, batch: int, attn: str):
     from dpo_cli.config.loader import load_config
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.run import build_trainer
 
     out = work / f"run-{packed}-{batch}"
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from bench_train_speed import dpo_config, prepare
 
-    from dpo_cli.batching import length_grouped_order, pair_lengths
+    from dpo_cli.train.batching import length_grouped_order, pair_lengths
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -37,7 +37,7 @@ def merge_adapter(
     ] = None,
 ) -> None:
     """Merge a LoRA/QLoRA adapter into its base (never 4-bit), save safetensors, verify the logits."""
-    from dpo_cli.merge import merge_adapter as run_merge
+    from dpo_cli.merge.runner import merge_adapter as run_merge
 
     with user_errors():
         result = run_merge(

@@ -33,12 +33,12 @@ def train(
     ] = False,
 ) -> None:
     """Train with DPO (or the `algorithm:` CONFIG names) as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
-    from dpo_cli import launch
     from dpo_cli.config.loader import load_config
-    from dpo_cli.report import print_run_summary
-    from dpo_cli.tracking import check_trackers
-    from dpo_cli.training import is_main_process
-    from dpo_cli.training import train as run_training
+    from dpo_cli.train import launch
+    from dpo_cli.train.run import is_main_process
+    from dpo_cli.train.run import train as run_training
+    from dpo_cli.train.summary import print_run_summary
+    from dpo_cli.train.tracking import check_trackers
 
     if num_processes is not None:
         set_ = [*(set_ or []), f"launch.num_processes={num_processes}"]

@@ -28,7 +28,7 @@ def evaluate_by_source(trainer: Any, datasets: dict[str, Any], tokenizer: Any, p
     """
     from transformers import TrainerCallback
 
-    from dpo_cli.callbacks import MetricsWriter
+    from dpo_cli.train.callbacks import MetricsWriter
 
     class Capture(TrainerCallback):
         def __init__(self) -> None:

@@ -215,7 +215,7 @@ def load_generation_models(cfg: RunConfig, weights: Path) -> GenerationModels:
     """
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.build import _from_pretrained, load_tokenizer, model_load_kwargs
+    from dpo_cli.models import _from_pretrained, load_tokenizer, model_load_kwargs
 
     tokenizer = load_tokenizer(cfg)
     device = _device()

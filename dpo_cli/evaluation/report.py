@@ -174,7 +174,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.plots import _save
+    from dpo_cli.train.plots import _save
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -48,8 +48,8 @@ class LocalSampler:
     def __init__(self, cfg: RunConfig):
         from transformers import AutoModelForCausalLM
 
-        from dpo_cli.build import _from_pretrained, load_tokenizer, model_load_kwargs
         from dpo_cli.evaluation.generate import _device
+        from dpo_cli.models import _from_pretrained, load_tokenizer, model_load_kwargs
 
         self.tokenizer = load_tokenizer(cfg)
         model = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **model_load_kwargs(cfg.model, cfg))
@@ -134,7 +134,7 @@ def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
         sampler = EndpointSampler(cfg.generate.endpoint)
         sampler.check()
         return sampler
-    from dpo_cli.training import quiet_known_noise
+    from dpo_cli.train.run import quiet_known_noise
 
     quiet_known_noise()
     return LocalSampler(cfg)

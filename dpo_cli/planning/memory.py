@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.planning.arch import ModelShape
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

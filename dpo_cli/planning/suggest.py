@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dpo_cli.config.schema import DeepSpeedSection, LoraSection, RunConfig
 from dpo_cli.planning.arch import ModelShape
 from dpo_cli.planning.memory import MemoryPlan, estimate_memory
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 
 @dataclass(frozen=True)

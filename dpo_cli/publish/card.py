@@ -260,7 +260,7 @@ def _selection(rec: RunRecord) -> dict[str, Any] | None:
     sweep = rec.sweep
     if sweep is None:
         return None
-    from dpo_cli.sweep_report import COLUMNS, format_cell
+    from dpo_cli.sweep.report import COLUMNS, format_cell
 
     columns = [(k, title) for k, title in COLUMNS if k != "final_dir"]
     rows = []

@@ -155,7 +155,7 @@ def write_sweep_report(
     plot: Path | None,
 ) -> Path:
     """Write `SWEEP_DIR/report.html`: the table, the plot, the rule and the choice."""
-    from dpo_cli.sweep_report import COLUMNS, format_cell
+    from dpo_cli.sweep.report import COLUMNS, format_cell
 
     columns = [(k, t) for k, t in COLUMNS if k != "final_dir"]
     table = []

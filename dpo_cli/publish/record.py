@@ -47,7 +47,7 @@ HYPERPARAMETERS = (
     "seed",
 )
 
-# The training curves `dpo_cli.plots.write_plots` draws, in reading order.
+# The training curves `dpo_cli.train.plots.write_plots` draws, in reading order.
 CURVES = ("loss.png", "reward_margins.png", "reward_accuracy.png", "rewards.png")
 
 

@@ -42,7 +42,7 @@ __all__ = [
 
 def token_checker_for(cfg: RunConfig) -> TokenChecker:
     """The run's tokenizer (as `dpo train` loads it) with its `max_length` and truncation mode."""
-    from dpo_cli.build import load_tokenizer
+    from dpo_cli.models import load_tokenizer
     from dpo_cli.validation.tokens import TokenChecker
 
     mode = getattr(cfg.training, "truncation_mode", None) or "keep_start"
@@ -87,8 +87,8 @@ def data_section(
 
 def token_checker_from_name(name: str, max_length: int | None, truncation_mode: str = "keep_start") -> TokenChecker:
     """A tokenizer by path or Hub id, set up exactly as `dpo train` would set up that model's."""
-    from dpo_cli.build import load_tokenizer
     from dpo_cli.config.schema import ModelSection, RunConfig
+    from dpo_cli.models import load_tokenizer
     from dpo_cli.validation.tokens import TokenChecker
 
     run = RunConfig(output_dir=".", model=ModelSection(name_or_path=name), data={"train": "unused"})

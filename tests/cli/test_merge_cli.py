@@ -149,7 +149,7 @@ def test_a_truncated_adapter_is_one_clear_message(tmp_path: Path) -> None:
 
 
 def test_leftovers_of_a_killed_merge_are_cleaned_and_the_old_model_put_back(tmp_path: Path) -> None:
-    from dpo_cli.merge import clean_leftovers
+    from dpo_cli.merge.runner import clean_leftovers
 
     out = tmp_path / "merged model"
     # Killed between moving the old model aside and moving the new one in.

@@ -71,7 +71,7 @@ def adapter(out: Path) -> dict:
 @pytest.fixture(scope="session")
 def reference_run(tiny_model_dir: Path, tmp_path_factory) -> Path:
     """The fault run trained once without any fault."""
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path_factory.mktemp("faults") / "reference"
     train(config(tiny_model_dir, out))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def fill_at_step(monkeypatch, disk: Path, step: int, leave: int) -> Path:
     """Just before `step`'s save, fill `disk` until `leave` bytes are free."""
-    from dpo_cli.callbacks import GracefulStop
+    from dpo_cli.train.callbacks import GracefulStop
 
     filler = disk / "filler"
     original = GracefulStop.on_step_end
@@ -45,7 +45,7 @@ def fill_at_step(monkeypatch, disk: Path, step: int, leave: int) -> Path:
 def test_a_full_disk_during_a_save_is_one_message_and_the_run_resumes(
     leave: int, small_disk: Path, tiny_model_dir: Path, reference_run: Path, monkeypatch
 ) -> None:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = small_disk / "run"
     filler = fill_at_step(monkeypatch, small_disk, 4, leave)

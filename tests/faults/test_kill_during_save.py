@@ -76,7 +76,7 @@ FAST = {"before_marker"}
 def test_a_kill_at_any_stage_of_a_save_leaves_a_checkpoint_and_resume_is_exact(
     stage: str, tiny_model_dir: Path, tmp_path: Path, reference_run: Path
 ) -> None:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path / "run"
     killed = run_child(cli_args(tiny_model_dir, out), hooks(tmp_path, STAGES[stage]), tmp_path / "child.log")

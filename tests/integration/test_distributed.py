@@ -3,7 +3,7 @@
 `dpo train --num-processes 2` re-runs itself under accelerate, exactly as on a GPU node. The
 ZeRO-3 run sets nothing CPU-specific: with no GPU visible, a launched run trains on the CPU by
 itself (issue 15, item 15); the others set `training.use_cpu` (and with it DS_ACCELERATOR=cpu,
-set by dpo_cli.launch), as a user forcing the CPU on a GPU machine would.
+set by dpo_cli.train.launch), as a user forcing the CPU on a GPU machine would.
 """
 
 from __future__ import annotations

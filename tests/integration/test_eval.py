@@ -72,7 +72,7 @@ def served_tiny(tiny_model_dir: Path):
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_model_dir: Path, tmp_path_factory) -> Path:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path_factory.mktemp("eval-runs") / "lora"
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, out, "training.save_steps=100"))
@@ -84,8 +84,8 @@ def test_fresh_lora_scores_exactly_like_the_reference(tiny_model_dir: Path, tmp_
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.build import to_lora_config
     from dpo_cli.evaluation.preference import preference_metrics
+    from dpo_cli.models import to_lora_config
 
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "run", "data.max_eval_samples=32"))
     fresh = tmp_path / "fresh-adapter"
@@ -272,7 +272,7 @@ def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.build import to_lora_config
+    from dpo_cli.models import to_lora_config
 
     task = arithmetic_task(tmp_path)
     tax = [f"eval.alignment_tax.tasks=[{task}]", "eval.alignment_tax.batch_size=4",

@@ -251,7 +251,7 @@ def test_heldout_win_rate_compares_with_round_zero_answers_as_written(tiny_model
     # shorter answer decides. The win rate must be computed against round 0's answers on file,
     # and round 0's file must not grow (it would if round 0 were sampled again with round 1's model).
     from dpo_cli.config.loader import load_config
-    from dpo_cli.iterate import HeldOut
+    from dpo_cli.iterate.runner import HeldOut
     from dpo_cli.pairs.prompts import load_prompts
     from dpo_cli.pairs.sampling import LocalSampler
     from dpo_cli.pairs.scoring import PairwiseScorer

@@ -10,8 +10,8 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.errors import DpoError
-from dpo_cli.merge import TOLERANCE, merge_adapter, verification_inputs
-from dpo_cli.training import train
+from dpo_cli.merge.runner import TOLERANCE, merge_adapter, verification_inputs
+from dpo_cli.train.run import train
 from tests.conftest import ROOT, smoke_overrides
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.training import build_trainer
+from dpo_cli.train.run import build_trainer
 from tests.conftest import ROOT, SAMPLE
 
 pytestmark = pytest.mark.integration
@@ -176,7 +176,7 @@ def test_resume_sees_exactly_the_batches_of_the_uninterrupted_run(tiny_model_dir
 
 
 def test_length_grouped_batches_pad_less(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from dpo_cli.batching import padding_fraction, sequence_lengths
+    from dpo_cli.train.batching import padding_fraction, sequence_lengths
 
     lengths = {}
     for name, strategy in (("grouped", "group_by_length"), ("random", "random")):
@@ -203,8 +203,8 @@ def test_eval_batches_sorted_longest_first(tiny_model_dir: Path, tmp_path: Path)
 def test_precompute_is_cached_for_resume_and_equals_trls_own(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from trl import DPOTrainer
 
-    from dpo_cli.algorithms import to_trainer_config
-    from dpo_cli.build import load_policy, load_tokenizer, to_lora_config
+    from dpo_cli.models import load_policy, load_tokenizer, to_lora_config
+    from dpo_cli.train.trl_args import to_trainer_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -242,7 +242,7 @@ def test_unwrapped_algorithms_say_they_pad(tiny_model_dir: Path, tmp_path: Path,
 
 
 def test_batch_order_defaults_per_algorithm(tmp_path: Path) -> None:
-    from dpo_cli.algorithms import trainer_config_kwargs
+    from dpo_cli.train.trl_args import trainer_config_kwargs
 
     base = [f"output_dir={tmp_path / 'run'}", "model.name_or_path=unused"]
     kwargs = trainer_config_kwargs(load_config(SMOKE, base), tmp_path)
@@ -256,8 +256,8 @@ def test_batch_order_defaults_per_algorithm(tmp_path: Path) -> None:
 
 def test_a_reused_base_model_is_packed_again(tiny_model_dir: Path, tmp_path: Path) -> None:
     # A sweep trains every point on one base model, removing the adapter and TRL's patched forward
-    # between points (dpo_cli.sweep._detach_adapter); the next point must run packed again.
-    from dpo_cli.build import load_policy
+    # between points (dpo_cli.sweep.runner._detach_adapter); the next point must run packed again.
+    from dpo_cli.models import load_policy
 
     cfg = config(tiny_model_dir, tmp_path, "data.eval=null", "data.eval_fraction=null")
     base = load_policy(cfg)

@@ -11,7 +11,7 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import read_json
-from dpo_cli.sweep import REF_CACHE_DIR, run_sweep
+from dpo_cli.sweep.runner import REF_CACHE_DIR, run_sweep
 from tests.conftest import ROOT, smoke_overrides
 from tests.html_check import parse_strict
 
@@ -84,7 +84,7 @@ def test_reference_log_probs_computed_once_and_reused(sweep) -> None:
 
 
 def test_reused_reference_log_probs_equal_fresh_ones(sweep, tmp_path: Path) -> None:
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.run import build_trainer
 
     overrides, result = sweep
     fresh_cfg = load_config(SMOKE, [*overrides, f"output_dir={tmp_path / 'fresh'}", "training.precompute_ref_log_probs=true",
@@ -142,7 +142,7 @@ def test_parallel_points_read_the_sweep_data_check_instead_of_checking_again(tin
     import subprocess
     import sys
 
-    from dpo_cli.sweep import run_parallel
+    from dpo_cli.sweep.runner import run_parallel
 
     lines = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join([*lines, lines[5]]) + "\n")  # one copied pair

@@ -10,7 +10,7 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import read_metrics
-from dpo_cli.training import train
+from dpo_cli.train.run import train
 from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
 pytestmark = pytest.mark.integration
@@ -181,7 +181,7 @@ def test_reference_model_mismatch_is_diagnosed(lora_run, tiny_model_dir: Path, t
 
 
 def test_mistral_config_builds_dpo_config_without_weights(tmp_path: Path) -> None:
-    from dpo_cli.build import to_bnb_config, to_dpo_config, to_lora_config
+    from dpo_cli.models import to_bnb_config, to_dpo_config, to_lora_config
 
     # transformers itself refuses bf16 in DPOConfig on a machine without a bf16 GPU unless
     # use_cpu is set; that is the only change needed to resolve the 8-GPU config here.

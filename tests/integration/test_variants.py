@@ -16,7 +16,7 @@ from dpo_cli.config.algorithms import expected_first_loss
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES
 from dpo_cli.rundir import read_metrics
-from dpo_cli.training import build_trainer
+from dpo_cli.train.run import build_trainer
 from tests.conftest import ROOT, SAMPLE
 
 pytestmark = pytest.mark.integration
@@ -201,7 +201,7 @@ def test_frozen_field_lists_match_the_installed_trl() -> None:
 
 def test_orpo_sweep_sweeps_lambda_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
     from dpo_cli.rundir import read_json
-    from dpo_cli.sweep import run_sweep
+    from dpo_cli.sweep.runner import run_sweep
 
     overrides = [
         f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
@@ -228,7 +228,7 @@ def test_eval_works_for_other_algorithms(name: str, tiny_model_dir: Path, tmp_pa
     from typer.testing import CliRunner
 
     from dpo_cli.cli.main import app
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path / name
     extra = ["data.unpair=true"] if name == "kto" else []

@@ -163,7 +163,7 @@ def test_dpo_eval_refreshes_the_card_and_the_page(tracked) -> None:
 def test_merged_model_gets_a_card(tracked, tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from dpo_cli.merge import merge_adapter
+    from dpo_cli.merge.runner import merge_adapter
 
     out = tmp_path / "merged"
     result = merge_adapter(tracked.run, out, dtype="float32")
@@ -202,7 +202,7 @@ class FakeHub:
 def test_push_to_hub_pushes_final_with_our_card_last(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from huggingface_hub import HfApi, ModelCard
 
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     hub = FakeHub()
     monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: hub.create_repo(api, repo_id, **kw))
@@ -223,7 +223,7 @@ def test_push_to_hub_pushes_final_with_our_card_last(tiny_model_dir: Path, tmp_p
 
 
 def test_push_to_hub_without_a_repository_id_is_named_after_the_run(tmp_path: Path) -> None:
-    from dpo_cli.algorithms import to_trainer_config
+    from dpo_cli.train.trl_args import to_trainer_config
 
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'my-run'}", "training.push_to_hub=true"])
     args = to_trainer_config(cfg, tmp_path / "my-run" / "checkpoints")

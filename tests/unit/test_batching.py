@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpo_cli.batching import (
+from dpo_cli.config.loader import load_config
+from dpo_cli.train.batching import (
     LengthGroupedSampler,
     LongestFirstSampler,
     length_grouped_order,
@@ -18,8 +19,7 @@ from dpo_cli.batching import (
     pair_lengths,
     sequence_lengths,
 )
-from dpo_cli.config.loader import load_config
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -96,8 +96,8 @@ def test_lengths_from_the_token_columns_of_each_trainer() -> None:
 
 
 def test_batch_order_and_speed_choices_never_import_torch() -> None:
-    # `dpo plan` and config checks read `dpo_cli.speed`; they must stay torch-free.
-    code = "import sys, dpo_cli.batching, dpo_cli.speed, dpo_cli.packing; print('torch' in sys.modules)"
+    # `dpo plan` and config checks read `dpo_cli.train.speed`; they must stay torch-free.
+    code = "import sys, dpo_cli.train.batching, dpo_cli.train.speed, dpo_cli.train.packing; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", out.stderr
 

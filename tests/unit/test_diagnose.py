@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dpo_cli.config.algorithms import LN2, expected_initial_loss
-from dpo_cli.diagnose import diagnose, summarize
+from dpo_cli.train.diagnose import diagnose, summarize
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from dpo_cli.planning.doctor import find_problems
+from dpo_cli.doctor import find_problems
 
 GOOD = {
     "python": "3.11.7", "torch": "2.13.0+cu128", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2",

@@ -9,8 +9,8 @@ import yaml
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.errors import DpoError
-from dpo_cli.iterate import check_loop, config_digest, prepare_dir, round_prompts, train_overrides
 from dpo_cli.evaluation.generate import EvalPrompt
+from dpo_cli.iterate.runner import check_loop, config_digest, prepare_dir, round_prompts, train_overrides
 
 BASE = {
     "output_dir": "runs/loop",

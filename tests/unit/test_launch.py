@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_cli import launch
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.rules import cross_field_problems
 from dpo_cli.errors import ConfigError, DpoError
+from dpo_cli.train import launch
 from tests.conftest import ROOT
 
 MISTRAL = ROOT / "configs" / "mistral.yaml"

@@ -87,7 +87,7 @@ def test_reference_model_only_when_one_is_loaded():
     assert estimate_memory(full, shape, 1).row("reference model").gpu_bytes == 2 * shape.params
     pre = mistral("quantization=null", "lora=null", "training.precompute_ref_log_probs=true")
     assert estimate_memory(pre, shape, 1).row("reference model").gpu_bytes == 0
-    # Unset, full fine-tuning precomputes (dpo_cli.speed.precompute_choice): no second copy.
+    # Unset, full fine-tuning precomputes (dpo_cli.train.speed.precompute_choice): no second copy.
     default = mistral("quantization=null", "lora=null", "launch.deepspeed=null")
     assert estimate_memory(default, shape, 1).row("reference model").gpu_bytes == 0
     assert estimate_memory(mistral(), shape, 1).row("reference model").gpu_bytes == 0  # LoRA: adapters off

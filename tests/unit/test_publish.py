@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.plots import write_plots
 from dpo_cli.publish import refresh_run_documents
 from dpo_cli.publish.card import code, write_merged_card
 from dpo_cli.publish.record import provenance, redact
+from dpo_cli.train.plots import write_plots
 from tests.conftest import ROOT
 from tests.html_check import parse_strict
 
@@ -223,7 +223,7 @@ def test_code_spans_survive_backticks_and_pipes() -> None:
 
 
 def test_sweep_plot_ticks_sit_at_the_swept_values() -> None:
-    from dpo_cli.sweep_report import sweep_figure
+    from dpo_cli.sweep.report import sweep_figure
 
     rows = [{"point": f"beta_{b}", "beta": b, "status": "completed", "reward_accuracy": 0.6 + b / 10,
              "logp_margin": 1.0 + b, "chosen_logp_shift": -b} for b in (0.2, 0.3, 0.4)]
@@ -267,7 +267,7 @@ class FakeHub:
 
 
 def test_sweep_pushes_the_chosen_point_last(tmp_path: Path, monkeypatch) -> None:
-    from dpo_cli.sweep import finish
+    from dpo_cli.sweep.runner import finish
 
     hub = FakeHub(monkeypatch)
     sweep = tmp_path / "sweep"

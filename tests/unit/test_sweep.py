@@ -8,7 +8,7 @@ import pytest
 
 from dpo_cli.config.schema import SweepSection
 from dpo_cli.errors import ConfigError
-from dpo_cli.sweep import Point, choose, expand, point_configs, train_commands
+from dpo_cli.sweep.runner import Point, choose, expand, point_configs, train_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -102,11 +102,11 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
     """Issue 15, item 6: the printed command named no grid, and run as printed trained the config's default one."""
     import shlex
 
-    import dpo_cli.build
-    import dpo_cli.training
+    import dpo_cli.models
+    import dpo_cli.train.run
     from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
     from dpo_cli.rundir import read_json
-    from dpo_cli.sweep import STATE_FILE, run_sweep
+    from dpo_cli.sweep.runner import STATE_FILE, run_sweep
 
     config = tmp_path / "my cfg ü.yaml"
     config.write_text(SMOKE.read_text())
@@ -118,8 +118,8 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
         trained.append(cfg.training.beta)
         raise DpoError("interrupted at step 3", exit_code=EXIT_INTERRUPTED)
 
-    monkeypatch.setattr(dpo_cli.training, "train", interrupted)
-    monkeypatch.setattr(dpo_cli.build, "load_policy", lambda cfg: object())
+    monkeypatch.setattr(dpo_cli.train.run, "train", interrupted)
+    monkeypatch.setattr(dpo_cli.models, "load_policy", lambda cfg: object())
     with pytest.raises(DpoError) as info:
         run_sweep(config, overrides, betas=[0.05, 0.1], sweep_dir=tmp_path / "sweep", validate=False)
     assert info.value.exit_code == EXIT_INTERRUPTED

@@ -15,7 +15,7 @@ from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES, REFERENCE_FREE, RunConfig
 from dpo_cli.config.variants import RUN_CONFIG_CLASSES, TRAINING_SECTIONS
 from dpo_cli.errors import ConfigError
-from dpo_cli.sweep import Point, expand
+from dpo_cli.sweep.runner import Point, expand
 
 MINIMAL = {"output_dir": "runs/x", "model": {"name_or_path": "distilgpt2"}, "data": {"train": "t.jsonl"}}
 LN2 = math.log(2)
@@ -185,7 +185,7 @@ def test_config_validation_imports_no_torch(tmp_path: Path) -> None:
     code = (
         "import sys; from dpo_cli.config.loader import validate; "
         "validate({'output_dir': 'x', 'algorithm': 'orpo', 'model': {'name_or_path': 'm'}, 'data': {'train': 't'}}); "
-        "import dpo_cli.algorithms; assert 'torch' not in sys.modules and 'trl' not in sys.modules"
+        "import dpo_cli.train.trl_args; assert 'torch' not in sys.modules and 'trl' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

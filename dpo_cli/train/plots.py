@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_cli.config.algorithms import LN2
-from dpo_cli.diagnose import eval_records, train_records
+from dpo_cli.train.diagnose import eval_records, train_records
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:

@@ -10,9 +10,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from dpo_cli.diagnose import is_bad_number
 from dpo_cli.interrupts import RunSignals
 from dpo_cli.rundir import ends_with_newline, mark_complete
+from dpo_cli.train.diagnose import is_bad_number
 
 # Metrics whose NaN/inf means the run is broken, not merely noisy.
 GUARDED_KEYS = ("loss", "grad_norm", "logits/chosen", "logits/rejected", "logps/chosen", "logps/rejected")
@@ -61,7 +61,7 @@ class NanGuard(TrainerCallback):
 class GracefulStop(TrainerCallback):
     """On SIGTERM/SIGINT, finish the current step, save a checkpoint and stop.
 
-    The signals are the run's `interrupts.RunSignals` (installed by `dpo_cli.training.train`
+    The signals are the run's `interrupts.RunSignals` (installed by `dpo_cli.train.run.train`
     from model loading on; here, for the training loop only, when another caller trains): a
     second signal stops at once, even during the save. In a multi-process run the ranks agree
     at every step end: when any rank got a signal, all of them save and stop together (a rank

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dpo_cli.training import RunResult
+    from dpo_cli.train.run import RunResult
 
 
 def _num(value: Any, digits: int = 4) -> str:

@@ -313,7 +313,7 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
 def _load_base_config(source: MergeSource) -> Any:
     from transformers import AutoConfig
 
-    from dpo_cli.build import needs_remote_code, remote_code_error
+    from dpo_cli.models import needs_remote_code, remote_code_error
 
     try:
         return AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
@@ -658,7 +658,7 @@ def _merge_into(source: MergeSource, staging: Path, dtype: str, device: str, max
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_cli.training import quiet_known_noise
+    from dpo_cli.train.run import quiet_known_noise
 
     quiet_known_noise()
     device = _resolve_device(device)

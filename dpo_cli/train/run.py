@@ -15,7 +15,6 @@ import yaml
 
 from dpo_cli.config.algorithms import algorithm_of, expected_first_loss
 from dpo_cli.config.schema import RunConfig
-from dpo_cli.diagnose import Finding, diagnose, summarize
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.rundir import (
     atomic_write_json,
@@ -33,6 +32,7 @@ from dpo_cli.rundir import (
     undo_start,
     unmark,
 )
+from dpo_cli.train.diagnose import Finding, diagnose, summarize
 
 # Keys that may change between a run and its resumption (extending or re-logging a run is fine).
 RESUMABLE_CHANGES = {
@@ -74,12 +74,12 @@ def config_to_yaml(cfg: RunConfig) -> str:
 
 def preflight(cfg: RunConfig) -> None:
     """Hardware checks, separate from config validation so configs validate on a laptop."""
-    from dpo_cli.tracking import check_trackers
+    from dpo_cli.train.tracking import check_trackers
 
     check_trackers(cfg.training.report_to)  # before torch: a missing tracker stops the run in a second
     import torch
 
-    from dpo_cli.build import launched_without_gpu
+    from dpo_cli.models import launched_without_gpu
 
     t = cfg.training
     cuda = torch.cuda.is_available() and not t.use_cpu
@@ -196,7 +196,7 @@ def build_trainer(
         policy: An already loaded base model to train instead of loading `model.name_or_path`
             (a sweep loads it once for all its points). It must be what `load_policy` returns.
         ref_logps_cache: Folder where precomputed reference log-probs are shared between runs
-            with the same data and starting model (see `dpo_cli.ref_cache`). A training run (its
+            with the same data and starting model (see `dpo_cli.train.ref_cache`). A training run (its
             metrics go into its run directory) keeps them in `<output_dir>/ref_logps/` by default.
         exclusions: Rows the data check dropped (`DataCheck.excluded`); None reads the run
             directory's `data/excluded.json` (a resumed run, `dpo eval`). The main rank's value is
@@ -205,10 +205,10 @@ def build_trainer(
     quiet_known_noise()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from dpo_cli.algorithms import to_trainer_config, trainer_kwargs
-    from dpo_cli.build import load_policy, load_reference, load_tokenizer, to_lora_config
-    from dpo_cli.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
     from dpo_cli.data import load_preference_data, read_exclusions
+    from dpo_cli.models import load_policy, load_reference, load_tokenizer, to_lora_config
+    from dpo_cli.train.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
+    from dpo_cli.train.trl_args import to_trainer_config, trainer_kwargs
 
     algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
     args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
@@ -226,11 +226,11 @@ def build_trainer(
     reference = load_reference(cfg) if algorithm.reference else None
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
-    from dpo_cli import speed
+    from dpo_cli.train import speed
 
     if ref_logps_cache is None and metrics_path.parent == Path(cfg.output_dir):
         ref_logps_cache = Path(cfg.output_dir) / speed.REF_CACHE_DIR  # reused by --resume
-    # Length-grouped batches, padding-free pairs and the cached reference precompute (dpo_cli.speed).
+    # Length-grouped batches, padding-free pairs and the cached reference precompute (dpo_cli.train.speed).
     trainer_cls = speed.trainer_class(algorithm.trainer_class(), cfg, ref_logps_cache)
     trainer = trainer_cls(
         model=policy,
@@ -315,7 +315,7 @@ def train(
 
     Nothing is written into `output_dir` until the inputs have loaded (and, on `--resume`, the
     checkpoint has been restored), so a failed or interrupted start leaves it as it was. From
-    then on `run.json` says how the run ended (see `dpo_cli.run_record`).
+    then on `run.json` says how the run ended (see `dpo_cli.train.run_record`).
 
     Raises:
         DpoError: The run directory is taken or in use, inputs are unusable, training diverged
@@ -353,11 +353,11 @@ def train(
                 raise
             raise failure from None
         trainer, data, guard, stop = built.trainer, built.data, built.guard, built.stop
-        from dpo_cli.tracking import route_logs
+        from dpo_cli.train.tracking import route_logs
 
         route_logs(trainer, output_dir)
 
-        from dpo_cli.run_record import RunRecord
+        from dpo_cli.train.run_record import RunRecord
 
         record = RunRecord(
             output_dir,
@@ -399,7 +399,7 @@ def train(
             atomic_write_text(output_dir / "config.yaml", config_to_yaml(cfg))
             record.write("running")
 
-        from dpo_cli.callbacks import NoStepPastTheEnd, OnTrainingStart, TrainingAlreadyDone
+        from dpo_cli.train.callbacks import NoStepPastTheEnd, OnTrainingStart, TrainingAlreadyDone
 
         started = OnTrainingStart.install(trainer, begin)
         trainer.add_callback(NoStepPastTheEnd())
@@ -523,8 +523,8 @@ def _finish_run(
     findings = diagnose(records, expected_loss=expected)
     plots: list[Path] = []
     if main:
-        from dpo_cli.plots import write_plots
         from dpo_cli.publish.record import provenance
+        from dpo_cli.train.plots import write_plots
 
         record.target = (output_dir / "plots", "plots")
         plots = write_plots(records, output_dir / "plots", expected_loss=expected)

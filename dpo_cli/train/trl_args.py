@@ -18,15 +18,15 @@ if TYPE_CHECKING:
 
 def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for the algorithm's TRL config: dpo's defaults, the algorithm's, then the user's."""
-    from dpo_cli.build import dpo_config_kwargs
-    from dpo_cli.speed import precompute_choice
+    from dpo_cli.models import dpo_config_kwargs
+    from dpo_cli.train.speed import precompute_choice
 
     algorithm = algorithm_of(cfg)
     kwargs = {**algorithm.defaults, **dpo_config_kwargs(cfg, output_dir)}
     # dpo's batch order is a typed default of each algorithm's section (KTO's stays `sequential`).
     kwargs.setdefault("train_sampling_strategy", cfg.training.train_sampling_strategy)
     if algorithm.packs:
-        # dpo packs pairs itself (dpo_cli.packing); TRL 1.16's own `padding_free` only warns and pads.
+        # dpo packs pairs itself (dpo_cli.train.packing); TRL 1.16's own `padding_free` only warns and pads.
         kwargs["padding_free"] = False
         kwargs["precompute_ref_log_probs"] = precompute_choice(cfg)[0]
     return kwargs

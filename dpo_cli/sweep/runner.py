@@ -1,6 +1,6 @@
 """`dpo sweep-beta` as a library: a grid of normal `dpo train` runs, compared on held-out pairs.
 
-Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs, into
+Each point is trained by `dpo_cli.train.run.train`, the function `dpo train` runs, into
 `SWEEP_DIR/beta_<b>[_lr_<lr>]/`. What does not depend on beta is done once:
 
 - tokenization: `datasets` caches the tokenized splits by fingerprint, so the second point
@@ -8,7 +8,7 @@ Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs
 - reference log-probs: every point runs with `precompute_ref_log_probs`; the first point
   computes them and the others read them from `SWEEP_DIR/.ref_logps/`, keyed by the token ids
   and TRL's hash of the starting model (same data, same seed, same fresh adapter), see
-  `dpo_cli.ref_cache`;
+  `dpo_cli.train.ref_cache`;
 - libraries and the base model: points run in one process by default, and with LoRA the base
   model is loaded once and the adapter removed (`unload`) after each point.
 
@@ -45,7 +45,7 @@ class Point:
 
     beta: float
     learning_rate: float | None = None
-    algorithm: str = "dpo"  # whose strength parameter `beta` sets (see dpo_cli.algorithms)
+    algorithm: str = "dpo"  # whose strength parameter `beta` sets (see dpo_cli.train.trl_args)
 
     @property
     def name(self) -> str:
@@ -246,7 +246,7 @@ def _prepare(
 ) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State, Any]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
-    from dpo_cli.tracking import check_trackers
+    from dpo_cli.train.tracking import check_trackers
 
     check_trackers(base_cfg.training.report_to)  # before the shared base model loads
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
@@ -295,8 +295,8 @@ def run_sweep(
     with run_lock(out):
         shared_base = None
         reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
-        from dpo_cli.report import print_point_line
-        from dpo_cli.training import train
+        from dpo_cli.train.run import train
+        from dpo_cli.train.summary import print_point_line
 
         for point in points:
             cfg = configs[point.name]
@@ -308,7 +308,7 @@ def run_sweep(
                 continue
             state.update(point.name, status="running", error=None)
             if reuse_base and shared_base is None:
-                from dpo_cli.build import load_policy
+                from dpo_cli.models import load_policy
 
                 shared_base = load_policy(cfg)
             try:
@@ -379,7 +379,7 @@ def _detach_adapter(peft_model: Any) -> Any:
 def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, algorithm: str = "dpo") -> SweepResult:
     """Write the table, the plot and the choice from the recorded point states."""
     from dpo_cli.config.algorithms import ALGORITHMS
-    from dpo_cli.sweep_report import write_plot, write_tables
+    from dpo_cli.sweep.report import write_plot, write_tables
 
     rows = [{"point": name, **info} for name, info in points.items()]
     winner, rule = choose(rows, sweep)

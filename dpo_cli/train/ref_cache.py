@@ -8,7 +8,7 @@ instead: the token ids of every row and TRL's own hash of the starting model.
 
 `dpo train` keeps the cache in its run directory (`ref_logps/`), so `--resume` and every epoch
 reuse it; `dpo sweep-beta` shares one cache between its points. The precompute itself runs in
-`dpo_cli.speed.FasterDPO`.
+`dpo_cli.train.speed.FasterDPO`.
 """
 
 from __future__ import annotations

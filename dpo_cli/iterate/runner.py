@@ -311,8 +311,8 @@ class _Loop:
         }
 
     def train(self, k: int) -> Path:
-        from dpo_cli import launch
-        from dpo_cli.sweep import point_status
+        from dpo_cli.sweep.runner import point_status
+        from dpo_cli.train import launch
         from dpo_cli.validation import check_before_training
 
         round_overrides = [*self.overrides, *train_overrides(self.base, self.out, k)]
@@ -333,7 +333,7 @@ class _Loop:
             if code != 0:
                 raise DpoError(f"round {k}: training exited with code {code}", exit_code=code)
         else:
-            from dpo_cli.training import train
+            from dpo_cli.train.run import train
 
             try:
                 train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
@@ -387,7 +387,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.plots import _save
+    from dpo_cli.train.plots import _save
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot([r["round"] for r in rows], [r.get(metric) for r in rows], marker="o")

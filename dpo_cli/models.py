@@ -224,7 +224,7 @@ def load_reference(cfg: RunConfig) -> PreTrainedModel | None:
     """
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.speed import precompute_choice
+    from dpo_cli.train.speed import precompute_choice
 
     ref = cfg.reference
     if ref.kind == "model":

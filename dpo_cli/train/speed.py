@@ -3,13 +3,13 @@
 Three things, each with a switch under `training:` (TRL/transformers names, our defaults):
 
 - `train_sampling_strategy: group_by_length` (dpo's default; TRL's is `random`): batches of
-  pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.batching`);
+  pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.train.batching`);
   evaluation and the reference precompute run sorted by length;
 - `padding_free` (unset: on where it applies): a DPO batch's sequences run packed, without
-  padding (`dpo_cli.packing`), where the model and attention kernel support packed rows;
+  padding (`dpo_cli.train.packing`), where the model and attention kernel support packed rows;
 - `precompute_ref_log_probs` (unset: dpo decides): reference log-probs computed once, sorted by
   length, and kept in a content-keyed cache that resumes and sweep points reuse
-  (`dpo_cli.ref_cache`; see `precompute_choice`).
+  (`dpo_cli.train.ref_cache`; see `precompute_choice`).
 
 Where one cannot apply (an algorithm whose trainer is not wrapped, a model or kernel without
 packed-sequence support, rows with no known length columns) the run falls back to padded,
@@ -67,14 +67,14 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     """Whether a DPO batch runs packed (padding-free) on `model`, and why.
 
     Packed rows never hold more tokens, nor more attention pairs, than the padded batch (see
-    `dpo_cli.packing.row_width`), and on the CPU they were measured faster with both random and
+    `dpo_cli.train.packing.row_width`), and on the CPU they were measured faster with both random and
     length-grouped batches (README, "Speed"), so they are the default wherever they apply.
 
     Args:
         cfg: The run config.
         model: The loaded policy (PEFT's base model or the model itself).
     """
-    from dpo_cli import packing
+    from dpo_cli.train import packing
 
     t = cfg.training
     explicit = getattr(t, "padding_free", None)
@@ -105,12 +105,12 @@ def trainer_class(base: type, cfg: RunConfig, ref_cache: Path | None) -> type:
 
 
 class LengthAwareBatches:
-    """Trainer mixin: `group_by_length` with `dpo_cli.batching`'s order, eval sorted by length."""
+    """Trainer mixin: `group_by_length` with `dpo_cli.train.batching`'s order, eval sorted by length."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        from dpo_cli.batching import MEGABATCH_BATCHES, LengthGroupedSampler
+        from dpo_cli.train.batching import MEGABATCH_BATCHES, LengthGroupedSampler
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = _lengths(dataset, self.args)
@@ -129,7 +129,7 @@ class LengthAwareBatches:
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_eval_sampler(eval_dataset)
-        from dpo_cli.batching import LongestFirstSampler
+        from dpo_cli.train.batching import LongestFirstSampler
 
         lengths = _lengths(eval_dataset, self.args)
         if lengths is None:
@@ -142,7 +142,7 @@ class LengthAwareBatches:
 def _lengths(dataset: Any, args: Any) -> Any:
     from datasets import Dataset
 
-    from dpo_cli.batching import pair_lengths
+    from dpo_cli.train.batching import pair_lengths
 
     if not isinstance(dataset, Dataset):
         return None
@@ -177,7 +177,7 @@ class FasterDPO:
     def _dpo_install_packing(self) -> None:
         if "padding_free" in self.dpo_speed:
             return
-        from dpo_cli import packing
+        from dpo_cli.train import packing
 
         models = self._dpo_models()
         on, why = padding_free_choice(self.dpo_cfg, models[0])
@@ -194,8 +194,8 @@ class FasterDPO:
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         import numpy as np
 
-        from dpo_cli import ref_cache
-        from dpo_cli.batching import longest_first, pair_lengths
+        from dpo_cli.train import ref_cache
+        from dpo_cli.train.batching import longest_first, pair_lengths
 
         self._dpo_install_packing()
         sources = self.__dict__.setdefault("ref_logps_source", {})
