@@ -17,6 +17,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from dpo_cli.errors import DpoError
 
@@ -131,3 +132,14 @@ def as_write_error(exc: BaseException, path: Path | str, what: str) -> WriteErro
         return None
     filename = getattr(exc, "filename", None)
     return WriteError(filename or path, what, exc)
+
+
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a JSON Lines file and fsync it: a batch written is a batch kept."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        handle.flush()
+        os.fsync(handle.fileno())

@@ -35,7 +35,7 @@ def main() -> None:
     from transformers import set_seed
 
     from dpo_cli.config.schema import RunConfig
-    from dpo_cli.evaluation.generate import render
+    from dpo_cli.generation import render
     from dpo_cli.pairs.prompts import load_prompts
     from dpo_cli.pairs.sampling import LocalSampler, Sampling
 

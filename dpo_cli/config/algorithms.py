@@ -27,6 +27,18 @@ if TYPE_CHECKING:
 
 LN2 = math.log(2)
 
+# Where dpo deliberately differs from TRL for every algorithm, and why; passed even when unset.
+# Every other TRL default is TRL's own (the algorithm rows add their own, e.g. SimPO's).
+DELIBERATE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        # Step 1's loss is computed before any update, so it is the closed-form check of the setup.
+        "logging_first_step": True,
+        # Trackers are opt-in: a run must not try to reach wandb from an offline cluster node, even if
+        # transformers' default changes again.
+        "report_to": "none",
+    }
+)
+
 
 @dataclass(frozen=True)
 class Algorithm:

@@ -31,7 +31,7 @@ from typing import Any
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
-from dpo_cli.evaluation.generate import EvalPrompt
+from dpo_cli.generation import Prompt
 from dpo_cli.rundir import atomic_write_json, atomic_write_text, read_json, run_lock
 
 STATE = "iterate.json"
@@ -119,7 +119,7 @@ def prepare_dir(out: Path, digest: str, overwrite: bool) -> dict[str, Any]:
     return {"config_digest": digest, "rounds": {}}
 
 
-def heldout_prompts(base: RunConfig) -> list[EvalPrompt]:
+def heldout_prompts(base: RunConfig) -> list[Prompt]:
     """The fixed held-out prompts: `iterate.eval_prompts`, else those of the `data:` eval split."""
     from dpo_cli.pairs.prompts import load_prompts
 
@@ -136,7 +136,7 @@ def heldout_prompts(base: RunConfig) -> list[EvalPrompt]:
     return eval_prompts(load_preference_data(base.data).eval, n)
 
 
-def round_prompts(prompts: list[EvalPrompt], per_round: int | None, k: int) -> list[EvalPrompt]:
+def round_prompts(prompts: list[Prompt], per_round: int | None, k: int) -> list[Prompt]:
     """Round `k`'s prompts: all of them, or the next `per_round` in turn (wrapping around)."""
     if per_round is None or per_round >= len(prompts):
         return prompts
@@ -151,7 +151,7 @@ class HeldOut:
     starting model's responses (0.5 for round 0), judged in both orders.
     """
 
-    def __init__(self, prompts: list[EvalPrompt], scorer: Any, base: RunConfig, out: Path):
+    def __init__(self, prompts: list[Prompt], scorer: Any, base: RunConfig, out: Path):
         from dpo_cli.pairs.runner import sampling_of
 
         self.prompts, self.scorer, self.out = prompts, scorer, out
@@ -177,8 +177,8 @@ class HeldOut:
         elif k == 0:
             found["heldout_win_rate"] = 0.5
         else:
-            from dpo_cli.evaluation.generate import read_cache
             from dpo_cli.evaluation.winrate import judge_pair, tally
+            from dpo_cli.generation import read_cache
 
             # Round 0's answers as written then (sampling them here would use this round's model).
             start = read_cache(round_dir(self.out, 0) / "heldout.jsonl")
@@ -238,7 +238,7 @@ def run_iterate(
 
 class _Loop:
     def __init__(self, config_path: Path, overrides: list[str], base: RunConfig, out: Path, state: dict[str, Any],
-                 scorer: Any, heldout: HeldOut, prompts: list[EvalPrompt], progress: bool,
+                 scorer: Any, heldout: HeldOut, prompts: list[Prompt], progress: bool,
                  echo: Callable[[str], None]):
         self.config_path, self.overrides, self.base, self.out = config_path, overrides, base, out
         self.state, self.scorer, self.heldout, self.prompts = state, scorer, heldout, prompts

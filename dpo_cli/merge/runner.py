@@ -658,7 +658,7 @@ def _merge_into(source: MergeSource, staging: Path, dtype: str, device: str, max
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_cli.train.run import quiet_known_noise
+    from dpo_cli.models import quiet_known_noise
 
     quiet_known_noise()
     device = _resolve_device(device)

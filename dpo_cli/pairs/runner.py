@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.evaluation.generate import EvalPrompt, _append, read_cache
+from dpo_cli.fsio import append_jsonl
+from dpo_cli.generation import Prompt, read_cache
 from dpo_cli.pairs.pairing import REASONS, distinct, pair_up
 from dpo_cli.pairs.sampling import Sampler, Sampling, sample_prompts
 from dpo_cli.rundir import atomic_write_json, atomic_write_text
@@ -46,7 +47,7 @@ def check_output(out_dir: Path, overwrite: bool) -> None:
 
 def generate_pairs(
     cfg: Any,
-    prompts: list[EvalPrompt],
+    prompts: list[Prompt],
     out_dir: Path,
     *,
     sampler: Sampler,
@@ -106,7 +107,7 @@ def score_rows(
         kept = distinct(texts, max_similarity)
         scores = scorer.rank(row["prompt"], [texts[i] for i in kept], where=f" (prompt row {row['index'] + 1})") \
             if len(kept) >= 2 else []
-        _append(cache, [{"index": row["index"], "key": key, "kept": kept, "scores": scores}])
+        append_jsonl(cache, [{"index": row["index"], "key": key, "kept": kept, "scores": scores}])
         out.append((kept, scores))
     return out
 

@@ -16,6 +16,7 @@ import yaml
 from dpo_cli.config.algorithms import algorithm_of, expected_first_loss
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
+from dpo_cli.models import quiet_known_noise
 from dpo_cli.rundir import (
     atomic_write_json,
     atomic_write_text,
@@ -79,7 +80,7 @@ def preflight(cfg: RunConfig) -> None:
     check_trackers(cfg.training.report_to)  # before torch: a missing tracker stops the run in a second
     import torch
 
-    from dpo_cli.models import launched_without_gpu
+    from dpo_cli.train.trl_args import launched_without_gpu
 
     t = cfg.training
     cuda = torch.cuda.is_available() and not t.use_cpu
@@ -206,9 +207,10 @@ def build_trainer(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from dpo_cli.data import load_preference_data, read_exclusions
-    from dpo_cli.models import load_policy, load_reference, load_tokenizer, to_lora_config
+    from dpo_cli.models import load_policy, load_reference, load_tokenizer
+    from dpo_cli.train import speed
     from dpo_cli.train.callbacks import CheckpointMarker, GracefulStop, MetricsWriter, NanGuard, ProgressBar
-    from dpo_cli.train.trl_args import to_trainer_config, trainer_kwargs
+    from dpo_cli.train.trl_args import to_lora_config, to_trainer_config, trainer_kwargs
 
     algorithm = algorithm_of(cfg)  # which TRL trainer and config class (DPO, KTO, ORPO, CPO/SimPO)
     args = to_trainer_config(cfg, checkpoints_dir(Path(cfg.output_dir)))
@@ -223,11 +225,9 @@ def build_trainer(
         data = load_preference_data(cfg.data, unpaired=not algorithm.paired, excluded=exclusions)
     tokenizer = load_tokenizer(cfg)
     policy = policy if policy is not None else load_policy(cfg)
-    reference = load_reference(cfg) if algorithm.reference else None
+    reference = load_reference(cfg, precomputed=speed.precompute_choice(cfg)[0]) if algorithm.reference else None
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
-    from dpo_cli.train import speed
-
     if ref_logps_cache is None and metrics_path.parent == Path(cfg.output_dir):
         ref_logps_cache = Path(cfg.output_dir) / speed.REF_CACHE_DIR  # reused by --resume
     # Length-grouped batches, padding-free pairs and the cached reference precompute (dpo_cli.train.speed).
@@ -568,18 +568,3 @@ def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any
                           for name, s in data_check.summary.items()}
         out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
     return out
-
-
-def quiet_known_noise() -> None:
-    """Silence warnings that are harmless in this setup, so the ones that matter stay visible."""
-    import logging
-    import warnings
-
-    # bitsandbytes' CPU backend looks for an optional kernels package on import and logs its absence.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    for pattern in (
-        r".*is_gradient_checkpointing.*is deprecated",  # transformers 5 internal rename, not ours to fix
-        r".*'pin_memory' argument is set as true but no accelerator",  # CPU runs
-        r".*fan_in_fan_out is set to False but the target module is `Conv1D`",  # GPT-2 style layers, PEFT fixes it
-    ):
-        warnings.filterwarnings("ignore", message=pattern)

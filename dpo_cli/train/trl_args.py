@@ -1,28 +1,66 @@
-"""Build each algorithm's TRL config from a validated `RunConfig`.
+"""Pure builders from the validated config to TRL's and PEFT's own objects.
 
+One path from YAML to the trainer: `load_config` gives a frozen `RunConfig`;
+`to_trainer_config` turns its `training:` section into the algorithm's TRL config
+(`DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig`) and `to_lora_config` its `lora:`
+section into `peft.LoraConfig` (`dpo_cli.models.to_bnb_config` does `quantization:`).
 Everything that differs between algorithms is read from their rows in
-`dpo_cli.config.algorithms`, so `build_trainer`, `sweep-beta` and `eval` stay algorithm-agnostic.
+`dpo_cli.config.algorithms`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dpo_cli.config.algorithms import algorithm_of
+from dpo_cli.config.algorithms import DELIBERATE_DEFAULTS, algorithm_of
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
 if TYPE_CHECKING:
-    from dpo_cli.config.schema import RunConfig
+    from peft import LoraConfig
+
+    from dpo_cli.config.schema import LoraSection, RunConfig
+
+
+def to_lora_config(lora: LoraSection) -> LoraConfig:
+    """LoRA settings as `peft.LoraConfig` for a causal LM."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="CAUSAL_LM",
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
+        bias=lora.bias,
+        modules_to_save=list(lora.modules_to_save) if lora.modules_to_save else None,
+        use_rslora=lora.use_rslora,
+        use_dora=lora.use_dora,
+    )
 
 
 def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
-    """Keyword arguments for the algorithm's TRL config: dpo's defaults, the algorithm's, then the user's."""
-    from dpo_cli.models import dpo_config_kwargs
+    """Keyword arguments for the algorithm's TRL config.
+
+    Laid in this order, each over the last: dpo's deliberate defaults (`DELIBERATE_DEFAULTS`),
+    the algorithm's own (SimPO's), then every `training:` key the user set; then what other
+    sections own (`output_dir`, `model.trust_remote_code`) and what the environment decides.
+    """
     from dpo_cli.train.speed import precompute_choice
 
     algorithm = algorithm_of(cfg)
-    kwargs = {**algorithm.defaults, **dpo_config_kwargs(cfg, output_dir)}
+    kwargs: dict[str, Any] = {**algorithm.defaults, **DELIBERATE_DEFAULTS, **cfg.training_overrides()}
+    kwargs["output_dir"] = str(output_dir)
+    if kwargs.get("push_to_hub") and not kwargs.get("hub_model_id"):
+        from dpo_cli.publish.hub import default_repo_name
+
+        kwargs["hub_model_id"] = default_repo_name(Path(cfg.output_dir))
+    kwargs = renamed_for_transformers(kwargs)
+    if cfg.model.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if not kwargs.get("use_cpu") and launched_without_gpu():
+        kwargs["use_cpu"] = True
     # dpo's batch order is a typed default of each algorithm's section (KTO's stays `sequential`).
     kwargs.setdefault("train_sampling_strategy", cfg.training.train_sampling_strategy)
     if algorithm.packs:
@@ -30,6 +68,41 @@ def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
         kwargs["padding_free"] = False
         kwargs["precompute_ref_log_probs"] = precompute_choice(cfg)[0]
     return kwargs
+
+
+def launched_without_gpu() -> bool:
+    """True in a rank of a multi-process launch on a machine where no GPU is visible.
+
+    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
+    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
+    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def renamed_for_transformers(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`gradient_checkpointing*` -> `activation_checkpointing*` where transformers has the new names.
+
+    transformers 5.24 renamed them, keeping the old ones as deprecated aliases that warn on every
+    run; older 5.x releases only know the old names. TRL's trainers read either (they mirror).
+    Returns a new dict; `kwargs` is left as it is.
+    """
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    if "activation_checkpointing" not in {f.name for f in fields(TrainingArguments)}:
+        return dict(kwargs)
+    renamed = dict(kwargs)
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if old in renamed and new not in renamed:
+            renamed[new] = renamed.pop(old)
+    return renamed
 
 
 def to_trainer_config(cfg: RunConfig, output_dir: Path) -> Any:

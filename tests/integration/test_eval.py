@@ -85,7 +85,7 @@ def test_fresh_lora_scores_exactly_like_the_reference(tiny_model_dir: Path, tmp_
     from transformers import AutoModelForCausalLM
 
     from dpo_cli.evaluation.preference import preference_metrics
-    from dpo_cli.models import to_lora_config
+    from dpo_cli.train.trl_args import to_lora_config
 
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "run", "data.max_eval_samples=32"))
     fresh = tmp_path / "fresh-adapter"
@@ -272,7 +272,7 @@ def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.models import to_lora_config
+    from dpo_cli.train.trl_args import to_lora_config
 
     task = arithmetic_task(tmp_path)
     tax = [f"eval.alignment_tax.tasks=[{task}]", "eval.alignment_tax.batch_size=4",

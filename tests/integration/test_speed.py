@@ -203,7 +203,8 @@ def test_eval_batches_sorted_longest_first(tiny_model_dir: Path, tmp_path: Path)
 def test_precompute_is_cached_for_resume_and_equals_trls_own(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from trl import DPOTrainer
 
-    from dpo_cli.models import load_policy, load_tokenizer, to_lora_config
+    from dpo_cli.models import load_policy, load_tokenizer
+    from dpo_cli.train.trl_args import to_lora_config
     from dpo_cli.train.trl_args import to_trainer_config
 
     run = tmp_path / "run"

@@ -30,15 +30,8 @@ LOOSE_ALLOWED: set[str] = set()
 PRIVATE_ALLOWED: set[tuple[str, str, str]] = {
     # (importing module, imported module, private name)
     ("dpo_cli.data.layouts.base", "dpo_cli.data.rows", "_MISSING"),
-    ("dpo_cli.evaluation.generate", "dpo_cli.models", "_from_pretrained"),
     ("dpo_cli.evaluation.report", "dpo_cli.train.plots", "_save"),
     ("dpo_cli.iterate.runner", "dpo_cli.train.plots", "_save"),
-    ("dpo_cli.pairs.runner", "dpo_cli.evaluation.generate", "_append"),
-    ("dpo_cli.pairs.sampling", "dpo_cli.evaluation.generate", "_append"),
-    ("dpo_cli.pairs.sampling", "dpo_cli.evaluation.generate", "_eos_ids"),
-    ("dpo_cli.pairs.sampling", "dpo_cli.evaluation.generate", "_length"),
-    ("dpo_cli.pairs.sampling", "dpo_cli.evaluation.generate", "_device"),
-    ("dpo_cli.pairs.sampling", "dpo_cli.models", "_from_pretrained"),
 }
 CYCLES_ALLOWED: set[frozenset[str]] = set()
 

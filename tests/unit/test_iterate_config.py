@@ -9,7 +9,7 @@ import yaml
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.errors import DpoError
-from dpo_cli.evaluation.generate import EvalPrompt
+from dpo_cli.generation import Prompt
 from dpo_cli.iterate.runner import check_loop, config_digest, prepare_dir, round_prompts, train_overrides
 
 BASE = {
@@ -77,7 +77,7 @@ def test_foreign_directory_is_never_taken_over(tmp_path: Path) -> None:
 
 
 def test_prompts_per_round_take_turns_and_wrap() -> None:
-    prompts = [EvalPrompt(i, None, str(i)) for i in range(5)]
+    prompts = [Prompt(i, None, str(i)) for i in range(5)]
     assert [p.index for p in round_prompts(prompts, None, 3)] == [0, 1, 2, 3, 4]
     assert [p.index for p in round_prompts(prompts, 2, 1)] == [0, 1]
     assert [p.index for p in round_prompts(prompts, 2, 3)] == [4, 0]
