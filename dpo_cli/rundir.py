@@ -38,6 +38,8 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 # Written by the launcher before the ranks start (dpo_cli.train.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
+# Precomputed reference log-probs of the run's data (dpo_cli.train.ref_cache), reused by --resume.
+REF_CACHE_DIR = "ref_logps"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RUN_INFO = "run.json"
 # Every name dpo writes at the top of a run directory (training, `dpo eval`, the launcher).
@@ -51,7 +53,7 @@ RUN_ENTRIES = (
     "summary.json",
     "report.html",
     "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
-    "ref_logps",  # precomputed reference log-probs, reused by --resume (dpo_cli.train.speed.REF_CACHE_DIR)
+    REF_CACHE_DIR,  # precomputed reference log-probs, reused by --resume
     "tensorboard",  # training.report_to: tensorboard (dpo_cli.train.tracking.route_logs)
     "config.yaml",
     LAUNCH_DIR,
@@ -103,6 +105,10 @@ def holds_run(output_dir: Path) -> bool:
             continue
         # The Trainer makes `checkpoints/` as it is built; an empty one is no earlier run.
         if child.name in RUN_ENTRIES and child.is_dir() and not child.is_symlink() and not any(child.iterdir()):
+            continue
+        # Precomputed reference log-probs are a cache keyed by the data and the starting model, written
+        # while the trainer is built (before the run directory is taken over): no earlier run either.
+        if child.name == REF_CACHE_DIR and child.is_dir() and not child.is_symlink():
             continue
         return True
     return False

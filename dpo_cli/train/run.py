@@ -18,6 +18,7 @@ from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.models import quiet_known_noise
 from dpo_cli.rundir import (
+    REF_CACHE_DIR,
     atomic_write_json,
     atomic_write_text,
     check_run_dir,
@@ -229,7 +230,7 @@ def build_trainer(
     peft_config = to_lora_config(cfg.lora) if cfg.lora is not None else None
     guard, stop = NanGuard(), GracefulStop()
     if ref_logps_cache is None and metrics_path.parent == Path(cfg.output_dir):
-        ref_logps_cache = Path(cfg.output_dir) / speed.REF_CACHE_DIR  # reused by --resume
+        ref_logps_cache = Path(cfg.output_dir) / REF_CACHE_DIR  # reused by --resume
     # Length-grouped batches, padding-free pairs and the cached reference precompute (dpo_cli.train.speed).
     trainer_cls = speed.trainer_class(algorithm.trainer_class(), cfg, ref_logps_cache)
     trainer = trainer_cls(

@@ -27,8 +27,6 @@ from dpo_cli.config.algorithms import algorithm_of
 if TYPE_CHECKING:
     from dpo_cli.config.schema import RunConfig
 
-REF_CACHE_DIR = "ref_logps"
-
 
 def note(message: str) -> None:
     """One line of the run's log about how it is batched (main process only)."""

@@ -266,3 +266,16 @@ def test_run_json_is_written_in_place_when_the_disk_has_no_room_for_a_copy(tmp_p
     monkeypatch.setattr(rundir, "atomic_write_text", full)
     rundir.write_run_info(tmp_path, {"status": "failed", "error": "no space left on device while writing x"})
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+
+
+def test_precomputed_reference_log_probs_are_no_earlier_run(tmp_path: Path) -> None:
+    # The trainer writes them while it is built, before the run directory is taken over.
+    from dpo_cli.rundir import REF_CACHE_DIR, holds_run
+
+    run = tmp_path / "run"
+    (run / REF_CACHE_DIR).mkdir(parents=True)
+    (run / REF_CACHE_DIR / "train-abc.npz").write_bytes(b"x")
+    (run / "checkpoints").mkdir()
+    assert not holds_run(run)
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert holds_run(run)
