@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import platform
+import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from dpo_cli.errors import EXIT_USAGE, DpoError
+
+if TYPE_CHECKING:
+    from dpo_cli.config.schema import RunConfig
+
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "bitsandbytes", "datasets", "numpy")
+# The stack a run records in its run.json.
+RUN_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed")
 
 # What this project is tested with (the versions in its CI environment, widened to the
 # releases it is written against). Outside these: a warning, not a failure.
@@ -192,15 +202,20 @@ def _device_problems(versions: dict[str, str | None], devices: dict[str, Any]) -
     return found
 
 
-def collect_versions() -> dict[str, str | None]:
-    """Installed versions from package metadata, without importing the packages."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+def collect_versions(names: Iterable[str] = PACKAGES, *, python: bool = True) -> dict[str, str | None]:
+    """Installed versions from package metadata, without importing the packages (None: not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version()} if python else {}
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def installed_versions(names: Iterable[str] = RUN_PACKAGES, *, python: bool = True) -> dict[str, str]:
+    """`collect_versions` without the packages that are not installed (run.json, model cards)."""
+    return {name: v for name, v in collect_versions(names, python=python).items() if v is not None}
 
 
 def collect_declared() -> dict[str, list[str]]:
@@ -283,3 +298,55 @@ def render(report: Report) -> str:
         lines.append(f"  fix: {problem.fix}")
     lines.append("ok" if report.ok else "known-bad combination found: fix the lines marked KNOWN BAD before training")
     return "\n".join(lines)
+
+
+def preflight(cfg: RunConfig, *, main: bool) -> None:
+    """Hardware checks before a run loads anything, separate from config validation so configs
+    validate on a laptop.
+
+    Args:
+        cfg: The run config.
+        main: This is the main process (the one that prints notes).
+
+    Raises:
+        DpoError: The precision or quantization asked for cannot run here.
+    """
+    import torch
+
+    t = cfg.training
+    cuda = torch.cuda.is_available() and not t.use_cpu
+    if not t.use_cpu and launched_without_gpu() and main:
+        print(
+            f"note: no GPU visible: the {os.environ.get('WORLD_SIZE')} processes train on the CPU "
+            "(as with `training.use_cpu: true`)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if t.fp16 and not cuda:
+        raise DpoError("training.fp16 needs a CUDA GPU; none is in use here (set `fp16: false`)", exit_code=EXIT_USAGE)
+    bf16 = t.bf16 if t.bf16 is not None else not t.fp16
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        raise DpoError(
+            f"training.bf16: {torch.cuda.get_device_name()} has no bfloat16 support",
+            exit_code=EXIT_USAGE,
+            details=["set `training.fp16: true` and `training.bf16: false` (pre-Ampere GPUs)"],
+        )
+    if cfg.quantization is not None:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DpoError("quantization needs bitsandbytes: pip install bitsandbytes", exit_code=EXIT_USAGE) from None
+
+
+def launched_without_gpu() -> bool:
+    """True in a rank of a multi-process launch on a machine where no GPU is visible.
+
+    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
+    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
+    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 def build(work: Path, model: Path, packed: bool, batch: int, attn: str):
     from dpo_cli.config.loader import load_config
-    from dpo_cli.train.run import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     out = work / f"run-{packed}-{batch}"
     out.mkdir(parents=True, exist_ok=True)

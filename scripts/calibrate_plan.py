@@ -96,7 +96,7 @@ def child(config: str, overrides: list[str]) -> None:
     import logging
 
     from dpo_cli.config.loader import load_config
-    from dpo_cli.train.run import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     logging.disable(logging.WARNING)
     cfg = load_config(config, overrides)

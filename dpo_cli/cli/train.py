@@ -35,7 +35,7 @@ def train(
     """Train with DPO (or the `algorithm:` CONFIG names) as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
     from dpo_cli.config.loader import load_config
     from dpo_cli.train import launch
-    from dpo_cli.train.run import is_main_process
+    from dpo_cli.train.launch import is_main_process
     from dpo_cli.train.run import train as run_training
     from dpo_cli.train.summary import print_run_summary
     from dpo_cli.train.tracking import check_trackers

@@ -216,3 +216,19 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             break
     return line
+
+
+def config_record(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data: every section in full, `training:` as the keys that were set.
+
+    What a run saves as `config.yaml` (TRL's defaults stay TRL's: unset training keys are not
+    written), and what `--resume` compares with it.
+    """
+    data = cfg.model_dump(mode="json", exclude_unset=False)
+    data["training"] = cfg.training_overrides()
+    return data
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """`config_record` as YAML, in the schema's key order (`config.yaml`, `dpo config show`)."""
+    return yaml.safe_dump(config_record(cfg), sort_keys=False)

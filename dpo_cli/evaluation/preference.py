@@ -1,6 +1,6 @@
 """Held-out preference metrics without generation, computed by TRL exactly as in training.
 
-The trainer is built by `dpo_cli.train.run.build_trainer`, the same function `dpo train`
+The trainer is built by `dpo_cli.train.trainer.build_trainer`, the same function `dpo train`
 uses: same data, tokenizer, chat template, truncation, beta and loss. Before the trained
 weights are loaded the policy *is* the reference (a fresh LoRA adapter is zero, a full model
 is its own starting point), so `DPOTrainer.evaluate()` at that moment gives the reference
@@ -130,7 +130,7 @@ def _built(cfg: RunConfig) -> Any:
     import tempfile
 
     from dpo_cli.train.callbacks import MetricsWriter
-    from dpo_cli.train.run import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     # Training rows are not needed, only loaded and tokenized by the trainer: keep one. The
     # held-out split is cut before `max_train_samples` applies, so it is unchanged.

@@ -423,14 +423,7 @@ def write_merged_card(model_dir: Path, *, run_dir: Path | None, merge_command: s
 
 
 def _installed_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     from dpo_cli import __version__
+    from dpo_cli.doctor import installed_versions
 
-    found = {"dpo-cli": __version__}
-    for name in ("torch", "transformers", "peft", "safetensors"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return {"dpo-cli": __version__, **installed_versions(("torch", "transformers", "peft", "safetensors"), python=False)}

@@ -412,3 +412,23 @@ def _check_user_deepspeed(path: Path) -> None:
         ) from None
     if not isinstance(data, dict) or "zero_optimization" not in data:
         raise DpoError(f"launch.deepspeed_config: {path}: no `zero_optimization` section", exit_code=EXIT_USAGE)
+
+
+def is_main_process() -> bool:
+    """True on the main rank of a launched run, and in a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def close_process_group() -> None:
+    """Tear down torch.distributed before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads can be destroyed while still joinable,
+    and the process dies with `terminate called without an active exception` (SIGABRT) after a
+    run that succeeded. Training has no collectives left once `train` returns on this rank.
+    """
+    import torch.distributed as dist
+
+    # Only in a launched multi-process run, where this process trains once and exits; one process
+    # training several runs (a sweep) keeps accelerate's state, which owns the group.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -10,11 +10,11 @@ Everything that differs between algorithms is read from their rows in
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dpo_cli.config.algorithms import DELIBERATE_DEFAULTS, algorithm_of
+from dpo_cli.doctor import launched_without_gpu
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
 if TYPE_CHECKING:
@@ -68,20 +68,6 @@ def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
         kwargs["padding_free"] = False
         kwargs["precompute_ref_log_probs"] = precompute_choice(cfg)[0]
     return kwargs
-
-
-def launched_without_gpu() -> bool:
-    """True in a rank of a multi-process launch on a machine where no GPU is visible.
-
-    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
-    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
-    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 def renamed_for_transformers(kwargs: dict[str, Any]) -> dict[str, Any]:

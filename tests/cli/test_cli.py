@@ -128,8 +128,8 @@ def test_overwrite_refuses_a_run_whose_folder_holds_the_training_data(tmp_path: 
 
 def test_a_moved_run_directory_passes_the_resume_config_check(tmp_path: Path) -> None:
     """A run copied to another disk differs from its config.yaml only in output_dir: not a refusal."""
-    from dpo_cli.config.loader import load_config
-    from dpo_cli.train.run import check_resume_compatible, config_to_yaml
+    from dpo_cli.config.loader import config_to_yaml, load_config
+    from dpo_cli.train.resume import check_resume_compatible
 
     smoke = ROOT / "configs" / "smoke.yaml"
     (tmp_path / "old").mkdir()

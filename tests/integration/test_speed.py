@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.train.run import build_trainer
+from dpo_cli.train.trainer import build_trainer
 from tests.conftest import ROOT, SAMPLE
 
 pytestmark = pytest.mark.integration

@@ -84,7 +84,7 @@ def test_reference_log_probs_computed_once_and_reused(sweep) -> None:
 
 
 def test_reused_reference_log_probs_equal_fresh_ones(sweep, tmp_path: Path) -> None:
-    from dpo_cli.train.run import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     overrides, result = sweep
     fresh_cfg = load_config(SMOKE, [*overrides, f"output_dir={tmp_path / 'fresh'}", "training.precompute_ref_log_probs=true",

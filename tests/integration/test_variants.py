@@ -16,7 +16,7 @@ from dpo_cli.config.algorithms import expected_first_loss
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES
 from dpo_cli.rundir import read_metrics
-from dpo_cli.train.run import build_trainer
+from dpo_cli.train.trainer import build_trainer
 from tests.conftest import ROOT, SAMPLE
 
 pytestmark = pytest.mark.integration
