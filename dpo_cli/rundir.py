@@ -25,17 +25,14 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.fsio import fsync_dir, is_out_of_space
+from dpo_cli.fsio import atomic_write_text, fsync_dir, is_out_of_space, read_json
 
 COMPLETE_MARKER = ".complete"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 # Written by the launcher before the ranks start (dpo_cli.train.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
 # Precomputed reference log-probs of the run's data (dpo_cli.train.ref_cache), reused by --resume.
@@ -62,35 +59,6 @@ RUN_ENTRIES = (
 # The lock holder's run directory, set by a launcher that holds the lock for its ranks.
 LOCK_ENV = "DPO_RUN_LOCKED"
 _TEMP_RE = re.compile(r"^\..+\.tmp$")  # atomic_write_text's temporary names, left by a kill
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename.
-
-    The file is fsynced before the rename and the folder after it, so the new content is on
-    disk once this returns, not only in the page cache.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; run files are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- the run directory

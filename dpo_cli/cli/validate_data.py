@@ -60,7 +60,7 @@ def validate_data(
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
 ) -> None:
     """Check preference data the way `dpo train` reads it: format, fields, pairs, duplicates, leakage, tokens."""
-    from dpo_cli.rundir import atomic_write_json
+    from dpo_cli.fsio import atomic_write_json
     from dpo_cli.validation import data_section, token_checker_from_name, validate_config
     from dpo_cli.validation import validate_data as run_validation
     from dpo_cli.validation.report import CleanWriter, format_report, report_json

@@ -215,11 +215,9 @@ def _rows(recipe: dict[str, Any]) -> Any:
                 left_out["found by the data check"] = left_out.get("found by the data check", 0) + 1
             else:
                 yield result
-    tally = Path(recipe["tally"])
-    tally.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tally.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(left_out))
-    os.replace(tmp, tally)
+    from dpo_cli.fsio import atomic_write_text
+
+    atomic_write_text(Path(recipe["tally"]), json.dumps(left_out))
 
 
 def _fingerprint(planned: PlannedSource, options: Options, max_row_bytes: int, excluded: frozenset) -> str:
@@ -276,7 +274,7 @@ def data_fingerprint(data: DataSection) -> str:
 
 def save_exclusions(run_dir: Path, data: DataSection, excluded: Exclusions) -> Path:
     """Write `data/excluded.json` in a run directory (atomically)."""
-    from dpo_cli.rundir import atomic_write_json
+    from dpo_cli.fsio import atomic_write_json
 
     path = Path(run_dir) / EXCLUDED_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

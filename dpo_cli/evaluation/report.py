@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.rundir import atomic_write_json, atomic_write_text
+from dpo_cli.fsio import atomic_write_json, atomic_write_text
 
 PREFERENCE_COLUMNS = (
     ("reward_accuracy", "reward acc"),
@@ -174,7 +174,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.train.plots import _save
+    from dpo_cli.train.plots import save_figure
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -190,7 +190,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
             ax.bar(range(len(values)), values, color=["grey"] + ["C0"] * (len(values) - 1))
             ax.set_xticks(range(len(values)), names, rotation=20, ha="right", fontsize=8)
             ax.set_title(title, fontsize=10)
-        written.append(_finish(fig, plot_dir / "preference.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "preference.png", save_figure, plt))
     with_win = [r for r in reports if r.get("winrate")]
     if with_win:
         fig, ax = plt.subplots(figsize=(6, 0.9 + 0.5 * len(with_win)))
@@ -204,7 +204,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
         ax.set_xlim(0, 1)
         ax.set_title("policy vs reference (position-swapped judging)", fontsize=10)
         ax.legend(loc="lower right", fontsize=8)
-        written.append(_finish(fig, plot_dir / "winrate.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "winrate.png", save_figure, plt))
     with_path = [r for r in reports if r.get("pathology")]
     if with_path:
         keys = ["truncated_rate", "sycophantic_opener_rate", "evasion_rate", "degenerate_rate",
@@ -220,7 +220,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
         ax.set_ylim(0, 1)
         ax.set_title("pathology rates of generations", fontsize=10)
         ax.legend(fontsize=8)
-        written.append(_finish(fig, plot_dir / "pathology.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "pathology.png", save_figure, plt))
     return written
 
 

@@ -106,7 +106,7 @@ def run_eval(
 def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progress: bool = True) -> dict[str, Any]:
     """Preference metrics, generations, pathology checks and win rate of one target."""
     from dpo_cli.evaluation.judges import describe
-    from dpo_cli.rundir import atomic_write_text
+    from dpo_cli.fsio import atomic_write_text
 
     settings = target.cfg.eval
     report: dict[str, Any] = {

@@ -31,8 +31,9 @@ from typing import Any
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
+from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
 from dpo_cli.generation import Prompt
-from dpo_cli.rundir import atomic_write_json, atomic_write_text, read_json, run_lock
+from dpo_cli.rundir import run_lock
 
 STATE = "iterate.json"
 
@@ -387,7 +388,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.train.plots import _save
+    from dpo_cli.train.plots import save_figure
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot([r["round"] for r in rows], [r.get(metric) for r in rows], marker="o")
@@ -398,7 +399,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
     for ax in (left, right):
         ax.set_xticks([r["round"] for r in rows])
     try:
-        _save(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

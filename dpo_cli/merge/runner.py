@@ -24,14 +24,14 @@ import glob
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import COMPLETE_MARKER, atomic_write_json
+from dpo_cli.fsio import atomic_write_json, publish_dir, staging_dir
+from dpo_cli.rundir import COMPLETE_MARKER
 
 MERGE_DTYPES = ("bfloat16", "float16", "float32")
 
@@ -195,7 +195,8 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
     `completed` (it was written only after `final/`) and its files pass the same checks.
     """
     from dpo_cli.checkpoints import folder_problems
-    from dpo_cli.rundir import is_complete, read_json
+    from dpo_cli.fsio import read_json
+    from dpo_cli.rundir import is_complete
 
     if adapter_dir.parent.name == "checkpoints":
         if not is_complete(adapter_dir):
@@ -564,7 +565,7 @@ def _merge(
         progress(f"the run used QLoRA: the base is loaded in {dtype}, not 4-bit, for the merge")
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.merging-"))
+    staging = staging_dir(output, "merging-")
     try:
         progress(f"merging in {dtype} ...")
         reference, base_effect, tokenizer = _merge_into(source, staging, dtype, device, max_shard_size)
@@ -599,8 +600,7 @@ def _merge(
 
         write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
             source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
-        _readable_by_all(staging)
-        _move_into_place(staging, output)
+        publish_dir(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -721,24 +721,3 @@ def verification_inputs(tokenizer: Any) -> list[Any]:
 def _logits(model: Any, ids: Any) -> Any:
     device = next(model.parameters()).device
     return model(input_ids=ids.to(device)).logits.float().cpu()
-
-
-def _readable_by_all(directory: Path) -> None:
-    # mkdtemp makes the directory private and safetensors writes 0600 files; a model directory
-    # is meant to be read by a serving process that may run as another user, so apply the umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename the finished directory to `output`, replacing an earlier one only at the last moment."""
-    if output.exists():
-        old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
-        os.replace(output, old / output.name)
-        os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)

@@ -21,7 +21,7 @@ from dpo_cli.fsio import append_jsonl
 from dpo_cli.generation import Prompt, read_cache
 from dpo_cli.pairs.pairing import REASONS, distinct, pair_up
 from dpo_cli.pairs.sampling import Sampler, Sampling, sample_prompts
-from dpo_cli.rundir import atomic_write_json, atomic_write_text
+from dpo_cli.fsio import atomic_write_json, atomic_write_text
 
 SUMMARY = "summary.json"
 PAIRS = "pairs.jsonl"

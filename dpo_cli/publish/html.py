@@ -15,7 +15,7 @@ from typing import Any
 
 from dpo_cli.publish.record import RunRecord, SweepContext
 from dpo_cli.publish.render import render
-from dpo_cli.rundir import atomic_write_text
+from dpo_cli.fsio import atomic_write_text
 
 REPORT_FILE = "report.html"
 

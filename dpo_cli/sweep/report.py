@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.rundir import atomic_write_text
+from dpo_cli.fsio import atomic_write_text
 
 COLUMNS = [
     ("point", "point"),
@@ -114,9 +114,11 @@ def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
         return None
     import matplotlib.pyplot as plt
 
+    from dpo_cli.train.plots import save_figure
+
     path = out / "sweep.png"
-    tmp = out / ".sweep.png.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return path

@@ -33,7 +33,8 @@ from typing import Any
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
-from dpo_cli.rundir import atomic_write_json, atomic_write_text, holds_run, latest_checkpoint, read_json, run_lock
+from dpo_cli.rundir import holds_run, latest_checkpoint, run_lock
+from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
 
 STATE_FILE = "sweep.json"
 REF_CACHE_DIR = ".ref_logps"

@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import LAUNCH_DIR, atomic_write_text, check_run_dir
+from dpo_cli.rundir import LAUNCH_DIR, check_run_dir
+from dpo_cli.fsio import atomic_write_text
 
 # Set by torchrun / accelerate in every rank; one of them means "already launched, just train".
 LAUNCHED_ENV = ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "DPO_LAUNCHED")
@@ -331,7 +332,7 @@ def launch(
 def _launch_failure(cfg: Any, code: int, train_args: list[str]) -> DpoError:
     # torchrun reports any non-zero rank as a failure (exit 1), so the run's own record says what happened.
     from dpo_cli.errors import EXIT_INTERRUPTED
-    from dpo_cli.rundir import read_json
+    from dpo_cli.fsio import read_json
 
     info_path = Path(cfg.output_dir) / "run.json"
     try:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.config.algorithms import LN2
+from dpo_cli.fsio import atomic_save
 from dpo_cli.train.diagnose import eval_records, train_records
 
 
@@ -16,14 +15,9 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _save(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as `path` (PNG), atomically and with the umask's file mode."""
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
 def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss: float | None = LN2) -> list[Path]:
@@ -65,7 +59,7 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         path = plot_dir / filename
-        _save(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written

@@ -11,7 +11,6 @@ checks and their severities), `tokens` (tokenizer checks), `unpaired` (KTO rows)
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -134,13 +133,12 @@ class DataCheck:
     def save(self, run_dir: Path) -> None:
         """`data/rejects.jsonl`, `data/excluded.json` and `data/check.json` into a run (or sweep) directory."""
         from dpo_cli.data import EXCLUDED_FILE, save_exclusions
-        from dpo_cli.rundir import atomic_write_json
+        from dpo_cli.fsio import atomic_save, atomic_write_json
 
         target = Path(run_dir) / EXCLUDED_FILE.parent
         target.mkdir(parents=True, exist_ok=True)
         if Path(self.rejects).resolve() != (target / "rejects.jsonl").resolve():
-            shutil.copyfile(self.rejects, target / "rejects.jsonl.tmp")
-            os.replace(target / "rejects.jsonl.tmp", target / "rejects.jsonl")
+            atomic_save(target / "rejects.jsonl", lambda tmp: shutil.copyfile(self.rejects, tmp))
         save_exclusions(run_dir, self.data, self.excluded)
         atomic_write_json(target / "check.json", self.summary)
 
@@ -152,7 +150,7 @@ class DataCheck:
             DpoError: Nothing usable there, or it was made for other data.
         """
         from dpo_cli.data import read_exclusions
-        from dpo_cli.rundir import read_json
+        from dpo_cli.fsio import read_json
 
         excluded = read_exclusions(folder, data)
         target = Path(folder) / "data"

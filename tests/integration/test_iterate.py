@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dpo_cli.cli.main import app
-from dpo_cli.rundir import read_json
+from dpo_cli.fsio import read_json
 from tests.conftest import ROOT, SAMPLE
 from tests.integration.test_eval import start_server
 

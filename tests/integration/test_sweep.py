@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.rundir import read_json
+from dpo_cli.fsio import read_json
 from dpo_cli.sweep.runner import REF_CACHE_DIR, run_sweep
 from tests.conftest import ROOT, smoke_overrides
 from tests.html_check import parse_strict

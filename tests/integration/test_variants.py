@@ -200,7 +200,7 @@ def test_frozen_field_lists_match_the_installed_trl() -> None:
 
 
 def test_orpo_sweep_sweeps_lambda_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from dpo_cli.rundir import read_json
+    from dpo_cli.fsio import read_json
     from dpo_cli.sweep.runner import run_sweep
 
     overrides = [

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from dpo_cli.errors import DpoError
-from dpo_cli.rundir import (
-    atomic_write_text,
-    check_run_dir,
-    init_run_dir,
-    latest_checkpoint,
-    mark_complete,
-    read_metrics,
-    truncate_metrics,
-)
+from dpo_cli.rundir import check_run_dir, init_run_dir, latest_checkpoint, mark_complete, read_metrics, truncate_metrics
+from dpo_cli.fsio import atomic_write_text
 
 
 def test_non_empty_dir_is_refused_without_a_flag(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
     import dpo_cli.models
     import dpo_cli.train.run
     from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
-    from dpo_cli.rundir import read_json
+    from dpo_cli.fsio import read_json
     from dpo_cli.sweep.runner import STATE_FILE, run_sweep
 
     config = tmp_path / "my cfg ü.yaml"
