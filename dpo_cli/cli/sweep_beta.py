@@ -34,6 +34,7 @@ def sweep_beta(
     skip_validation: Annotated[bool, typer.Option(help="Do not check the data first (it is checked once for all points).")] = False,
 ) -> None:
     """Train one run per beta (and learning rate) and pick the best on held-out pairs."""
+    from dpo_cli.sweep.report import print_sweep_summary
     from dpo_cli.sweep.runner import (
         expand,
         point_configs,
@@ -43,7 +44,6 @@ def sweep_beta(
         sweep_dir_of,
         train_commands,
     )
-    from dpo_cli.train.summary import print_sweep_summary
 
     with user_errors():
         beta_list, rate_list = _floats(betas, "--betas"), _floats(learning_rates, "--learning-rates")

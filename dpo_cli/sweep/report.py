@@ -122,3 +122,19 @@ def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
     finally:
         plt.close(fig)
     return path
+
+
+def print_point_line(name: str, what: str) -> None:
+    print(f"[sweep] {name}: {what}", flush=True)
+
+
+def print_sweep_summary(result: Any) -> None:
+    lines = ["", result.table.read_text().rstrip(), ""]
+    if result.plot:
+        lines.append(f"plot       {result.plot}")
+    if result.page:
+        lines.append(f"page       {result.page}")
+    lines.append(f"state      {result.sweep_dir / 'sweep.json'}")
+    if result.winner:
+        lines.append(f"winner     {result.winner['point']}: {result.winner.get('final_dir')}")
+    print("\n".join(lines))

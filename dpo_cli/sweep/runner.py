@@ -33,8 +33,8 @@ from typing import Any
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
-from dpo_cli.rundir import holds_run, latest_checkpoint, run_lock
 from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
+from dpo_cli.rundir import holds_run, latest_checkpoint, run_lock
 
 STATE_FILE = "sweep.json"
 REF_CACHE_DIR = ".ref_logps"
@@ -296,8 +296,8 @@ def run_sweep(
     with run_lock(out):
         shared_base = None
         reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
+        from dpo_cli.sweep.report import print_point_line
         from dpo_cli.train.run import train
-        from dpo_cli.train.summary import print_point_line
 
         for point in points:
             cfg = configs[point.name]
