@@ -14,6 +14,7 @@ so config checks never import TRL or torch.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import warnings
@@ -27,15 +28,25 @@ if TYPE_CHECKING:
 
 LN2 = math.log(2)
 
-# Where dpo deliberately differs from TRL for every algorithm, and why; passed even when unset.
-# Every other TRL default is TRL's own (the algorithm rows add their own, e.g. SimPO's).
-DELIBERATE_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+# Where dpo deliberately differs from TRL for every algorithm: (value, why). Passed even when unset;
+# every other TRL default is TRL's own (an algorithm's row may add its own, e.g. SimPO's).
+DELIBERATE: Mapping[str, tuple[Any, str]] = MappingProxyType(
     {
-        # Step 1's loss is computed before any update, so it is the closed-form check of the setup.
-        "logging_first_step": True,
-        # Trackers are opt-in: a run must not try to reach wandb from an offline cluster node, even if
-        # transformers' default changes again.
-        "report_to": "none",
+        "logging_first_step": (True, "step 1's loss is computed before any update: the closed-form check of the setup"),
+        "report_to": ("none", "trackers are opt-in: a run must not try to reach wandb from an offline node"),
+        "train_sampling_strategy": (
+            "group_by_length",
+            "pairs of similar length share a batch (shuffled mega-batches): far less padding than `random`",
+        ),
+    }
+)
+DELIBERATE_DEFAULTS: Mapping[str, Any] = MappingProxyType({k: value for k, (value, _) in DELIBERATE.items()})
+
+# TRL settings whose dpo default is "unset": dpo chooses per run (typed default None), and why.
+DECIDED_PER_RUN: Mapping[str, str] = MappingProxyType(
+    {
+        "precompute_ref_log_probs": "DPO precomputes where it was measured to win (full fine-tuning, > 2 epochs)",
+        "padding_free": "DPO packs pairs wherever the model's attention keeps them apart",
     }
 )
 
@@ -49,14 +60,15 @@ class Algorithm:
     trl_module: str  # where TRL keeps its trainer and config
     trainer: str  # TRL trainer class name
     config: str  # TRL config class name
-    fields: str  # the dict of the config's frozen field names in `dpo_cli.config.dpo_fields`
+    fields: str  # the dict of the config's frozen field names in `dpo_cli.config.dpo_fields` (`*_DEFAULTS` beside it)
     reference: bool  # the loss compares against a frozen reference model (False: reference-free)
     strength: str  # the TRL config field that sets how hard the preference is pushed
     strength_meaning: str  # what that field is, in the algorithm's own words
     paired: bool = True  # trains on chosen/rejected pairs (KTO: on unpaired, labelled rows)
     packs: bool = False  # dpo's own trainer wrapper (packing, padding-free, precompute choice) applies
-    # Values that differ from the TRL config's own defaults and are passed even when unset.
+    # Values that differ from dpo's or the TRL config's own defaults, passed even when unset, and why.
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    defaults_why: str = ""
     first_loss: Callable[[RunConfig], float | None] | None = None  # closed-form loss at step 0
 
     @property
@@ -89,6 +101,23 @@ class Algorithm:
         from dpo_cli.config import dpo_fields
 
         return getattr(dpo_fields, self.fields)
+
+    def frozen_defaults(self) -> dict[str, Any]:
+        """Every field's declared default in its TRL config class, as frozen from TRL."""
+        from dpo_cli.config import dpo_fields
+
+        return getattr(dpo_fields, self.fields.removesuffix("_FIELDS") + "_DEFAULTS")
+
+    def default(self, name: str) -> Any:
+        """The default of `training.<name>` under this algorithm: the algorithm's own deliberate value,
+        else dpo's (`DELIBERATE_DEFAULTS`), else TRL's declared default (frozen)."""
+        if name in self.defaults:
+            value = self.defaults[name]
+        elif name in DELIBERATE_DEFAULTS:
+            value = DELIBERATE_DEFAULTS[name]
+        else:
+            value = self.frozen_defaults()[name]
+        return copy.deepcopy(value)  # a list default (DPO's `loss_type`) is never shared
 
     def trainer_class(self) -> type:
         return getattr(import_trl(self.trl_module), self.trainer)
@@ -163,6 +192,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm(
             "kto", "KTO", "trl", "KTOTrainer", "KTOConfig", "KTO_CONFIG_FIELDS", True, "beta",
             "KTO's beta: KL strength towards the reference", paired=False, first_loss=_kto_first_loss,
+            defaults=MappingProxyType({"train_sampling_strategy": "sequential"}),
+            defaults_why="TRL's own KTO default, over dpo's `group_by_length`: the KL estimate pairs rows in a fixed order",
         ),
         Algorithm(
             "orpo", "ORPO", "trl.experimental.orpo", "ORPOTrainer", "ORPOConfig", "ORPO_CONFIG_FIELDS", False,
@@ -171,8 +202,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         Algorithm(
             "simpo", "SimPO", "trl.experimental.cpo", "CPOTrainer", "CPOConfig", "CPO_CONFIG_FIELDS", False, "beta",
             "SimPO's beta: scale of the length-normalised reward (gamma is the target margin)",
-            # SimPO is TRL's CPO with the simpo loss and no behaviour-cloning term; beta and gamma as the paper.
             defaults=MappingProxyType({"loss_type": "simpo", "cpo_alpha": 0.0, "beta": 2.0, "simpo_gamma": 1.0}),
+            defaults_why="SimPO is TRL's CPO with the simpo loss and no behaviour-cloning term; beta and gamma as the paper",
         ),
         Algorithm(
             "cpo", "CPO", "trl.experimental.cpo", "CPOTrainer", "CPOConfig", "CPO_CONFIG_FIELDS", False, "beta",

@@ -111,6 +111,7 @@ def render_page() -> str:
                 "checked by TRL when the run is built: " + ", ".join(f"`{o}`" for o in others) + ".",
             ]
             lines += _algorithm_tables()
+            lines += _deliberate_table()
             continue
         lines += _table(model, f"{name}.")
         # Sub-sections; one table per model, so `data.train` and `data.eval` share their source table.
@@ -148,4 +149,22 @@ def _algorithm_tables() -> list[str]:
         lines += _table(typed, "training.", own)
         lines += ["", (f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
                        "is accepted by name.")]
+    return lines
+
+
+def _deliberate_table() -> list[str]:
+    """Where dpo's defaults differ from TRL's, from the algorithm table (every other default is TRL's)."""
+    from dpo_cli.config.algorithms import ALGORITHMS, DECIDED_PER_RUN, DELIBERATE
+
+    lines = ["", "### Defaults that differ from TRL's", "",
+             ("Every other `training:` default above is TRL's own, read from TRL (frozen in "
+             "`dpo_cli/config/dpo_fields.py`, checked against the installed TRL by the tests)."), "",
+             "| key | algorithms | dpo's default | why |", "| --- | --- | --- | --- |"]
+    for name, (value, why) in DELIBERATE.items():
+        lines.append(f"| `training.{name}` | all | `{json.dumps(value)}` | {why} |")
+    for algorithm in ALGORITHMS.values():
+        for name, value in algorithm.defaults.items():
+            lines.append(f"| `training.{name}` | {algorithm.name} | `{json.dumps(value)}` | {algorithm.defaults_why} |")
+    for name, why in DECIDED_PER_RUN.items():
+        lines.append(f"| `training.{name}` | dpo | unset: chosen per run | {why} |")
     return lines

@@ -496,33 +496,38 @@ RESERVED_TRAINING_FIELDS = {
 }
 
 
+def _dpo(name: str) -> Any:
+    # TRL's declared default (frozen in dpo_fields.py), or dpo's deliberate one: never retyped here.
+    return ALGORITHMS["dpo"].default(name)
+
+
 class TrainerArgs(Section):
     """Fields every algorithm's TRL config shares (`DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig`)."""
 
-    beta: float = Field(0.1, gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
-    learning_rate: float = Field(1e-6, gt=0.0, lt=1.0, description="Peak learning rate.")
-    num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
-    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
-    per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per device per micro-batch.")
-    per_device_eval_batch_size: int = Field(8, ge=1, description="Pairs per device per eval batch.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    beta: float = Field(_dpo("beta"), gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
+    learning_rate: float = Field(_dpo("learning_rate"), gt=0.0, lt=1.0, description="Peak learning rate.")
+    num_train_epochs: float = Field(_dpo("num_train_epochs"), gt=0.0, description="Passes over the training data.")
+    max_steps: int = Field(_dpo("max_steps"), ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
+    per_device_train_batch_size: int = Field(_dpo("per_device_train_batch_size"), ge=1, description="Pairs per device per micro-batch.")
+    per_device_eval_batch_size: int = Field(_dpo("per_device_eval_batch_size"), ge=1, description="Pairs per device per eval batch.")
+    gradient_accumulation_steps: int = Field(_dpo("gradient_accumulation_steps"), ge=1, description="Micro-batches per optimizer step.")
     max_length: int | None = Field(
-        1024, ge=8, description="Tokens of prompt + response kept per sequence; longer ones are truncated."
+        _dpo("max_length"), ge=8, description="Tokens of prompt + response kept per sequence; longer ones are truncated."
     )
-    warmup_steps: float = Field(0, ge=0, description="Warm-up steps, or a fraction of all steps when below 1.")
-    lr_scheduler_type: str = Field("linear", description="Learning-rate schedule (`linear`, `cosine`, ...).")
-    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables).")
-    seed: int = Field(42, description="Seed for initialisation and data order.")
-    logging_steps: float = Field(10, gt=0, description="Steps between logged metrics.")
-    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate during training.")
-    eval_steps: float | None = Field(None, gt=0, description="Steps between evaluations with `eval_strategy: steps`.")
-    save_strategy: Literal["no", "steps", "epoch", "best"] = Field("steps", description="When to checkpoint.")
-    save_steps: float = Field(500, gt=0, description="Steps between checkpoints.")
-    save_total_limit: int | None = Field(None, ge=1, description="Checkpoints kept on disk; older ones are deleted.")
-    bf16: bool | None = Field(None, description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
-    fp16: bool = Field(False, description="float16 mixed precision.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    warmup_steps: float = Field(_dpo("warmup_steps"), ge=0, description="Warm-up steps, or a fraction of all steps when below 1.")
+    lr_scheduler_type: str = Field(_dpo("lr_scheduler_type"), description="Learning-rate schedule (`linear`, `cosine`, ...).")
+    weight_decay: float = Field(_dpo("weight_decay"), ge=0.0, description="Decoupled weight decay.")
+    max_grad_norm: float = Field(_dpo("max_grad_norm"), ge=0.0, description="Gradient clipping norm (0 disables).")
+    seed: int = Field(_dpo("seed"), description="Seed for initialisation and data order.")
+    logging_steps: float = Field(_dpo("logging_steps"), gt=0, description="Steps between logged metrics.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(_dpo("eval_strategy"), description="When to evaluate during training.")
+    eval_steps: float | None = Field(_dpo("eval_steps"), gt=0, description="Steps between evaluations with `eval_strategy: steps`.")
+    save_strategy: Literal["no", "steps", "epoch", "best"] = Field(_dpo("save_strategy"), description="When to checkpoint.")
+    save_steps: float = Field(_dpo("save_steps"), gt=0, description="Steps between checkpoints.")
+    save_total_limit: int | None = Field(_dpo("save_total_limit"), ge=1, description="Checkpoints kept on disk; older ones are deleted.")
+    bf16: bool | None = Field(_dpo("bf16"), description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
+    fp16: bool = Field(_dpo("fp16"), description="float16 mixed precision.")
+    gradient_checkpointing: bool = Field(_dpo("gradient_checkpointing"), description="Recompute activations to save memory.")
     precompute_ref_log_probs: bool | None = Field(
         None,
         description=(
@@ -532,7 +537,7 @@ class TrainerArgs(Section):
         ),
     )
     train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
-        "group_by_length",
+        _dpo("train_sampling_strategy"),
         description=(
             "Batch order. `group_by_length` (dpo's default; TRL's is `random`): shuffled mega-batches of 50 batches, "
             "each sorted by length, so pairs of similar length share a batch and far less of it is padding; "
@@ -541,9 +546,11 @@ class TrainerArgs(Section):
             "transformers' own."
         ),
     )
-    use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
-    report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
-    optim: str = Field("adamw_torch", description="Optimizer name as transformers spells it.")
+    use_cpu: bool = Field(_dpo("use_cpu"), description="Train on the CPU even when a GPU is present.")
+    report_to: str | list[str] = Field(_dpo("report_to"), description="Experiment trackers (`wandb`, `tensorboard`, ...).")
+    optim: str = Field(
+        _dpo("optim"), description="Optimizer name as transformers spells it (its default follows the torch version)."
+    )
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
@@ -556,11 +563,11 @@ class DPOTrainingArgs(TrainerArgs):
     """The `DPOConfig` fields most runs set, typed with ranges. Others are accepted by name."""
 
     loss_type: LossType | list[LossType] = Field(
-        "sigmoid", description="DPO loss, or several combined with `loss_weights`."
+        _dpo("loss_type"), description="DPO loss, or several combined with `loss_weights`."
     )
-    loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
+    loss_weights: list[float] | None = Field(_dpo("loss_weights"), description="Weights of the losses in `loss_type`.")
     label_smoothing: float = Field(
-        0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+        _dpo("label_smoothing"), ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
     )
     padding_free: bool | None = Field(
         None,

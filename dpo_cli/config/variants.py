@@ -16,23 +16,21 @@ from pydantic import Field, create_model
 from dpo_cli.config.algorithms import ALGORITHMS, Algorithm
 from dpo_cli.config.schema import DPOTrainingArgs, RunConfig, TrainerArgs, TrainingSection, passthrough_fields
 
-_SIMPO = ALGORITHMS["simpo"].defaults
-
 
 class KTOTrainingArgs(TrainerArgs):
     """The `KTOConfig` fields most runs set."""
 
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
-        "kto", description="`kto`: KTO's loss; `apo_zero_unpaired`: APO-zero on unpaired data (no KL estimate)."
+        ALGORITHMS["kto"].default("loss_type"), description="`kto`: KTO's loss; `apo_zero_unpaired`: APO-zero on unpaired data (no KL estimate)."
     )
     desirable_weight: float = Field(
-        1.0, gt=0.0, description="Weight of the losses of desirable (label true) rows, to balance unequal counts."
+        ALGORITHMS["kto"].default("desirable_weight"), gt=0.0, description="Weight of the losses of desirable (label true) rows, to balance unequal counts."
     )
     undesirable_weight: float = Field(
-        1.0, gt=0.0, description="Weight of the losses of undesirable (label false) rows."
+        ALGORITHMS["kto"].default("undesirable_weight"), gt=0.0, description="Weight of the losses of undesirable (label false) rows."
     )
     train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
-        "sequential",
+        ALGORITHMS["kto"].default("train_sampling_strategy"),
         description=(
             "Batch order; TRL's KTO default `sequential` keeps the KL completions next to the rows they were "
             "matched with. `group_by_length` (with `loss_type: apo_zero_unpaired` only) batches rows of similar length."
@@ -44,7 +42,7 @@ class ORPOTrainingArgs(TrainerArgs):
     """The `ORPOConfig` fields most runs set."""
 
     beta: float = Field(
-        0.1, gt=0.0, description="ORPO's lambda: weight of the odds-ratio term added to the SFT loss (TRL's `beta`)."
+        ALGORITHMS["orpo"].default("beta"), gt=0.0, description="ORPO's lambda: weight of the odds-ratio term added to the SFT loss (TRL's `beta`)."
     )
 
 
@@ -52,26 +50,26 @@ class CPOTrainingArgs(TrainerArgs):
     """The `CPOConfig` fields most runs set."""
 
     loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field(
-        "sigmoid", description="CPO's preference loss; `alphapo` is `simpo` with `cpo_alpha: 0` and an `alpha` shape."
+        ALGORITHMS["cpo"].default("loss_type"), description="CPO's preference loss; `alphapo` is `simpo` with `cpo_alpha: 0` and an `alpha` shape."
     )
-    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5, description="Label smoothing of the sigmoid/simpo losses.")
-    cpo_alpha: float = Field(1.0, ge=0.0, description="Weight of the behaviour-cloning (NLL on chosen) term.")
-    simpo_gamma: float = Field(0.5, description="SimPO's target reward margin (used with `loss_type: simpo`).")
+    label_smoothing: float = Field(ALGORITHMS["cpo"].default("label_smoothing"), ge=0.0, lt=0.5, description="Label smoothing of the sigmoid/simpo losses.")
+    cpo_alpha: float = Field(ALGORITHMS["cpo"].default("cpo_alpha"), ge=0.0, description="Weight of the behaviour-cloning (NLL on chosen) term.")
+    simpo_gamma: float = Field(ALGORITHMS["cpo"].default("simpo_gamma"), description="SimPO's target reward margin (used with `loss_type: simpo`).")
 
 
 class SimPOTrainingArgs(CPOTrainingArgs):
     """SimPO is CPO with its own loss and no behaviour-cloning term."""
 
-    # Its defaults are the registry's: the values dpo passes to TRL's CPOConfig even when unset.
-    beta: float = Field(_SIMPO["beta"], gt=0.0, description="SimPO's reward scale; the SimPO paper uses 2 to 10.")
+    # Its defaults are its row's in the algorithm table: the values dpo passes to TRL's CPOConfig even when unset.
+    beta: float = Field(ALGORITHMS["simpo"].default("beta"), gt=0.0, description="SimPO's reward scale; the SimPO paper uses 2 to 10.")
     loss_type: Literal["simpo"] = Field(
-        _SIMPO["loss_type"], description="Always `simpo`; use `algorithm: cpo` for other losses."
+        ALGORITHMS["simpo"].default("loss_type"), description="Always `simpo`; use `algorithm: cpo` for other losses."
     )
     cpo_alpha: float = Field(
-        _SIMPO["cpo_alpha"], ge=0.0, description="Behaviour-cloning weight; 0 is plain SimPO (> 0: CPO-SimPO)."
+        ALGORITHMS["simpo"].default("cpo_alpha"), ge=0.0, description="Behaviour-cloning weight; 0 is plain SimPO (> 0: CPO-SimPO)."
     )
     simpo_gamma: float = Field(
-        _SIMPO["simpo_gamma"], description="Target reward margin gamma; the SimPO paper keeps gamma / beta around 0.5."
+        ALGORITHMS["simpo"].default("simpo_gamma"), description="Target reward margin gamma; the SimPO paper keeps gamma / beta around 0.5."
     )
 
 

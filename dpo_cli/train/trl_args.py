@@ -44,13 +44,13 @@ def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """Keyword arguments for the algorithm's TRL config.
 
     Laid in this order, each over the last: dpo's deliberate defaults (`DELIBERATE_DEFAULTS`),
-    the algorithm's own (SimPO's), then every `training:` key the user set; then what other
+    the algorithm's own (SimPO's, KTO's batch order), then every `training:` key the user set; then what other
     sections own (`output_dir`, `model.trust_remote_code`) and what the environment decides.
     """
     from dpo_cli.train.speed import precompute_choice
 
     algorithm = algorithm_of(cfg)
-    kwargs: dict[str, Any] = {**algorithm.defaults, **DELIBERATE_DEFAULTS, **cfg.training_overrides()}
+    kwargs: dict[str, Any] = {**DELIBERATE_DEFAULTS, **algorithm.defaults, **cfg.training_overrides()}
     kwargs["output_dir"] = str(output_dir)
     if kwargs.get("push_to_hub") and not kwargs.get("hub_model_id"):
         from dpo_cli.publish.hub import default_repo_name
@@ -61,8 +61,6 @@ def trainer_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
         kwargs["trust_remote_code"] = True
     if not kwargs.get("use_cpu") and launched_without_gpu():
         kwargs["use_cpu"] = True
-    # dpo's batch order is a typed default of each algorithm's section (KTO's stays `sequential`).
-    kwargs.setdefault("train_sampling_strategy", cfg.training.train_sampling_strategy)
     if algorithm.packs:
         # dpo packs pairs itself (dpo_cli.train.packing); TRL 1.16's own `padding_free` only warns and pads.
         kwargs["padding_free"] = False

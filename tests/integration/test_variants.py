@@ -187,18 +187,6 @@ def test_every_variant_config_is_trained_by_a_default_test() -> None:
         assert f'"{config.stem}.yaml"' in sources or f'"{config.stem}"' in sources, config.name
 
 
-def test_frozen_field_lists_match_the_installed_trl() -> None:
-    # Config validation reads these frozen lists instead of importing TRL; rerun the script when this fails.
-    # Names only: help texts come from transformers' docstrings and change wording between releases.
-    from dpo_cli.config import dpo_fields
-    from tests.conftest import load_script
-
-    generator = load_script("gen_dpo_fields")
-    for dict_name, (module, cls) in generator.CONFIG_CLASSES.items():
-        frozen, installed = set(getattr(dpo_fields, dict_name)), set(generator.collect(module, cls))
-        assert frozen == installed, f"{cls}: run python scripts/gen_dpo_fields.py ({frozen ^ installed})"
-
-
 def test_orpo_sweep_sweeps_lambda_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
     from dpo_cli.fsio import read_json
     from dpo_cli.sweep.runner import run_sweep

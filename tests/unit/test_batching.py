@@ -109,12 +109,14 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ((), False),  # LoRA, one pass: online costs the same and starts sooner
+        ((), True),  # neither set: TRL trains its default 3 epochs (the schema says so since it reads TRL's defaults)
+        (("training.num_train_epochs=1",), False),  # LoRA, one pass: online costs the same and starts sooner
         (("training.num_train_epochs=3",), True),
         (("training.num_train_epochs=2",), False),  # measured even at two epochs
         (("lora=null",), True),  # full fine-tuning: no second copy of the model
-        (("reference.kind=model", "reference.name_or_path=ref"), False),  # TRL keeps that model loaded anyway
-        (("lora=null", "reference.kind=model", "reference.name_or_path=ref"), False),
+        # TRL keeps that model loaded anyway (one epoch: no later epoch to save the reference forward of)
+        (("reference.kind=model", "reference.name_or_path=ref", "training.num_train_epochs=1"), False),
+        (("lora=null", "reference.kind=model", "reference.name_or_path=ref", "training.num_train_epochs=1"), False),
         (("lora=null", "training.precompute_ref_log_probs=false"), False),  # the config wins
         (("training.precompute_ref_log_probs=true",), True),
         (("lora=null", "training.sync_ref_model=true"), False),

@@ -153,6 +153,28 @@ def test_typed_fields_are_fields_of_the_trl_config() -> None:
         assert not extra, (name, extra)
 
 
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_typed_defaults_are_trls_unless_listed_as_dpos_own(name: str) -> None:
+    # The schema never retypes a TRL default: each typed field's default is TRL's declared one (frozen
+    # from TRL; tests/integration/test_trl_fields.py checks the frozen values) or one dpo lists, with a reason.
+    from dpo_cli.config.algorithms import DECIDED_PER_RUN, DELIBERATE
+    from dpo_cli.config.variants import TYPED_ARGS
+
+    row = ALGORITHMS[name]
+    trl = row.frozen_defaults()
+    differ = set()
+    for key, field in TYPED_ARGS[row.typed_args].model_fields.items():
+        assert key in trl or key == "precompute_ref_log_probs", key  # rejected by the reference-free ones
+        if key in DECIDED_PER_RUN:
+            assert field.default is None, key
+            continue
+        assert field.default == row.default(key), key
+        if key in trl and field.default != trl[key]:
+            differ.add(key)
+    listed = (set(DELIBERATE) | set(row.defaults)) & set(TYPED_ARGS[row.typed_args].model_fields)
+    assert differ <= listed, f"typed defaults that differ from TRL's without being listed: {differ - listed}"
+
+
 def test_every_table_follows_the_algorithm_registry() -> None:
     from dpo_cli.config.schema import Algorithm
 
