@@ -54,7 +54,7 @@ def sweep_beta(
             out = sweep_dir_of(cfg, output)
             beta_list, rate_list = resolve_grid(cfg.sweep, out, beta_list, rate_list)
             points = expand(cfg.sweep, beta_list, rate_list, cfg.algorithm)
-            point_configs(config, set_ or [], points, out)
+            point_configs(cfg, points, out, str(config))
             import shlex
 
             for argv in train_commands(config, set_ or [], points, out):

@@ -7,6 +7,8 @@ Every problem is collected and reported at once, one line each, as
 from __future__ import annotations
 
 import difflib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +96,63 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         if "invalid YAML" not in exc.problems[0]:
             raise ValueError(exc.problems[0].removeprefix("--set: ")) from None  # an alias bomb, not a plain string
         value = value_text
-    parts = key.strip().split(".")
+    set_dotted(raw, key.strip(), value)
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set `raw[a][b][c] = value` for the dotted key `a.b.c`, creating sections as needed."""
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
+
+
+def with_updates(cfg: RunConfig, updates: Mapping[str, Any], *, source: str = "<derived config>") -> RunConfig:
+    """`cfg` with dotted-key updates over the values it was given, validated again (rules included).
+
+    What internal callers (a sweep's points, an iterate round) use instead of `--set` strings
+    parsed again: the updates are typed values. Keys the config was not given keep their
+    defaults, so `training_overrides()` is what it would be with the same `--set` on the command line.
+
+    Raises:
+        ConfigError: The updated config is invalid; the problems name `source`.
+    """
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    for key, value in updates.items():
+        set_dotted(raw, key, str(value) if isinstance(value, Path) else value)
+    return validate(raw, source=source)
+
+
+def yaml_scalar(value: Any) -> str:
+    """`value` as the text of a `--set KEY=VALUE` that reads back as the same value."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        # YAML 1.1 reads "1e-05" as a string; "1.0e-05" is a float.
+        text = repr(value)
+        mantissa, sep, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+    if isinstance(value, (int, str, Path)):
+        text = str(value)
+        if isinstance(value, int) or _reads_back(text, text):
+            return text
+        return json.dumps(text)  # quoted: a path YAML would read otherwise (`a: b`, `#x`, `true`, `1.5`)
+    return json.dumps(value)  # lists and mappings: JSON is YAML flow style
+
+
+def _reads_back(text: str, value: Any) -> bool:
+    try:
+        return load_yaml(text, "--set")[0] == value
+    except ConfigError:
+        return False
+
+
+def set_strings(updates: Mapping[str, Any]) -> list[str]:
+    """The same updates as `--set KEY=VALUE` texts for another process (the inverse of `apply_override`)."""
+    return [f"{key}={yaml_scalar(value)}" for key, value in updates.items()]
 
 
 def format_errors(

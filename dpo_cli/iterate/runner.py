@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.config.loader import load_config
+from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
@@ -50,25 +50,27 @@ def round_dir(out: Path, k: int) -> Path:
     return out / f"round-{k}"
 
 
-def policy_overrides(base: RunConfig, out: Path, k: int) -> list[str]:
-    """Overrides that make the config's model the policy after round `k` (0: the starting model)."""
+def policy_updates(base: RunConfig, out: Path, k: int) -> dict[str, Any]:
+    """Config updates that make the config's model the policy after round `k` (0: the starting model)."""
     if k == 0:
-        return []
+        return {}
     final = round_dir(out, k) / "run" / "final"
     if base.lora is not None or base.model.adapter:
-        return [f"model.adapter={final}", "lora=null"]  # continue the adapter (its own rank, alpha, modules)
-    return [f"model.name_or_path={final}"]
+        return {"model.adapter": final, "lora": None}  # continue the adapter (its own rank, alpha, modules)
+    return {"model.name_or_path": final}
 
 
-def train_overrides(base: RunConfig, out: Path, k: int) -> list[str]:
-    """Overrides for round `k`'s training run: its pairs, its directory, its start and its reference."""
+def train_updates(base: RunConfig, out: Path, k: int) -> dict[str, Any]:
+    """Config updates for round `k`'s training run: its pairs, its directory, its start and its reference."""
     rd = round_dir(out, k)
-    found = [f"output_dir={rd / 'run'}", f"data.train={rd / 'pairs' / 'pairs.jsonl'}", "data.eval=null",
-             "data.eval_fraction=null", "data.max_train_samples=null", "data.unpair=false",
-             *policy_overrides(base, out, k - 1)]
+    found: dict[str, Any] = {
+        "output_dir": rd / "run", "data.train": rd / "pairs" / "pairs.jsonl", "data.eval": None,
+        "data.eval_fraction": None, "data.max_train_samples": None, "data.unpair": False,
+        **policy_updates(base, out, k - 1),
+    }
     if k > 1 and base.iterate.reference == "original" and base.reference.kind == "policy":
         # The policy now starts from round k-1's weights; the original model must be named explicitly.
-        found += ["reference.kind=model", f"reference.name_or_path={base.model.name_or_path}"]
+        found |= {"reference.kind": "model", "reference.name_or_path": base.model.name_or_path}
     return found
 
 
@@ -254,13 +256,17 @@ class _Loop:
         self.sampler = self.sampler_round = None
         gc.collect()
 
+    def config(self, updates: dict[str, Any]) -> RunConfig:
+        """The loop's config with a round's updates (typed: the file is not read again)."""
+        return with_updates(self.base, updates, source=str(self.config_path))
+
     def sampler_after(self, k: int) -> Any:
         """A sampler holding the policy after round `k`, loaded once for its held-out eval and the next round."""
         if self.sampler_round != k:
             from dpo_cli.pairs.sampling import make_sampler
 
             self.release()
-            cfg = load_config(self.config_path, [*self.overrides, *policy_overrides(self.base, self.out, k)])
+            cfg = self.config(policy_updates(self.base, self.out, k))
             self.sampler, self.sampler_round = make_sampler(cfg), k
         return self.sampler
 
@@ -287,7 +293,7 @@ class _Loop:
         if (pairs_dir / SUMMARY).exists():
             summary = read_json(pairs_dir / SUMMARY)
         else:
-            cfg = load_config(self.config_path, [*self.overrides, *policy_overrides(self.base, self.out, k - 1)])
+            cfg = self.config(policy_updates(self.base, self.out, k - 1))
             chosen = round_prompts(self.prompts, self.base.iterate.prompts_per_round, k)
             summary = generate_pairs(cfg, chosen, pairs_dir, sampler=self.sampler_after(k - 1), scorer=self.scorer,
                                      progress=self.progress, echo=self.echo)
@@ -316,8 +322,10 @@ class _Loop:
         from dpo_cli.train import launch
         from dpo_cli.validation import check_before_training
 
-        round_overrides = [*self.overrides, *train_overrides(self.base, self.out, k)]
-        cfg = load_config(self.config_path, round_overrides)
+        updates = train_updates(self.base, self.out, k)
+        cfg = self.config(updates)
+        # The same settings as command-line text: for the launched ranks and the resume message.
+        round_overrides = [*self.overrides, *set_strings(updates)]
         run_dir = Path(cfg.output_dir)
         status = point_status(run_dir)
         if status == "completed":

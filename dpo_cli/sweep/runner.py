@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.config.loader import load_config
+from dpo_cli.config.algorithms import ALGORITHMS
+from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
 from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
@@ -53,24 +54,20 @@ class Point:
         name = f"beta_{self.beta:g}"
         return name if self.learning_rate is None else f"{name}_lr_{self.learning_rate:g}"
 
-    def overrides(self, sweep_dir: Path) -> list[str]:
-        from dpo_cli.config.algorithms import ALGORITHMS
-
+    def updates(self, sweep_dir: Path) -> dict[str, Any]:
+        """The point's settings over the base config, as typed dotted-key updates."""
         algorithm = ALGORITHMS[self.algorithm]
-        sets = [f"{algorithm.strength_key}={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
+        updates: dict[str, Any] = {algorithm.strength_key: float(self.beta), "output_dir": sweep_dir / self.name}
         if self.learning_rate is not None:
-            sets.append(f"training.learning_rate={_yaml_float(self.learning_rate)}")
+            updates["training.learning_rate"] = float(self.learning_rate)
         if algorithm.reference:
             # Reference log-probs do not depend on beta: computed once, cached by TRL, reused.
-            sets.append("training.precompute_ref_log_probs=true")
-        return sets
+            updates["training.precompute_ref_log_probs"] = True
+        return updates
 
-
-def _yaml_float(value: float) -> str:
-    # YAML 1.1 reads "1e-05" as a string; "1.0e-05" is a float.
-    text = repr(float(value))
-    mantissa, sep, exponent = text.partition("e")
-    return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+    def overrides(self, sweep_dir: Path) -> list[str]:
+        """The same settings as `--set` texts, for a `dpo train` command line (schedulers, parallel points)."""
+        return set_strings(self.updates(sweep_dir))
 
 
 def expand(
@@ -89,17 +86,24 @@ def sweep_dir_of(cfg: RunConfig, explicit: str | Path | None = None) -> Path:
     return Path(explicit or cfg.sweep.output_dir or f"{cfg.output_dir.rstrip('/')}-sweep")
 
 
-def point_configs(config_path: Path, overrides: list[str], points: list[Point], sweep_dir: Path) -> dict[str, RunConfig]:
-    """Validate every point before anything trains; all problems of all points are reported together."""
+def point_configs(base: RunConfig, points: list[Point], sweep_dir: Path, source: str) -> dict[str, RunConfig]:
+    """Validate every point before anything trains; all problems of all points are reported together.
+
+    Args:
+        base: The sweep's config (the file with the command line's `--set`).
+        points: The grid.
+        sweep_dir: Where the points' run directories go.
+        source: The config file, named in the problems.
+    """
     configs: dict[str, RunConfig] = {}
     problems: list[str] = []
     for point in points:
         try:
-            configs[point.name] = load_config(config_path, [*overrides, *point.overrides(sweep_dir)])
+            configs[point.name] = with_updates(base, point.updates(sweep_dir), source=source)
         except ConfigError as exc:
             problems += [f"{point.name}: {p}" for p in exc.problems]
     if problems:
-        raise ConfigError(str(config_path), problems)
+        raise ConfigError(source, problems)
     first = next(iter(configs.values()))
     if first.data.eval is None and not first.data.eval_fraction:
         raise DpoError("a sweep compares points on held-out pairs: set `data.eval` or `data.eval_fraction`", EXIT_USAGE)
@@ -116,8 +120,11 @@ def point_status(run_dir: Path) -> str:
     return "partial" if holds_run(run_dir) else "new"
 
 
-def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
+def point_metrics(run_dir: Path, point: Point) -> dict[str, Any]:
     """The held-out numbers a point is judged by, from its `summary.json` and `metrics.jsonl`."""
+    beta = point.beta
+    # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
+    has_reference = ALGORITHMS[point.algorithm].reference
     from dpo_cli.rundir import read_metrics
 
     summary = read_json(run_dir / "summary.json")
@@ -132,19 +139,10 @@ def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
         "dpo_loss": summary.get("eval_loss"),
         "logp_margin": chosen - rejected if chosen is not None and rejected is not None else None,
         # rewards/chosen = beta * (log p_policy - log p_ref) averaged over pairs: the shift in nats.
-        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None and _has_reference(run_dir) else None,
+        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None and has_reference else None,
         "final_train_loss": summary.get("final_loss"),
         "final_dir": summary.get("final_dir"),
     }
-
-
-def _has_reference(run_dir: Path) -> bool:
-    # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
-    from dpo_cli.config.algorithms import ALGORITHMS
-    from dpo_cli.config.yaml_safe import load_yaml_file
-
-    saved = load_yaml_file(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
-    return ALGORITHMS[(saved or {}).get("algorithm", "dpo")].reference
 
 
 def choose(rows: list[dict[str, Any]], sweep: SweepSection) -> tuple[dict[str, Any] | None, str]:
@@ -258,7 +256,7 @@ def _prepare(
     out = sweep_dir_of(base_cfg, sweep_dir)
     betas, learning_rates = resolve_grid(base_cfg.sweep, out, betas, learning_rates)
     points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
-    configs = point_configs(config_path, overrides, points, out)
+    configs = point_configs(base_cfg, points, out, str(config_path))
     data_check = None
     if validate:
         from dpo_cli.validation import check_before_training
@@ -304,7 +302,7 @@ def run_sweep(
             run_dir = Path(cfg.output_dir)
             status = point_status(run_dir)
             if status == "completed":
-                state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                state.update(point.name, status="completed", **point_metrics(run_dir, point))
                 print_point_line(point.name, "done earlier, skipped")
                 continue
             state.update(point.name, status="running", error=None)
@@ -343,7 +341,7 @@ def run_sweep(
                 continue
             if shared_base is not None:
                 shared_base = _detach_adapter(result.model)
-            state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+            state.update(point.name, status="completed", **point_metrics(run_dir, point))
             print_point_line(point.name, "trained")
         judge_points(out, state, base_cfg)
         return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
@@ -379,7 +377,6 @@ def _detach_adapter(peft_model: Any) -> Any:
 
 def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, algorithm: str = "dpo") -> SweepResult:
     """Write the table, the plot and the choice from the recorded point states."""
-    from dpo_cli.config.algorithms import ALGORITHMS
     from dpo_cli.sweep.report import write_plot, write_tables
 
     rows = [{"point": name, **info} for name, info in points.items()]
@@ -468,7 +465,7 @@ def run_parallel(
                 run_dir = out / point.name
                 status = point_status(run_dir)
                 if status == "completed":
-                    state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                    state.update(point.name, status="completed", **point_metrics(run_dir, point))
                     continue
                 # Checked once above: each point reads that check instead of checking again.
                 checked = ["--data-check", str(out)] if data_check is not None else ["--skip-validation"]
@@ -489,7 +486,7 @@ def run_parallel(
                 del running[name]
                 free.append(group)
                 if code == 0:
-                    state.update(name, status="completed", **point_metrics(out / name, point.beta))
+                    state.update(name, status="completed", **point_metrics(out / name, point))
                 else:
                     tail = _log_tail(out / f"{name}.log")
                     state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",

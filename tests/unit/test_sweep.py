@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import SweepSection
 from dpo_cli.errors import ConfigError
 from dpo_cli.sweep.runner import Point, choose, expand, point_configs, train_commands
@@ -40,7 +41,7 @@ def test_point_overrides(tmp_path: Path) -> None:
 def test_every_point_is_validated_before_training(tmp_path: Path) -> None:
     points = [Point(0.1), Point(-1.0), Point(0.2, -3.0)]
     with pytest.raises(ConfigError) as info:
-        point_configs(SMOKE, [], points, tmp_path)
+        point_configs(load_config(SMOKE), points, tmp_path, str(SMOKE))
     text = "\n".join(info.value.problems)
     assert "beta_-1:" in text and "beta_0.2_lr_-3:" in text
     assert "beta_0.1:" not in text
@@ -133,3 +134,26 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
     with pytest.raises(DpoError):
         run_sweep(config, overrides, sweep_dir=tmp_path / "sweep", validate=False)
     assert trained == [0.05, 0.05]
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "orpo"])
+def test_typed_point_updates_equal_the_printed_set_options(tmp_path: Path, algorithm: str) -> None:
+    # Points are derived from the loaded config (typed); the printed commands must give the same run.
+    from dpo_cli.config.loader import set_strings, with_updates
+
+    user = [f"algorithm={algorithm}", "training.max_steps=3"]
+    base = load_config(SMOKE, user)
+    for point in expand(base.sweep, [0.05, 1e-5], [2e-5], algorithm):
+        updates = point.updates(tmp_path / "odd: dir #1")
+        typed = with_updates(base, updates)
+        parsed = load_config(SMOKE, [*user, *set_strings(updates)])
+        assert typed.model_dump() == parsed.model_dump()
+        assert typed.training_overrides() == parsed.training_overrides()
+        assert typed.output_dir == str(tmp_path / "odd: dir #1" / point.name)
+
+
+def test_set_strings_read_back_as_the_same_values() -> None:
+    from dpo_cli.config.loader import set_strings
+
+    updates = {"a": 1e-05, "b": 0.01, "c": True, "d": None, "e": "x: y", "f": "true", "g": Path("runs/p"), "h": 3}
+    assert set_strings(updates) == ['a=1.0e-05', 'b=0.01', 'c=true', 'd=null', 'e="x: y"', 'f="true"', "g=runs/p", "h=3"]
