@@ -19,7 +19,6 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Argument(help="Run config (YAML): its data, tokenizer and max_length are used.", show_default=False),
 ]
-PathOpt = Annotated[str | None, typer.Option(show_default=False)]
 
 
 def validate_data(

@@ -338,9 +338,7 @@ class _Loop:
             data_check.save(check_dir)
             args = launch.train_args(str(self.config_path), [*round_overrides], overwrite=overwrite, resume=resume,
                                      skip_validation=False, data_check=str(check_dir))
-            code = launch.launch(cfg, args, overwrite=overwrite, resume=resume)
-            if code != 0:
-                raise DpoError(f"round {k}: training exited with code {code}", exit_code=code)
+            launch.launch(cfg, args, overwrite=overwrite, resume=resume)  # returns 0 or raises
         else:
             from dpo_cli.train.run import train
 

@@ -34,7 +34,7 @@ from dpo_cli.config.algorithms import ALGORITHMS
 from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
-from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
+from dpo_cli.fsio import atomic_write_json, read_json
 from dpo_cli.rundir import holds_run, latest_checkpoint, run_lock
 
 STATE_FILE = "sweep.json"
@@ -500,7 +500,3 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     if not path.exists():
         return ""
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-
-
-def write_commands(path: Path, commands: list[list[str]]) -> None:
-    atomic_write_text(path, "".join(shlex.join(argv) + "\n" for argv in commands))

@@ -48,10 +48,6 @@ class TokenChecker:
         self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._verified: set[bool] = set()
 
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
     def check(self, pairs: list[tuple[Any, Any, Any]], conversational: bool) -> list[TokenResult]:
         """Check a batch of (prompt, chosen, rejected) triples of one format."""
         if not pairs:

@@ -38,10 +38,6 @@ def rec(step: int, loss: float, acc: float = 0.5, chosen: float = 0.0, rejected:
     }
 
 
-def levels(findings) -> dict[str, str]:
-    return {f.message.split(":")[0][:30]: f.level for f in findings}
-
-
 def test_healthy_run_is_ok() -> None:
     records = [rec(1, LN2), rec(5, 0.6, 0.7, 0.1, -0.1), rec(10, 0.5, 0.8, 0.2, -0.3)]
     findings = diagnose(records, expected_loss=LN2)
