@@ -18,7 +18,7 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import COMPLETE_MARKER, read_metrics
-from tests.conftest import ROOT, SAMPLE, smoke_overrides
+from tests.conftest import ROOT, SAMPLE, output, run_logged, smoke_overrides, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def dpo_train(
     port = 20000 + os.getpid() % 20000
     argv += ["--set", f"launch.main_process_port={port}"]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S, check=False)
+    return run_logged(argv, out.parent, f"{out.name}-train", cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S)
 
 
 def assert_complete_run(out: Path, done: subprocess.CompletedProcess) -> None:
@@ -218,7 +218,7 @@ def test_a_signal_to_one_rank_stops_all_at_a_checkpoint(tiny_model_dir: Path, tm
                                 f"launch.main_process_port={20000 + (os.getpid() + 7) % 20000}"):  # fmt: skip
         argv += ["--set", item]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = spawn(argv, out.parent, f"{out.name}-train", cwd=ROOT, env=env)
     deadline = time.monotonic() + HANG_LIMIT_S
     signalled = False
     while time.monotonic() < deadline and process.poll() is None and not signalled:
@@ -229,7 +229,8 @@ def test_a_signal_to_one_rank_stops_all_at_a_checkpoint(tiny_model_dir: Path, tm
             os.kill(pid, signal.SIGTERM)
             signalled = True
         time.sleep(0.1)
-    _, stderr = process.communicate(timeout=HANG_LIMIT_S)
+    process.wait(timeout=HANG_LIMIT_S)
+    stderr = output(process)[1]
     assert signalled, stderr[-3000:]
     assert process.returncode == 130, stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"

@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -42,16 +41,20 @@ def free_port() -> int:
 
 def start_server(model: Path, timeout: float = 180.0):
     """`transformers serve` on loopback with `model` preloaded; returns (process, base_url)."""
+    import tempfile
+
+    from tests.conftest import output, spawn
+
     port = free_port()
     serve = Path(sys.executable).parent / "transformers"
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(serve), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        Path(tempfile.mkdtemp(prefix="dpo-serve-")), "serve", combined=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"transformers serve exited: {output(proc)[0][-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
                 if reply.status == 200:

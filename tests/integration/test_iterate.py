@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typer.testing import CliRunner
 
 from dpo_cli.cli.main import app
 from dpo_cli.fsio import read_json
-from tests.conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE, output, run_logged, spawn
 from tests.integration.test_eval import start_server
 
 pytestmark = pytest.mark.integration
@@ -90,19 +89,18 @@ def test_interrupted_loop_resumes_where_it_stopped(tiny_model_dir: Path, tmp_pat
                          training={"num_train_epochs": 6, "save_steps": 2})
     out = tmp_path / "loop"
     command = [sys.executable, "-m", "dpo_cli", "iterate", str(config), "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = spawn(command, tmp_path, "first", combined=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     checkpoints = out / "round-1" / "run" / "checkpoints"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*/.complete")):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert proc.poll() is None, output(proc)[0][-3000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 130, output[-3000:]
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, output(proc)[0][-3000:]
     assert read_json(out / "iterate.json")["rounds"].get("1", {}).get("status") != "completed"
 
-    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = run_logged(command, tmp_path, "again", cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "reused 64 of 64 prompts' samples" not in again.stdout  # the pairs were finished, not resampled
     assert read_json(out / "round-1" / "run" / "run.json").get("resumed_from")
