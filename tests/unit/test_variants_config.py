@@ -259,8 +259,11 @@ def test_variants_doc_covers_every_loss_and_algorithm() -> None:
     assert not missing, missing
 
 
-def test_every_variant_config_runs_as_its_first_line_says() -> None:
-    root = Path(__file__).resolve().parents[2]
-    for path in sorted((root / "configs" / "variants").glob("*.yaml")):
-        assert path.read_text().splitlines()[0] == f"# dpo train configs/variants/{path.name}"
-        load_config(path)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_config_loads_and_says_how_to_run_it(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# dpo ") and f" {path.relative_to(REPO)}" in first, first
+    load_config(path)
