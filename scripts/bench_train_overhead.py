@@ -12,6 +12,7 @@ ratio ours / plain TRL (target: within 5%), plus end-to-end wall time including 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ WARMUP_STEPS = 5
 def step_time(records: list[dict]) -> float:
     times = [(r["step"], r["time"]) for r in records if "time" in r and "loss" in r and "train_runtime" not in r]
     times = [t for t in times if t[0] > WARMUP_STEPS]
-    deltas = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(times, times[1:]) if b[0] > a[0]]
+    deltas = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(times) if b[0] > a[0]]
     return statistics.median(deltas)
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SMOLLM2 = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 TRAINING_ROWS = ("gradients", "optimizer states", "activations", "logits (fused LM head)")
-WORDS = "the of model answer question because data train value reason quick brown fox jumps over lazy dog".split()
+WORDS = ["the", "of", "model", "answer", "question", "because", "data", "train", "value", "reason", "quick", "brown", "fox", "jumps", "over", "lazy", "dog"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def measure(case: Case) -> dict[str, float]:
         for override in case.overrides(work):
             argv += ["--set", override]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, cwd=ROOT, env=env)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CALIBRATION ")), None)
         if proc.returncode != 0 or line is None:
             raise RuntimeError(f"{case.name}: measurement failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -197,7 +197,7 @@ def _describe(error: dict[str, Any], loc: tuple[Any, ...], config_class: type[Ru
         limit = next(iter(error.get("ctx", {}).values()), "?")
         return f"expected a value {bounds[kind]} {limit}, found {found!r}"
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind.endswith("_type") or kind.endswith("_parsing"):
+    if kind.endswith(("_type", "_parsing")):
         return f"expected {message.removeprefix('Input should be ')}, found {found!r}"
     return message
 

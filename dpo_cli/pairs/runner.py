@@ -13,15 +13,15 @@ import hashlib
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.fsio import append_jsonl
+from dpo_cli.fsio import append_jsonl, atomic_write_json, atomic_write_text
 from dpo_cli.generation import Prompt, read_cache
 from dpo_cli.pairs.pairing import REASONS, distinct, pair_up
 from dpo_cli.pairs.sampling import Sampler, Sampling, sample_prompts
-from dpo_cli.fsio import atomic_write_json, atomic_write_text
 
 SUMMARY = "summary.json"
 PAIRS = "pairs.jsonl"
@@ -40,8 +40,8 @@ def check_output(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / SUMMARY).exists() and not overwrite:
         raise DpoError(
             f"{out_dir}: finished pairs from an earlier run are there", exit_code=EXIT_USAGE,
-            details=["pass --overwrite to build them again (cached samples and scores with the same settings are "
-                     "reused), or choose another --output"],
+            details=[("pass --overwrite to build them again (cached samples and scores with the same settings are "
+                     "reused), or choose another --output")],
         )
 
 
@@ -200,8 +200,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
 
 def console_lines(s: dict[str, Any]) -> list[str]:
     lines = [
-        f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts "
-        f"({s['samples']} samples; scored by {s['judge']})",
+        (f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts "
+        f"({s['samples']} samples; scored by {s['judge']})"),
     ]
     if s["pairs"]:
         lines.append(f"  mean score gap {s['mean_score_gap']:.3f}; words chosen/rejected "

@@ -184,7 +184,7 @@ def _hub_config(repo_id: str, revision: str | None) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
         return Path(hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=offline))
-    except Exception as exc:  # huggingface_hub raises a dozen types for "not there"; all mean the same here
+    except Exception as exc:  # noqa: BLE001  (huggingface_hub raises a dozen types for "not there"; all mean the same)
         shipped = ", ".join(sorted(p.stem.replace("--", "/") for p in KNOWN_CONFIGS.glob("*.json")))
         raise DpoError(
             f"{repo_id}: could not read its config.json ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",

@@ -57,8 +57,8 @@ def candidates(cfg: RunConfig, gpus: int) -> list[tuple[str, tuple[str, ...], Ca
         micro = max(1, t.per_device_train_batch_size // 2)
         accum = t.gradient_accumulation_steps * t.per_device_train_batch_size // micro
         out.append(
-            (f"halve the micro-batch and double accumulation (same effective batch of "
-             f"{micro * accum * gpus} pairs)",
+            ((f"halve the micro-batch and double accumulation (same effective batch of "
+             f"{micro * accum * gpus} pairs)"),
              (f"training.per_device_train_batch_size={micro}", f"training.gradient_accumulation_steps={accum}"),
              lambda c: _update(c, "training", per_device_train_batch_size=micro, gradient_accumulation_steps=accum))
         )

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from dpo_cli.config.algorithms import ALGORITHMS
+from dpo_cli.fsio import atomic_write_text, read_json
 from dpo_cli.publish.record import RunRecord, read_run
 from dpo_cli.publish.render import render
-from dpo_cli.fsio import atomic_write_text, read_json
 
 CARD_FILE = "README.md"
 PLOTS_DIR = "plots"  # inside final/ (or the merged model): the card's images travel with the weights

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dpo_cli.fsio import atomic_write_text
 from dpo_cli.publish.record import RunRecord, SweepContext
 from dpo_cli.publish.render import render
-from dpo_cli.fsio import atomic_write_text
 
 REPORT_FILE = "report.html"
 

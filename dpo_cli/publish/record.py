@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import read_metrics
 from dpo_cli.fsio import read_json
+from dpo_cli.rundir import read_metrics
 
 # TRL config fields the card's training table shows, in this order, where the algorithm has them.
 HYPERPARAMETERS = (

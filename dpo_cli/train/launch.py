@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import LAUNCH_DIR, check_run_dir
 from dpo_cli.fsio import atomic_write_text
+from dpo_cli.rundir import LAUNCH_DIR, check_run_dir
 
 # Set by torchrun / accelerate in every rank; one of them means "already launched, just train".
 LAUNCHED_ENV = ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "DPO_LAUNCHED")

@@ -14,8 +14,20 @@ from dpo_cli.config.loader import config_to_yaml
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.doctor import RUN_PACKAGES, installed_versions, preflight
 from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
-from dpo_cli.rundir import check_run_dir, checkpoint_step, config_inputs, init_run_dir, mark_complete, read_metrics, run_lock, train_command, truncate_metrics, undo_start, unmark
 from dpo_cli.fsio import atomic_write_json, atomic_write_text
+from dpo_cli.rundir import (
+    check_run_dir,
+    checkpoint_step,
+    config_inputs,
+    init_run_dir,
+    mark_complete,
+    read_metrics,
+    run_lock,
+    train_command,
+    truncate_metrics,
+    undo_start,
+    unmark,
+)
 from dpo_cli.train.diagnose import Finding, diagnose, summarize
 from dpo_cli.train.launch import close_process_group, is_main_process
 from dpo_cli.train.resume import check_resume_compatible, resume_command

@@ -14,9 +14,8 @@ from typing import Any
 
 from dpo_cli.checkpoints import discard_incomplete, saving_checkpoint
 from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
-from dpo_cli.fsio import as_write_error
+from dpo_cli.fsio import as_write_error, read_json
 from dpo_cli.rundir import RUN_INFO, checkpoints_dir, latest_checkpoint, write_run_info
-from dpo_cli.fsio import read_json
 
 
 class RunRecord:

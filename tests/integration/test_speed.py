@@ -204,8 +204,7 @@ def test_precompute_is_cached_for_resume_and_equals_trls_own(tiny_model_dir: Pat
     from trl import DPOTrainer
 
     from dpo_cli.models import load_policy, load_tokenizer
-    from dpo_cli.train.trl_args import to_lora_config
-    from dpo_cli.train.trl_args import to_trainer_config
+    from dpo_cli.train.trl_args import to_lora_config, to_trainer_config
 
     run = tmp_path / "run"
     run.mkdir()

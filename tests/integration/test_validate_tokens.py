@@ -155,7 +155,6 @@ def test_validate_data_with_a_config_uses_its_tokenizer(tiny_model_dir: Path, tm
     from typer.testing import CliRunner
 
     from dpo_cli.cli.main import app
-
     from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
     overrides = smoke_overrides(tiny_model_dir, tmp_path / "run", "training.max_length=48")

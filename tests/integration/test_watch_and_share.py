@@ -17,8 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.rundir import read_metrics
 from dpo_cli.fsio import read_json
+from dpo_cli.rundir import read_metrics
 from tests.conftest import ROOT, smoke_overrides
 from tests.html_check import parse_strict
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dpo_cli.errors import DpoError
-from dpo_cli.rundir import check_run_dir, init_run_dir, latest_checkpoint, mark_complete, read_metrics, truncate_metrics
 from dpo_cli.fsio import atomic_write_text
+from dpo_cli.rundir import check_run_dir, init_run_dir, latest_checkpoint, mark_complete, read_metrics, truncate_metrics
 
 
 def test_non_empty_dir_is_refused_without_a_flag(tmp_path: Path) -> None:
@@ -77,9 +77,8 @@ def test_run_lock_refuses_a_second_writer_and_is_released(tmp_path: Path) -> Non
 
     run = tmp_path / "run"
     with run_lock(run):
-        with pytest.raises(DpoError) as info:
-            with run_lock(run):
-                pass
+        with pytest.raises(DpoError) as info, run_lock(run):
+            pass
         assert "in use by another dpo process" in info.value.message
     with run_lock(run):  # released when the first holder is done
         pass
