@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
 from dpo_cli.validation.checks import ERROR, NEAR_IDENTICAL, WARNING
-from dpo_cli.validation.runner import SplitReport, ValidationReport, validate_data
+from dpo_cli.validation.results import SplitReport, ValidationReport
+from dpo_cli.validation.runner import validate_data
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataSection, RunConfig

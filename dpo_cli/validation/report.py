@@ -14,7 +14,7 @@ from dpo_cli.validation.checks import CHECKS, DROPPED, ERROR, WARNING, Lengths
 
 if TYPE_CHECKING:
     from dpo_cli.data import RawRow
-    from dpo_cli.validation.runner import SplitReport, ValidationReport
+    from dpo_cli.validation.results import SplitReport, ValidationReport
 
 CLEAN_FILES = ("train.jsonl", "eval.jsonl", "rejects.jsonl")
 _SEVERITY_ORDER = {ERROR: 0, DROPPED: 1, WARNING: 2}
