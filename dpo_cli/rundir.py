@@ -432,3 +432,17 @@ def ends_with_newline(path: Path) -> bool:
     with path.open("rb") as handle:
         handle.seek(size - 1)
         return handle.read(1) == b"\n"
+
+
+def run_status(run_dir: Path) -> str:
+    """Where a run directory stands, for callers that train many runs (sweep points, iterate rounds).
+
+    `completed`, `resumable` (a complete checkpoint exists), `partial` (an earlier run, no usable
+    checkpoint) or `new`.
+    """
+    info = run_dir / RUN_INFO
+    if info.exists() and read_json(info).get("status") == "completed" and (run_dir / "summary.json").exists():
+        return "completed"
+    if latest_checkpoint(run_dir) is not None:
+        return "resumable"
+    return "partial" if holds_run(run_dir) else "new"

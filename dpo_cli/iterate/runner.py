@@ -318,7 +318,7 @@ class _Loop:
         }
 
     def train(self, k: int) -> Path:
-        from dpo_cli.sweep.runner import point_status
+        from dpo_cli.rundir import run_status
         from dpo_cli.train import launch
         from dpo_cli.validation import check_before_training
 
@@ -327,7 +327,7 @@ class _Loop:
         # The same settings as command-line text: for the launched ranks and the resume message.
         round_overrides = [*self.overrides, *set_strings(updates)]
         run_dir = Path(cfg.output_dir)
-        status = point_status(run_dir)
+        status = run_status(run_dir)
         if status == "completed":
             return run_dir
         data_check = check_before_training(cfg, str(self.config_path))

@@ -35,7 +35,7 @@ from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
 from dpo_cli.fsio import atomic_write_json, read_json
-from dpo_cli.rundir import holds_run, latest_checkpoint, run_lock
+from dpo_cli.rundir import run_lock, run_status
 
 STATE_FILE = "sweep.json"
 REF_CACHE_DIR = ".ref_logps"
@@ -108,16 +108,6 @@ def point_configs(base: RunConfig, points: list[Point], sweep_dir: Path, source:
     if first.data.eval is None and not first.data.eval_fraction:
         raise DpoError("a sweep compares points on held-out pairs: set `data.eval` or `data.eval_fraction`", EXIT_USAGE)
     return configs
-
-
-def point_status(run_dir: Path) -> str:
-    """`completed`, `resumable` (a complete checkpoint exists), `partial` (no usable checkpoint) or `new`."""
-    info = run_dir / "run.json"
-    if info.exists() and read_json(info).get("status") == "completed" and (run_dir / "summary.json").exists():
-        return "completed"
-    if latest_checkpoint(run_dir) is not None:
-        return "resumable"
-    return "partial" if holds_run(run_dir) else "new"
 
 
 def point_metrics(run_dir: Path, point: Point) -> dict[str, Any]:
@@ -300,7 +290,7 @@ def run_sweep(
         for point in points:
             cfg = configs[point.name]
             run_dir = Path(cfg.output_dir)
-            status = point_status(run_dir)
+            status = run_status(run_dir)
             if status == "completed":
                 state.update(point.name, status="completed", **point_metrics(run_dir, point))
                 print_point_line(point.name, "done earlier, skipped")
@@ -463,7 +453,7 @@ def run_parallel(
             while queue and free:
                 point, argv = queue.pop(0)
                 run_dir = out / point.name
-                status = point_status(run_dir)
+                status = run_status(run_dir)
                 if status == "completed":
                     state.update(point.name, status="completed", **point_metrics(run_dir, point))
                     continue
