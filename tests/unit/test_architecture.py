@@ -5,6 +5,7 @@
   the ones inside functions (a function-level import only hides a cycle until the function
   runs). Imports under `if TYPE_CHECKING:` never run and name types only, so they do not count.
 - The top of `dpo_cli/` holds the shared core only; every feature lives in its own package.
+- The core (those modules, `config/` and `data/`) imports no feature: features build on it.
 
 Each allowlist names what is tolerated today and must only shrink: an entry that no longer
 occurs fails the test too, so that it is removed.
@@ -196,6 +197,20 @@ def test_top_level_holds_the_core_only():
     assert not new, f"modules at the top of dpo_cli/ outside the core; put each in its feature's package: {new}"
     gone = sorted(LOOSE_ALLOWED - loose)
     assert not gone, f"allowlisted loose modules that are gone; remove them from LOOSE_ALLOWED: {gone}"
+
+
+CORE_PACKAGES = {"config", "data"}
+
+
+def is_core(module: str) -> bool:
+    top = module.split(".")[1] if "." in module else ""
+    return (top in CORE_MODULES or top in CORE_PACKAGES) and top != "__main__"  # `python -m dpo_cli` runs the CLI
+
+
+def test_the_core_imports_no_feature():
+    graph = import_graph()
+    found = sorted(f"{a} -> {b}" for a, targets in graph.items() if is_core(a) for b in targets if not is_core(b))
+    assert not found, "core modules importing a feature (move the shared part into the core):\n  " + "\n  ".join(found)
 
 
 @pytest.mark.parametrize(
