@@ -28,7 +28,12 @@ OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _OUT_OF_SPACE_TEXT = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded", "errno 28")
 # torch's zip writer reports a short write as "[enforce fail at inline_container.cc] unexpected pos".
 _WRITE_FAILURE_TEXT = (
-    "file write failed", "failed writing", "error while serializing", "ioerror", "write error", "inline_container",
+    "file write failed",
+    "failed writing",
+    "error while serializing",
+    "ioerror",
+    "write error",
+    "inline_container",
 )
 # Free space under which a write failure that carries no errno (torch's zip writer) is taken
 # for a full disk: the failed write itself has usually consumed what was left.
@@ -122,7 +127,9 @@ class WriteError(DpoError):
         if self.out_of_space:
             reason = "no space left on device"
         else:
-            strerror = getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0][:200] or type(cause).__name__
+            strerror = (
+                getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0][:200] or type(cause).__name__
+            )
             reason = f"could not write ({strerror})"
         super().__init__(f"{reason} while writing {self.path} ({what})")
 
@@ -168,7 +175,9 @@ def atomic_save(path: Path, write: Callable[[Path], None], *, suffix: str | None
     `write` fails, so a reader sees the old file or the whole new one, never a part.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix
+    )
     os.close(fd)
     tmp = Path(name)
     try:

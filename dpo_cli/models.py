@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from dpo_cli.config.schema import ModelSection, QuantizationSection, RunConfig
 
+
 def torch_dtype(name: str) -> Any:
     import torch
 

@@ -159,8 +159,11 @@ def check_run_dir(
     if overwrite and resume:
         raise DpoError("--overwrite and --resume contradict each other; pick one", exit_code=EXIT_USAGE)
     if output_dir.exists() and not output_dir.is_dir():
-        raise DpoError(f"{output_dir}: exists and is not a directory", exit_code=EXIT_USAGE,
-                       details=["set output_dir to a folder (new or holding a dpo run)"])
+        raise DpoError(
+            f"{output_dir}: exists and is not a directory",
+            exit_code=EXIT_USAGE,
+            details=["set output_dir to a folder (new or holding a dpo run)"],
+        )
     if resume:
         if latest_checkpoint(output_dir) is None:
             raise DpoError(
@@ -334,7 +337,9 @@ def mark_complete(folder: Path, **extra: Any) -> None:
     files = {
         str(path.relative_to(folder)): path.stat().st_size
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != COMPLETE_MARKER and not path.is_symlink()
+        if path.is_file()
+        and path.name != COMPLETE_MARKER
+        and not path.is_symlink()
         and path.relative_to(folder).parts[0] not in REWRITTEN_DOCUMENTS
     }
     atomic_write_text(folder / COMPLETE_MARKER, json.dumps({"files": files, **extra}, indent=1) + "\n")
@@ -358,7 +363,11 @@ def all_checkpoints(output_dir: Path) -> list[Path]:
     root = checkpoints_dir(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), child) for child in root.iterdir() if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()]
+    found = [
+        (int(m.group(1)), child)
+        for child in root.iterdir()
+        if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()
+    ]
     return [path for _, path in sorted(found)]
 
 

@@ -31,10 +31,15 @@ def build(work: Path, model: Path, packed: bool, batch: int, attn: str):
 
     out = work / f"run-{packed}-{batch}"
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(work / "dpo.yaml", [
-        f"output_dir={out}", f"training.per_device_train_batch_size={batch}",
-        f"training.padding_free={str(packed).lower()}", f"model.attn_implementation={attn}",
-    ])
+    cfg = load_config(
+        work / "dpo.yaml",
+        [
+            f"output_dir={out}",
+            f"training.per_device_train_batch_size={batch}",
+            f"training.padding_free={str(packed).lower()}",
+            f"model.attn_implementation={attn}",
+        ],
+    )
     return build_trainer(cfg, work / "unused.jsonl").trainer
 
 
@@ -69,9 +74,10 @@ def main() -> None:
         work = Path(tmp)
         model = prepare(work, args.pairs)
         dpo_config(work, model)
-        print(f"attention: {args.attn}; torch threads: {torch.get_num_threads()}; "
-              f"{time.strftime('%Y-%m-%d %H:%M')}")
-        print(f"{'batch':>5} {'order':<8} {'padded s':>9} {'packed s':>9} {'padded/packed':>14} {'tokens/s packed':>16}")
+        print(f"attention: {args.attn}; torch threads: {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M')}")
+        print(
+            f"{'batch':>5} {'order':<8} {'padded s':>9} {'packed s':>9} {'padded/packed':>14} {'tokens/s packed':>16}"
+        )
         for batch_size in args.batch_sizes:
             trainers = {packed: build(work, model, packed, batch_size, args.attn) for packed in (False, True)}
             data = trainers[True].train_dataset
@@ -92,8 +98,11 @@ def main() -> None:
                         times[packed].append(step_seconds(trainers[packed], inputs))
                 padded, packed = statistics.median(times[False]), statistics.median(times[True])
                 per_step_tokens = tokens / args.batches
-                print(f"{batch_size:>5} {name:<8} {padded:9.2f} {packed:9.2f} {padded / packed:14.2f} "
-                      f"{per_step_tokens / packed:16.0f}", flush=True)
+                print(
+                    f"{batch_size:>5} {name:<8} {padded:9.2f} {packed:9.2f} {padded / packed:14.2f} "
+                    f"{per_step_tokens / packed:16.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

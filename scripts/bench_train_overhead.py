@@ -57,8 +57,15 @@ def run_ours(model: Path, work: Path, steps: int, index: int) -> tuple[float, fl
 
 def run_plain(model: Path, work: Path, steps: int, index: int) -> tuple[float, float]:
     out_file = work / f"plain-{index}.json"
-    argv = [PY, str(ROOT / "scripts" / "bench" / "plain_trl_dpo.py"), str(model),
-            str(ROOT / "data" / "sample" / "train.jsonl"), str(out_file), str(steps), str(work / f"plain-{index}")]
+    argv = [
+        PY,
+        str(ROOT / "scripts" / "bench" / "plain_trl_dpo.py"),
+        str(model),
+        str(ROOT / "data" / "sample" / "train.jsonl"),
+        str(out_file),
+        str(steps),
+        str(work / f"plain-{index}"),
+    ]
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -95,8 +102,10 @@ def main() -> None:
     print(f"  dpo train     {o_step * 1000:7.1f} ms")
     print(f"  plain TRL     {p_step * 1000:7.1f} ms")
     print(f"  ratio ours/plain: {o_step / p_step:.3f}  (target <= 1.05)")
-    print(f"end-to-end wall time incl. startup and data prep: ours {o_wall:.1f} s, plain {p_wall:.1f} s, "
-          f"ratio {o_wall / p_wall:.3f}")
+    print(
+        f"end-to-end wall time incl. startup and data prep: ours {o_wall:.1f} s, plain {p_wall:.1f} s, "
+        f"ratio {o_wall / p_wall:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def spawn(argv: list[str], log_dir: Path, name: str, *, combined: bool = False, 
 
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / f"{name}.out", log_dir / (f"{name}.out" if combined else f"{name}.err")
-    with out_path.open("w") as out, (out if combined else err_path.open("w")) as err:
+    with out_path.open("w") as out, out if combined else err_path.open("w") as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if combined else err, **kwargs)
     proc.out_path, proc.err_path = out_path, err_path  # type: ignore[attr-defined]
     return proc

@@ -67,7 +67,9 @@ def _table(model: type[BaseModel], prefix: str, fields: list[str] | None = None)
     for name in fields or list(model.model_fields):
         field = model.model_fields[name]
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc}{_constraints(field)} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc}{_constraints(field)} |"
+        )
     return rows
 
 
@@ -147,8 +149,13 @@ def _algorithm_tables() -> list[str]:
         config = row.config_path
         lines += ["", f"### `training:` with `algorithm: {algorithm}` (`{config}`)", ""]
         lines += _table(typed, "training.", own)
-        lines += ["", (f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
-                       "is accepted by name.")]
+        lines += [
+            "",
+            (
+                f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
+                "is accepted by name."
+            ),
+        ]
     return lines
 
 
@@ -156,10 +163,18 @@ def _deliberate_table() -> list[str]:
     """Where dpo's defaults differ from TRL's, from the algorithm table (every other default is TRL's)."""
     from dpo_cli.config.algorithms import ALGORITHMS, DECIDED_PER_RUN, DELIBERATE
 
-    lines = ["", "### Defaults that differ from TRL's", "",
-             ("Every other `training:` default above is TRL's own, read from TRL (frozen in "
-             "`dpo_cli/config/dpo_fields.py`, checked against the installed TRL by the tests)."), "",
-             "| key | algorithms | dpo's default | why |", "| --- | --- | --- | --- |"]
+    lines = [
+        "",
+        "### Defaults that differ from TRL's",
+        "",
+        (
+            "Every other `training:` default above is TRL's own, read from TRL (frozen in "
+            "`dpo_cli/config/dpo_fields.py`, checked against the installed TRL by the tests)."
+        ),
+        "",
+        "| key | algorithms | dpo's default | why |",
+        "| --- | --- | --- | --- |",
+    ]
     for name, (value, why) in DELIBERATE.items():
         lines.append(f"| `training.{name}` | all | `{json.dumps(value)}` | {why} |")
     for algorithm in ALGORITHMS.values():

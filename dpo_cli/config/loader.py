@@ -50,7 +50,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(source, [f"{source}: the top level must be a mapping of sections, found {type(raw).__name__}"])
+        raise ConfigError(
+            source, [f"{source}: the top level must be a mapping of sections, found {type(raw).__name__}"]
+        )
     problems: list[str] = []
     for override in overrides or []:
         try:
@@ -169,7 +171,9 @@ def format_errors(
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         if dotted in found:
             continue
-        origin = next((text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None)
+        origin = next(
+            (text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None
+        )
         line = None if origin else _line_of(yaml_root, loc)
         where = origin or (f"{source}:{line}" if line else source)
         found[dotted] = (line or 0, f"{where}: {dotted}: {_describe(error, loc, config_class)}")

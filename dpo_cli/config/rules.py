@@ -23,7 +23,9 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
     problems = []
     t = cfg.training
     if cfg.quantization is not None and cfg.lora is None and not cfg.model.adapter:
-        problems.append("`quantization` without `lora`: 4-bit weights cannot be trained directly; add a `lora:` section")
+        problems.append(
+            "`quantization` without `lora`: 4-bit weights cannot be trained directly; add a `lora:` section"
+        )
     if cfg.model.adapter and cfg.lora is not None:
         problems.append(
             "`model.adapter` continues an existing adapter with its own settings; remove the `lora:` section "
@@ -46,8 +48,10 @@ def cross_field_problems(cfg: RunConfig) -> list[str]:
         problems.append("`sweep.select_by: win_rate` needs a judge: set `eval.judge` (and keep `eval.generate` on)")
     if t.max_steps == 0:
         problems.append("`training.max_steps` is 0: nothing would be trained")
-    if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2 and (
-        cfg.launch.deepspeed.offload_param != "none"
+    if (
+        cfg.launch.deepspeed is not None
+        and cfg.launch.deepspeed.zero_stage == 2
+        and (cfg.launch.deepspeed.offload_param != "none")
     ):
         problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
     ds = cfg.launch.deepspeed
@@ -145,7 +149,9 @@ def algorithm_problems(cfg: RunConfig) -> list[str]:
                 f"section or set `reference.kind: none` (found `{cfg.reference.kind}`)"
             )
         if t.precompute_ref_log_probs:
-            problems.append(f"`algorithm: {name}` has no reference model: `training.precompute_ref_log_probs` does not apply")
+            problems.append(
+                f"`algorithm: {name}` has no reference model: `training.precompute_ref_log_probs` does not apply"
+            )
     if name == "kto":
         if t.loss_type == "kto":
             sampling = getattr(t, "train_sampling_strategy", None)

@@ -52,9 +52,7 @@ class Section(BaseModel):
 class ModelSection(Section):
     """The policy model and its tokenizer."""
 
-    name_or_path: str = Field(
-        description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`."
-    )
+    name_or_path: str = Field(description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     tokenizer_name_or_path: str | None = Field(
         None, description="Tokenizer to load instead of the model's own (same forms as `name_or_path`)."
@@ -236,9 +234,7 @@ class DataSection(Section):
     )
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     train_split: str = Field("train", description="Split read from `train`.")
-    eval_split: str | None = Field(
-        None, description="Split read from `eval` (defaults to `train_split` for files)."
-    )
+    eval_split: str | None = Field(None, description="Split read from `eval` (defaults to `train_split` for files).")
     eval_fraction: float | None = Field(
         0.1, gt=0.0, lt=1.0, description="Fraction of train held out for eval when `eval` is not given."
     )
@@ -383,9 +379,7 @@ class EvalSection(Section):
 
     num_prompts: int = Field(64, ge=1, description="Held-out prompts to generate for (the first N of the eval split).")
     max_new_tokens: int = Field(128, ge=1, description="Tokens generated per response at most.")
-    temperature: float = Field(
-        0.7, ge=0.0, description="Sampling temperature of generations; 0 decodes greedily."
-    )
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of generations; 0 decodes greedily.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold of generations.")
     seed: int = Field(0, description="Seed of generation sampling (fixed per batch, so reruns reproduce).")
     batch_size: int = Field(8, ge=1, description="Prompts generated together in one batch.")
@@ -504,30 +498,58 @@ def _dpo(name: str) -> Any:
 class TrainerArgs(Section):
     """Fields every algorithm's TRL config shares (`DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig`)."""
 
-    beta: float = Field(_dpo("beta"), gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
+    beta: float = Field(
+        _dpo("beta"), gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta)."
+    )
     learning_rate: float = Field(_dpo("learning_rate"), gt=0.0, lt=1.0, description="Peak learning rate.")
     num_train_epochs: float = Field(_dpo("num_train_epochs"), gt=0.0, description="Passes over the training data.")
-    max_steps: int = Field(_dpo("max_steps"), ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
-    per_device_train_batch_size: int = Field(_dpo("per_device_train_batch_size"), ge=1, description="Pairs per device per micro-batch.")
-    per_device_eval_batch_size: int = Field(_dpo("per_device_eval_batch_size"), ge=1, description="Pairs per device per eval batch.")
-    gradient_accumulation_steps: int = Field(_dpo("gradient_accumulation_steps"), ge=1, description="Micro-batches per optimizer step.")
-    max_length: int | None = Field(
-        _dpo("max_length"), ge=8, description="Tokens of prompt + response kept per sequence; longer ones are truncated."
+    max_steps: int = Field(
+        _dpo("max_steps"), ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0."
     )
-    warmup_steps: float = Field(_dpo("warmup_steps"), ge=0, description="Warm-up steps, or a fraction of all steps when below 1.")
-    lr_scheduler_type: str = Field(_dpo("lr_scheduler_type"), description="Learning-rate schedule (`linear`, `cosine`, ...).")
+    per_device_train_batch_size: int = Field(
+        _dpo("per_device_train_batch_size"), ge=1, description="Pairs per device per micro-batch."
+    )
+    per_device_eval_batch_size: int = Field(
+        _dpo("per_device_eval_batch_size"), ge=1, description="Pairs per device per eval batch."
+    )
+    gradient_accumulation_steps: int = Field(
+        _dpo("gradient_accumulation_steps"), ge=1, description="Micro-batches per optimizer step."
+    )
+    max_length: int | None = Field(
+        _dpo("max_length"),
+        ge=8,
+        description="Tokens of prompt + response kept per sequence; longer ones are truncated.",
+    )
+    warmup_steps: float = Field(
+        _dpo("warmup_steps"), ge=0, description="Warm-up steps, or a fraction of all steps when below 1."
+    )
+    lr_scheduler_type: str = Field(
+        _dpo("lr_scheduler_type"), description="Learning-rate schedule (`linear`, `cosine`, ...)."
+    )
     weight_decay: float = Field(_dpo("weight_decay"), ge=0.0, description="Decoupled weight decay.")
     max_grad_norm: float = Field(_dpo("max_grad_norm"), ge=0.0, description="Gradient clipping norm (0 disables).")
     seed: int = Field(_dpo("seed"), description="Seed for initialisation and data order.")
     logging_steps: float = Field(_dpo("logging_steps"), gt=0, description="Steps between logged metrics.")
-    eval_strategy: Literal["no", "steps", "epoch"] = Field(_dpo("eval_strategy"), description="When to evaluate during training.")
-    eval_steps: float | None = Field(_dpo("eval_steps"), gt=0, description="Steps between evaluations with `eval_strategy: steps`.")
-    save_strategy: Literal["no", "steps", "epoch", "best"] = Field(_dpo("save_strategy"), description="When to checkpoint.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(
+        _dpo("eval_strategy"), description="When to evaluate during training."
+    )
+    eval_steps: float | None = Field(
+        _dpo("eval_steps"), gt=0, description="Steps between evaluations with `eval_strategy: steps`."
+    )
+    save_strategy: Literal["no", "steps", "epoch", "best"] = Field(
+        _dpo("save_strategy"), description="When to checkpoint."
+    )
     save_steps: float = Field(_dpo("save_steps"), gt=0, description="Steps between checkpoints.")
-    save_total_limit: int | None = Field(_dpo("save_total_limit"), ge=1, description="Checkpoints kept on disk; older ones are deleted.")
-    bf16: bool | None = Field(_dpo("bf16"), description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
+    save_total_limit: int | None = Field(
+        _dpo("save_total_limit"), ge=1, description="Checkpoints kept on disk; older ones are deleted."
+    )
+    bf16: bool | None = Field(
+        _dpo("bf16"), description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set."
+    )
     fp16: bool = Field(_dpo("fp16"), description="float16 mixed precision.")
-    gradient_checkpointing: bool = Field(_dpo("gradient_checkpointing"), description="Recompute activations to save memory.")
+    gradient_checkpointing: bool = Field(
+        _dpo("gradient_checkpointing"), description="Recompute activations to save memory."
+    )
     precompute_ref_log_probs: bool | None = Field(
         None,
         description=(
@@ -547,7 +569,9 @@ class TrainerArgs(Section):
         ),
     )
     use_cpu: bool = Field(_dpo("use_cpu"), description="Train on the CPU even when a GPU is present.")
-    report_to: str | list[str] = Field(_dpo("report_to"), description="Experiment trackers (`wandb`, `tensorboard`, ...).")
+    report_to: str | list[str] = Field(
+        _dpo("report_to"), description="Experiment trackers (`wandb`, `tensorboard`, ...)."
+    )
     optim: str = Field(
         _dpo("optim"), description="Optimizer name as transformers spells it (its default follows the torch version)."
     )
@@ -567,7 +591,10 @@ class DPOTrainingArgs(TrainerArgs):
     )
     loss_weights: list[float] | None = Field(_dpo("loss_weights"), description="Weights of the losses in `loss_type`.")
     label_smoothing: float = Field(
-        _dpo("label_smoothing"), ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+        _dpo("label_smoothing"),
+        ge=0.0,
+        lt=0.5,
+        description="Probability a label is flipped (robust DPO) or EXO's epsilon.",
     )
     padding_free: bool | None = Field(
         None,

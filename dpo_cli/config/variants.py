@@ -21,13 +21,18 @@ class KTOTrainingArgs(TrainerArgs):
     """The `KTOConfig` fields most runs set."""
 
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
-        ALGORITHMS["kto"].default("loss_type"), description="`kto`: KTO's loss; `apo_zero_unpaired`: APO-zero on unpaired data (no KL estimate)."
+        ALGORITHMS["kto"].default("loss_type"),
+        description="`kto`: KTO's loss; `apo_zero_unpaired`: APO-zero on unpaired data (no KL estimate).",
     )
     desirable_weight: float = Field(
-        ALGORITHMS["kto"].default("desirable_weight"), gt=0.0, description="Weight of the losses of desirable (label true) rows, to balance unequal counts."
+        ALGORITHMS["kto"].default("desirable_weight"),
+        gt=0.0,
+        description="Weight of the losses of desirable (label true) rows, to balance unequal counts.",
     )
     undesirable_weight: float = Field(
-        ALGORITHMS["kto"].default("undesirable_weight"), gt=0.0, description="Weight of the losses of undesirable (label false) rows."
+        ALGORITHMS["kto"].default("undesirable_weight"),
+        gt=0.0,
+        description="Weight of the losses of undesirable (label false) rows.",
     )
     train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
         ALGORITHMS["kto"].default("train_sampling_strategy"),
@@ -42,7 +47,9 @@ class ORPOTrainingArgs(TrainerArgs):
     """The `ORPOConfig` fields most runs set."""
 
     beta: float = Field(
-        ALGORITHMS["orpo"].default("beta"), gt=0.0, description="ORPO's lambda: weight of the odds-ratio term added to the SFT loss (TRL's `beta`)."
+        ALGORITHMS["orpo"].default("beta"),
+        gt=0.0,
+        description="ORPO's lambda: weight of the odds-ratio term added to the SFT loss (TRL's `beta`).",
     )
 
 
@@ -50,26 +57,44 @@ class CPOTrainingArgs(TrainerArgs):
     """The `CPOConfig` fields most runs set."""
 
     loss_type: Literal["sigmoid", "hinge", "ipo", "simpo", "alphapo"] = Field(
-        ALGORITHMS["cpo"].default("loss_type"), description="CPO's preference loss; `alphapo` is `simpo` with `cpo_alpha: 0` and an `alpha` shape."
+        ALGORITHMS["cpo"].default("loss_type"),
+        description="CPO's preference loss; `alphapo` is `simpo` with `cpo_alpha: 0` and an `alpha` shape.",
     )
-    label_smoothing: float = Field(ALGORITHMS["cpo"].default("label_smoothing"), ge=0.0, lt=0.5, description="Label smoothing of the sigmoid/simpo losses.")
-    cpo_alpha: float = Field(ALGORITHMS["cpo"].default("cpo_alpha"), ge=0.0, description="Weight of the behaviour-cloning (NLL on chosen) term.")
-    simpo_gamma: float = Field(ALGORITHMS["cpo"].default("simpo_gamma"), description="SimPO's target reward margin (used with `loss_type: simpo`).")
+    label_smoothing: float = Field(
+        ALGORITHMS["cpo"].default("label_smoothing"),
+        ge=0.0,
+        lt=0.5,
+        description="Label smoothing of the sigmoid/simpo losses.",
+    )
+    cpo_alpha: float = Field(
+        ALGORITHMS["cpo"].default("cpo_alpha"),
+        ge=0.0,
+        description="Weight of the behaviour-cloning (NLL on chosen) term.",
+    )
+    simpo_gamma: float = Field(
+        ALGORITHMS["cpo"].default("simpo_gamma"),
+        description="SimPO's target reward margin (used with `loss_type: simpo`).",
+    )
 
 
 class SimPOTrainingArgs(CPOTrainingArgs):
     """SimPO is CPO with its own loss and no behaviour-cloning term."""
 
     # Its defaults are its row's in the algorithm table: the values dpo passes to TRL's CPOConfig even when unset.
-    beta: float = Field(ALGORITHMS["simpo"].default("beta"), gt=0.0, description="SimPO's reward scale; the SimPO paper uses 2 to 10.")
+    beta: float = Field(
+        ALGORITHMS["simpo"].default("beta"), gt=0.0, description="SimPO's reward scale; the SimPO paper uses 2 to 10."
+    )
     loss_type: Literal["simpo"] = Field(
         ALGORITHMS["simpo"].default("loss_type"), description="Always `simpo`; use `algorithm: cpo` for other losses."
     )
     cpo_alpha: float = Field(
-        ALGORITHMS["simpo"].default("cpo_alpha"), ge=0.0, description="Behaviour-cloning weight; 0 is plain SimPO (> 0: CPO-SimPO)."
+        ALGORITHMS["simpo"].default("cpo_alpha"),
+        ge=0.0,
+        description="Behaviour-cloning weight; 0 is plain SimPO (> 0: CPO-SimPO).",
     )
     simpo_gamma: float = Field(
-        ALGORITHMS["simpo"].default("simpo_gamma"), description="Target reward margin gamma; the SimPO paper keeps gamma / beta around 0.5."
+        ALGORITHMS["simpo"].default("simpo_gamma"),
+        description="Target reward margin gamma; the SimPO paper keeps gamma / beta around 0.5.",
     )
 
 

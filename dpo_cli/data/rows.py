@@ -17,11 +17,25 @@ from typing import Any
 ROLES = {"system", "user", "assistant", "tool"}
 # Role names used by the formats we read -> the chat-template role.
 ROLE_ALIASES = {
-    "user": "user", "human": "user", "prompter": "user", "USER": "user", "Human": "user",
-    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
-    "ASSISTANT": "assistant", "Assistant": "assistant", "function_call": "assistant",
-    "system": "system", "SYSTEM": "system",
-    "tool": "tool", "observation": "tool", "function": "tool", "ipython": "tool",
+    "user": "user",
+    "human": "user",
+    "prompter": "user",
+    "USER": "user",
+    "Human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "ASSISTANT": "assistant",
+    "Assistant": "assistant",
+    "function_call": "assistant",
+    "system": "system",
+    "SYSTEM": "system",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+    "ipython": "tool",
 }
 ROLE_KEYS = ("role", "from")
 CONTENT_KEYS = ("content", "value", "text")
@@ -105,10 +119,15 @@ def content_text(value: Any, where: str) -> str:
                 texts.append(part)
                 continue
             kind = part.get("type", "text") if isinstance(part, dict) else None
-            text = next((part[k] for k in ("text", "value", "content") if isinstance(part.get(k), str)), None) \
-                if isinstance(part, dict) else None
+            text = (
+                next((part[k] for k in ("text", "value", "content") if isinstance(part.get(k), str)), None)
+                if isinstance(part, dict)
+                else None
+            )
             if kind != "text" or text is None:
-                raise RowProblem("unsupported_content", f"{where}: a {kind or type(part).__name__} part; only text trains")
+                raise RowProblem(
+                    "unsupported_content", f"{where}: a {kind or type(part).__name__} part; only text trains"
+                )
             texts.append(text)
         return "".join(texts)
     if value is None:

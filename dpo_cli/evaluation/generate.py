@@ -52,8 +52,15 @@ def eval_prompts(dataset: Any, limit: int) -> list[Prompt]:
 
 
 def settings_key(settings: EvalSection, model_id: str, prompt: Prompt) -> str:
-    fields = [model_id, settings.max_new_tokens, settings.temperature, settings.top_p, settings.seed,
-              settings.batch_size, json.dumps(prompt.messages, sort_keys=True)]
+    fields = [
+        model_id,
+        settings.max_new_tokens,
+        settings.temperature,
+        settings.top_p,
+        settings.seed,
+        settings.batch_size,
+        json.dumps(prompt.messages, sort_keys=True),
+    ]
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:16]
 
 

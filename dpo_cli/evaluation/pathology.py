@@ -172,8 +172,13 @@ def compare(policy: dict[str, Any], reference: dict[str, Any]) -> list[dict[str,
     for key, label, _ in TABLE_ROWS:
         if key in policy and key in reference:
             rows.append(
-                {"metric": key, "label": label, "policy": policy[key], "reference": reference[key],
-                 "delta": policy[key] - reference[key]}
+                {
+                    "metric": key,
+                    "label": label,
+                    "policy": policy[key],
+                    "reference": reference[key],
+                    "delta": policy[key] - reference[key],
+                }
             )
     return rows
 

@@ -64,8 +64,12 @@ def train_updates(base: RunConfig, out: Path, k: int) -> dict[str, Any]:
     """Config updates for round `k`'s training run: its pairs, its directory, its start and its reference."""
     rd = round_dir(out, k)
     found: dict[str, Any] = {
-        "output_dir": rd / "run", "data.train": rd / "pairs" / "pairs.jsonl", "data.eval": None,
-        "data.eval_fraction": None, "data.max_train_samples": None, "data.unpair": False,
+        "output_dir": rd / "run",
+        "data.train": rd / "pairs" / "pairs.jsonl",
+        "data.eval": None,
+        "data.eval_fraction": None,
+        "data.max_train_samples": None,
+        "data.unpair": False,
         **policy_updates(base, out, k - 1),
     }
     if k > 1 and base.iterate.reference == "original" and base.reference.kind == "policy":
@@ -87,7 +91,9 @@ def check_loop(base: RunConfig) -> None:
     if base.generate.prompts is None:
         problems.append("no prompts to sample from: set `generate.prompts` or pass --prompts FILE")
     if base.algorithm != "dpo":
-        problems.append(f"`dpo iterate` builds preference pairs for DPO; `algorithm: {base.algorithm}` is not supported")
+        problems.append(
+            f"`dpo iterate` builds preference pairs for DPO; `algorithm: {base.algorithm}` is not supported"
+        )
     if base.iterate.reference == "original" and base.model.adapter:
         problems.append(
             "`iterate.reference: original` with `model.adapter`: the original policy is base + adapter, which no "
@@ -113,12 +119,16 @@ def prepare_dir(out: Path, digest: str, overwrite: bool) -> dict[str, Any]:
         if state.get("config_digest") != digest:
             raise DpoError(
                 f"{out}: holds a loop run with a different config (only `iterate.rounds` may change between reruns)",
-                exit_code=EXIT_USAGE, details=["pass --overwrite to start over, or set another output_dir"],
+                exit_code=EXIT_USAGE,
+                details=["pass --overwrite to start over, or set another output_dir"],
             )
         return state
     if out.exists() and any(out.iterdir()):
-        raise DpoError(f"{out}: exists and is not a `dpo iterate` directory (no {STATE})", exit_code=EXIT_USAGE,
-                       details=["set another output_dir"])
+        raise DpoError(
+            f"{out}: exists and is not a `dpo iterate` directory (no {STATE})",
+            exit_code=EXIT_USAGE,
+            details=["set another output_dir"],
+        )
     return {"config_digest": digest, "rounds": {}}
 
 
@@ -128,11 +138,13 @@ def heldout_prompts(base: RunConfig) -> list[Prompt]:
 
     n = base.eval.num_prompts
     if base.iterate.eval_prompts is not None:
-        return load_prompts(base.iterate.eval_prompts, base.generate.prompt_column, limit=n,
-                            key="iterate.eval_prompts")
+        return load_prompts(base.iterate.eval_prompts, base.generate.prompt_column, limit=n, key="iterate.eval_prompts")
     if base.data.eval is None and not base.data.eval_fraction:
-        raise DpoError("iterate: no held-out prompts", exit_code=EXIT_USAGE,
-                       details=["set `iterate.eval_prompts`, or `data.eval` / `data.eval_fraction`"])
+        raise DpoError(
+            "iterate: no held-out prompts",
+            exit_code=EXIT_USAGE,
+            details=["set `iterate.eval_prompts`, or `data.eval` / `data.eval_fraction`"],
+        )
     from dpo_cli.data import load_preference_data
     from dpo_cli.evaluation.generate import eval_prompts
 
@@ -164,8 +176,14 @@ class HeldOut:
     def evaluate(self, sampler: Any, k: int, progress: bool) -> dict[str, Any]:
         from dpo_cli.pairs.sampling import sample_prompts
 
-        rows, _ = sample_prompts(sampler, self.prompts, self.sampling, round_dir(self.out, k) / "heldout.jsonl",
-                                 progress=progress, desc=f"held-out round {k}")
+        rows, _ = sample_prompts(
+            sampler,
+            self.prompts,
+            self.sampling,
+            round_dir(self.out, k) / "heldout.jsonl",
+            progress=progress,
+            desc=f"held-out round {k}",
+        )
         texts = [r["samples"][0]["text"].strip() for r in rows]
         words = [len(t.split()) for t in texts]
         found: dict[str, Any] = {
@@ -173,8 +191,10 @@ class HeldOut:
             "heldout_unfinished": sum(not r["samples"][0]["finished"] for r in rows) / len(rows),
         }
         if self.scorer.pointwise:
-            scores = [self.scorer.score(r["prompt"], t, where=f" (held-out prompt {r['index'] + 1})")
-                      for r, t in zip(rows, texts)]
+            scores = [
+                self.scorer.score(r["prompt"], t, where=f" (held-out prompt {r['index'] + 1})")
+                for r, t in zip(rows, texts)
+            ]
             found["heldout_score"] = statistics.fmean(scores)
             found["heldout_score_sem"] = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else None
         elif k == 0:
@@ -185,9 +205,12 @@ class HeldOut:
 
             # Round 0's answers as written then (sampling them here would use this round's model).
             start = read_cache(round_dir(self.out, 0) / "heldout.jsonl")
-            results = [judge_pair(self.scorer.judge, r["index"], r["prompt"], t,
-                                  start[r["index"]]["samples"][0]["text"].strip())
-                       for r, t in zip(rows, texts)]
+            results = [
+                judge_pair(
+                    self.scorer.judge, r["index"], r["prompt"], t, start[r["index"]]["samples"][0]["text"].strip()
+                )
+                for r, t in zip(rows, texts)
+            ]
             summary = tally(results)
             found["heldout_win_rate"] = summary["win_rate"] + summary["tie_rate"] / 2
             found["heldout_win_rate_ci95"] = summary["win_ci95"]
@@ -221,8 +244,9 @@ def run_iterate(
     state = prepare_dir(out, config_digest(base), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        prompts = load_prompts(base.generate.prompts, base.generate.prompt_column, limit=base.generate.max_prompts,
-                               key="generate.prompts")
+        prompts = load_prompts(
+            base.generate.prompts, base.generate.prompt_column, limit=base.generate.max_prompts, key="generate.prompts"
+        )
         scorer = make_scorer(base)
         scorer.check()
         heldout = HeldOut(heldout_prompts(base), scorer, base, out)
@@ -231,8 +255,11 @@ def run_iterate(
         try:
             loop.run(total)
         except KeyboardInterrupt:
-            raise DpoError("iterate interrupted; finished stages are kept", exit_code=EXIT_INTERRUPTED,
-                           details=["run the same command again to continue"]) from None
+            raise DpoError(
+                "iterate interrupted; finished stages are kept",
+                exit_code=EXIT_INTERRUPTED,
+                details=["run the same command again to continue"],
+            ) from None
         finally:
             loop.release()
         files = write_report(out, state, heldout.metric)
@@ -240,9 +267,19 @@ def run_iterate(
 
 
 class _Loop:
-    def __init__(self, config_path: Path, overrides: list[str], base: RunConfig, out: Path, state: dict[str, Any],
-                 scorer: Any, heldout: HeldOut, prompts: list[Prompt], progress: bool,
-                 echo: Callable[[str], None]):
+    def __init__(
+        self,
+        config_path: Path,
+        overrides: list[str],
+        base: RunConfig,
+        out: Path,
+        state: dict[str, Any],
+        scorer: Any,
+        heldout: HeldOut,
+        prompts: list[Prompt],
+        progress: bool,
+        echo: Callable[[str], None],
+    ):
         self.config_path, self.overrides, self.base, self.out = config_path, overrides, base, out
         self.state, self.scorer, self.heldout, self.prompts = state, scorer, heldout, prompts
         self.progress, self.echo = progress, echo
@@ -295,26 +332,40 @@ class _Loop:
         else:
             cfg = self.config(policy_updates(self.base, self.out, k - 1))
             chosen = round_prompts(self.prompts, self.base.iterate.prompts_per_round, k)
-            summary = generate_pairs(cfg, chosen, pairs_dir, sampler=self.sampler_after(k - 1), scorer=self.scorer,
-                                     progress=self.progress, echo=self.echo)
+            summary = generate_pairs(
+                cfg,
+                chosen,
+                pairs_dir,
+                sampler=self.sampler_after(k - 1),
+                scorer=self.scorer,
+                progress=self.progress,
+                echo=self.echo,
+            )
             for line in console_lines(summary):
                 self.echo(f"round {k}: {line.strip()}")
         if summary["pairs"] < self.base.iterate.min_pairs:
             raise DpoError(
                 f"round {k}: {summary['pairs']} pair(s), fewer than iterate.min_pairs ({self.base.iterate.min_pairs})",
-                details=[*(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
-                         ("more prompts, more generate.num_samples, a higher temperature or a lower "
-                          "generate.min_score_gap give more pairs")],
+                details=[
+                    *(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
+                    (
+                        "more prompts, more generate.num_samples, a higher temperature or a lower "
+                        "generate.min_score_gap give more pairs"
+                    ),
+                ],
             )
         self.release()  # training loads its own copy of the model
         run_dir = self.train(k)
         found = self.heldout.evaluate(self.sampler_after(k), k, self.progress)
         run_summary = read_json(run_dir / "summary.json")
         return {
-            "pairs": summary["pairs"], "prompts_with_pairs": summary["prompts_with_pairs"],
+            "pairs": summary["pairs"],
+            "prompts_with_pairs": summary["prompts_with_pairs"],
             "mean_score_gap": summary["mean_score_gap"],
-            "train_initial_loss": run_summary.get("initial_loss"), "train_final_loss": run_summary.get("final_loss"),
-            "train_reward_accuracy": run_summary.get("final_train_reward_accuracy"), **found,
+            "train_initial_loss": run_summary.get("initial_loss"),
+            "train_final_loss": run_summary.get("final_loss"),
+            "train_reward_accuracy": run_summary.get("final_train_reward_accuracy"),
+            **found,
         }
 
     def train(self, k: int) -> Path:
@@ -336,16 +387,28 @@ class _Loop:
             # The launched ranks read this check from where it is saved instead of checking again.
             check_dir = round_dir(self.out, k) / "pairs"
             data_check.save(check_dir)
-            args = launch.train_args(str(self.config_path), [*round_overrides], overwrite=overwrite, resume=resume,
-                                     skip_validation=False, data_check=str(check_dir))
+            args = launch.train_args(
+                str(self.config_path),
+                [*round_overrides],
+                overwrite=overwrite,
+                resume=resume,
+                skip_validation=False,
+                data_check=str(check_dir),
+            )
             launch.launch(cfg, args, overwrite=overwrite, resume=resume)  # returns 0 or raises
         else:
             from dpo_cli.train.run import train
 
             try:
-                train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
-                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model",
-                      data_check=data_check)
+                train(
+                    cfg,
+                    resume=resume,
+                    overwrite=overwrite,
+                    config_path=str(self.config_path),
+                    overrides=round_overrides,
+                    starts_at_reference=cfg.reference.kind != "model",
+                    data_check=data_check,
+                )
             except DpoError as exc:
                 if exc.exit_code != EXIT_INTERRUPTED:
                     raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
@@ -375,14 +438,34 @@ def write_report(out: Path, state: dict[str, Any], metric: str) -> list[Path]:
     def cell(value: Any) -> str:
         return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    columns = [metric, "heldout_words", "heldout_unfinished", "pairs", "prompts_with_pairs", "mean_score_gap",
-               "train_initial_loss", "train_final_loss", "train_reward_accuracy"]
-    lines = [f"# dpo iterate: {out}", "", f"Scored by {state.get('scorer')}; held-out metric `{metric}`.", "",
-             "| round | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    columns = [
+        metric,
+        "heldout_words",
+        "heldout_unfinished",
+        "pairs",
+        "prompts_with_pairs",
+        "mean_score_gap",
+        "train_initial_loss",
+        "train_final_loss",
+        "train_reward_accuracy",
+    ]
+    lines = [
+        f"# dpo iterate: {out}",
+        "",
+        f"Scored by {state.get('scorer')}; held-out metric `{metric}`.",
+        "",
+        "| round | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
     lines += [f"| {r['round']} | " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     if len(rows) > 1 and rows[0].get(metric) is not None and rows[-1].get(metric) is not None:
-        lines += ["", (f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
-                       f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f}).")]
+        lines += [
+            "",
+            (
+                f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
+                f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f})."
+            ),
+        ]
     table = out / "rounds.md"
     atomic_write_text(table, "\n".join(lines) + "\n")
     return [table, write_plot(out / "rounds.png", rows, metric)]

@@ -152,7 +152,8 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
         base=chosen,
         recorded_base=recorded or run_base,
         revision=(model_section.get("revision") if same_base else None) or adapter_config.get("revision"),
-        trust_remote_code=bool(model_section.get("trust_remote_code")) if trust_remote_code is None and same_base
+        trust_remote_code=bool(model_section.get("trust_remote_code"))
+        if trust_remote_code is None and same_base
         else bool(trust_remote_code),
         run_dtype=run_dtype if run_dtype in MERGE_DTYPES else None,
         run_dir=run_dir,
@@ -215,8 +216,12 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
                 f"{adapter_dir}: incomplete: the run ended {status or 'without a record'!r} before final/ was "
                 f"finished (no {COMPLETE_MARKER} marker)",
                 exit_code=EXIT_USAGE,
-                details=[(f"resume the run (dpo train ... --resume), or merge a complete checkpoint: "
-                          f"dpo merge-adapter {run_dir / 'checkpoints'}/checkpoint-N ...")],
+                details=[
+                    (
+                        f"resume the run (dpo train ... --resume), or merge a complete checkpoint: "
+                        f"dpo merge-adapter {run_dir / 'checkpoints'}/checkpoint-N ..."
+                    )
+                ],
             )
     problems = folder_problems(adapter_dir)
     if problems:
@@ -296,7 +301,9 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
     """
     forceable: list[str] = []
     if source.recorded_base and not _same_model(source.base, source.recorded_base):
-        forceable.append(f"base model: the adapter was trained on {source.recorded_base!r}, merging into {source.base!r}")
+        forceable.append(
+            f"base model: the adapter was trained on {source.recorded_base!r}, merging into {source.base!r}"
+        )
     config = _load_base_config(source)
     if getattr(config, "quantization_config", None):
         return [
@@ -317,7 +324,9 @@ def _load_base_config(source: MergeSource) -> Any:
     from dpo_cli.models import needs_remote_code, remote_code_error
 
     try:
-        return AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
+        return AutoConfig.from_pretrained(
+            source.base, revision=source.revision, trust_remote_code=source.trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         if needs_remote_code(exc):
             raise remote_code_error(
@@ -397,7 +406,9 @@ def _shape_problems(source: MergeSource, config: Any) -> tuple[list[str], list[s
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=source.trust_remote_code)
     try:
-        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(get_peft_model(skeleton, peft_config)).items()}
+        expected = {
+            k: tuple(v.shape) for k, v in get_peft_model_state_dict(get_peft_model(skeleton, peft_config)).items()
+        }
     except ValueError as exc:  # e.g. "Target modules {...} not found in the base model"
         return [f"the adapter does not fit {source.base}: {str(exc).splitlines()[0]}"], []
     found = _adapter_shapes(source.adapter_dir)
@@ -447,7 +458,9 @@ def default_dtype(source: MergeSource) -> str:
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            source.base, revision=source.revision, trust_remote_code=source.trust_remote_code
+        )
     except (OSError, ValueError):
         return "float32"
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -494,8 +507,16 @@ def merge_adapter(
         for note in clean_leftovers(output):
             progress(note)
         return _merge(
-            source_path, output, dtype=dtype, base=base, force=force, overwrite=overwrite,
-            max_shard_size=max_shard_size, device=device, trust_remote_code=trust_remote_code, progress=progress,
+            source_path,
+            output,
+            dtype=dtype,
+            base=base,
+            force=force,
+            overwrite=overwrite,
+            max_shard_size=max_shard_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
         )
 
 
@@ -578,8 +599,10 @@ def _merge(
             raise DpoError(
                 f"verification failed: merged logits differ from the adapter's by {max_diff:.3g} "
                 f"(tolerance {tolerance:g} for {dtype}); nothing was written to {output}",
-                details=[f"the adapter itself changes logits by {base_effect:.3g}",
-                         "try --dtype float32 to rule out rounding"],
+                details=[
+                    f"the adapter itself changes logits by {base_effect:.3g}",
+                    "try --dtype float32 to rule out rounding",
+                ],
             )
         if base_effect == 0.0:
             warnings.append("the adapter leaves the base's logits unchanged (an untrained adapter?)")
@@ -592,14 +615,24 @@ def _merge(
                 "revision": source.revision,
                 "dtype": dtype,
                 "forced": bool(forceable),
-                "verification": {"prompts": len(reference), "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "tolerance": tolerance,
-                                 "adapter_effect": base_effect},
+                "verification": {
+                    "prompts": len(reference),
+                    "max_abs_diff": max_diff,
+                    "mean_abs_diff": mean_diff,
+                    "tolerance": tolerance,
+                    "adapter_effect": base_effect,
+                },
             },
         )
         from dpo_cli.publish.card import write_merged_card
 
-        write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
-            source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
+        write_merged_card(
+            staging,
+            run_dir=source.run_dir,
+            merge_command=merge_command(
+                source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size
+            ),
+        )
         publish_dir(staging, output)
     finally:
         if staging.exists():
@@ -623,7 +656,15 @@ def merge_command(
     """The `dpo merge-adapter` command line that makes this merge again (for the model card)."""
     import shlex
 
-    parts = ["dpo", "merge-adapter", shlex.quote(str(source_path)), "--output", shlex.quote(str(output)), "--dtype", dtype]
+    parts = [
+        "dpo",
+        "merge-adapter",
+        shlex.quote(str(source_path)),
+        "--output",
+        shlex.quote(str(output)),
+        "--dtype",
+        dtype,
+    ]
     if base:
         parts += ["--base", shlex.quote(base)]
     if force:
@@ -652,7 +693,9 @@ def _load_kwargs(dtype: str, device: str, trust_remote_code: bool) -> dict[str, 
     return kwargs
 
 
-def _merge_into(source: MergeSource, staging: Path, dtype: str, device: str, max_shard_size: str) -> tuple[list[Any], float, Any]:
+def _merge_into(
+    source: MergeSource, staging: Path, dtype: str, device: str, max_shard_size: str
+) -> tuple[list[Any], float, Any]:
     """Load base + adapter, record logits, merge, save; returns (adapter logits, adapter effect, tokenizer)."""
     import torch
     from peft import PeftModel

@@ -45,7 +45,9 @@ def load_prompts(spec: str | list[str], column: str, *, limit: int | None = None
         else:
             prompts.append(prompt)
     if problems:
-        shown = problems[:MAX_LISTED] + ([f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else [])
+        shown = problems[:MAX_LISTED] + (
+            [f"... and {len(problems) - MAX_LISTED} more"] if len(problems) > MAX_LISTED else []
+        )
         raise DpoError(f"{source.label}: {len(problems)} unusable prompt(s)", exit_code=EXIT_USAGE, details=shown)
     if not prompts:
         raise DpoError(f"{source.label}: holds no prompts", exit_code=EXIT_USAGE)
@@ -58,8 +60,9 @@ def _as_prompt(index: int, value: Any) -> tuple[Prompt | None, str | None]:
             return None, "is empty"
         return Prompt(index, [{"role": "user", "content": value}], value), None
     if isinstance(value, list) and value:
-        if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                   for m in value):
+        if not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        ):
             return None, "is a list but not of {role, content} messages"
         if value[-1]["role"] == "assistant":
             return None, "ends with an assistant message; the model must answer the last turn"

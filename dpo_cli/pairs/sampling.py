@@ -77,9 +77,14 @@ class LocalSampler:
         )
         per_prompt = len(new) // len(batch)
         return [
-            [_sample(tokenizer.decode(t, skip_special_tokens=True), any(x in eos_ids for x in t),
-                     generated_length(t, eos_ids, tokenizer.pad_token_id))
-             for t in new[i * per_prompt:(i + 1) * per_prompt]]
+            [
+                _sample(
+                    tokenizer.decode(t, skip_special_tokens=True),
+                    any(x in eos_ids for x in t),
+                    generated_length(t, eos_ids, tokenizer.pad_token_id),
+                )
+                for t in new[i * per_prompt : (i + 1) * per_prompt]
+            ]
             for i in range(len(batch))
         ]
 
@@ -112,8 +117,7 @@ class EndpointSampler:
         jobs = [(p, k) for p in batch for k in range(sampling.n)]
         with ThreadPoolExecutor(max_workers=min(len(jobs), 32)) as pool:
             done = list(pool.map(one, jobs))
-        return [done[i * sampling.n:(i + 1) * sampling.n] for i in range(len(batch))]
-
+        return [done[i * sampling.n : (i + 1) * sampling.n] for i in range(len(batch))]
 
 
 def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
@@ -126,6 +130,7 @@ def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
 
     quiet_known_noise()
     return LocalSampler(cfg)
+
 
 def _sample(text: str, finished: bool, new_tokens: int | None) -> dict[str, Any]:
     return {"text": text, "finished": finished, "new_tokens": new_tokens}
@@ -154,7 +159,7 @@ def sample_prompts(
 
     keys = {p.index: cache_key(sampler.model_id, sampling, p) for p in prompts}
     rows = {i: r for i, r in read_cache(cache).items() if i in keys and r.get("key") == keys[i]}
-    batches = [prompts[i:i + sampling.batch_size] for i in range(0, len(prompts), sampling.batch_size)]
+    batches = [prompts[i : i + sampling.batch_size] for i in range(0, len(prompts), sampling.batch_size)]
     reused = 0
     with tqdm(total=len(prompts), desc=desc, unit="prompt", file=sys.stderr, disable=not progress) as bar:
         for batch in batches:

@@ -47,8 +47,9 @@ def load_function(reference: str, *, key: str = "generate.scorer") -> Callable[.
     except DpoError:
         raise
     except Exception as exc:  # noqa: BLE001  (a user's module can fail to import in any way; say which and why)
-        raise DpoError(f"{key}: {reference}: importing `{target}` failed: {type(exc).__name__}: {exc}",
-                       exit_code=EXIT_USAGE) from None
+        raise DpoError(
+            f"{key}: {reference}: importing `{target}` failed: {type(exc).__name__}: {exc}", exit_code=EXIT_USAGE
+        ) from None
     function = getattr(module, name, None)
     if not callable(function):
         raise DpoError(f"{key}: {reference}: `{target}` has no function `{name}`", exit_code=EXIT_USAGE)

@@ -115,7 +115,11 @@ def shape_from_config(raw: dict[str, Any], source: str) -> ModelShape:
     layers = pick("num_hidden_layers", "n_layer", "num_layers")
     heads = pick("num_attention_heads", "n_head")
     vocab = pick("vocab_size")
-    missing = [n for n, v in (("hidden size", hidden), ("layers", layers), ("heads", heads), ("vocab_size", vocab)) if v is None]
+    missing = [
+        n
+        for n, v in (("hidden size", hidden), ("layers", layers), ("heads", heads), ("vocab_size", vocab))
+        if v is None
+    ]
     if missing:
         raise DpoError(
             f"{source}: not a decoder-only transformer config dpo can plan (missing {', '.join(missing)})",
@@ -144,7 +148,9 @@ def shape_from_config(raw: dict[str, Any], source: str) -> ModelShape:
     )
 
 
-def load_model_shape(name_or_path: str, model_config: str | Path | None = None, revision: str | None = None) -> ModelShape:
+def load_model_shape(
+    name_or_path: str, model_config: str | Path | None = None, revision: str | None = None
+) -> ModelShape:
     """Find and read the model's config.json without loading weights or importing torch.
 
     Args:

@@ -115,7 +115,9 @@ def provenance(cfg: Any, trainer_args: Any, *, config_path: str | None, override
         "dataset_hub_ids": {"train": hub_dataset_id(cfg.data.train), "eval": hub_dataset_id(cfg.data.eval)},
         "hyperparameters": hyperparameters(trainer_args),
         "command": train_command(config_path, overrides),
-        "hub_model_id": getattr(trainer_args, "hub_model_id", None) if getattr(trainer_args, "push_to_hub", False) else None,
+        "hub_model_id": getattr(trainer_args, "hub_model_id", None)
+        if getattr(trainer_args, "push_to_hub", False)
+        else None,
     }
 
 

@@ -82,15 +82,20 @@ def sweep_figure(rows: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, NullLocator
 
-    panels = [("reward_accuracy", "held-out reward accuracy"), ("logp_margin", "log-prob margin (chosen - rejected)"),
-              ("chosen_logp_shift", "chosen log-prob shift vs reference")]
+    panels = [
+        ("reward_accuracy", "held-out reward accuracy"),
+        ("logp_margin", "log-prob margin (chosen - rejected)"),
+        ("chosen_logp_shift", "chosen log-prob shift vs reference"),
+    ]
     # Constrained layout keeps long y tick labels (e.g. -41.80875) clear of the panel to their left.
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     rates = sorted({r.get("learning_rate") for r in done}, key=lambda v: (v is None, v or 0))
     betas = sorted({r["beta"] for r in done})
     for ax, (key, title) in zip(axes, panels, strict=True):
         for rate in rates:
-            series = sorted((r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None)
+            series = sorted(
+                (r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None
+            )
             if series:
                 label = "default lr" if rate is None else f"lr {rate:g}"
                 ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", label=label)

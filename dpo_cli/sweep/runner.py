@@ -255,7 +255,14 @@ def _prepare(
     out.mkdir(parents=True, exist_ok=True)
     if data_check is not None:
         data_check.save(out)  # every point leaves out the same rows (`dpo train --data-check` reads it)
-    return base_cfg, points, configs, out, _State(out, points, {"betas": betas, "learning_rates": learning_rates}), data_check
+    return (
+        base_cfg,
+        points,
+        configs,
+        out,
+        _State(out, points, {"betas": betas, "learning_rates": learning_rates}),
+        data_check,
+    )
 
 
 def run_sweep(
@@ -318,14 +325,20 @@ def run_sweep(
                     raise DpoError(
                         f"sweep interrupted during {point.name}; its checkpoint is saved",
                         exit_code=EXIT_INTERRUPTED,
-                        details=[f"continue with: {sweep_command(config_path, overrides, out, state.grid, validate=validate)}"],
+                        details=[
+                            f"continue with: {sweep_command(config_path, overrides, out, state.grid, validate=validate)}"
+                        ],
                     ) from None
                 print_point_line(point.name, f"failed: {exc.message}")
                 shared_base = None  # its adapter may still be attached: load a clean base next time
                 continue
             except Exception as exc:  # noqa: BLE001 (an unexpected failure of one point must not lose the others)
-                state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
-                             traceback=traceback.format_exc(limit=8))
+                state.update(
+                    point.name,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(limit=8),
+                )
                 print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
                 shared_base = None
                 continue
@@ -479,8 +492,11 @@ def run_parallel(
                     state.update(name, status="completed", **point_metrics(out / name, point))
                 else:
                     tail = _log_tail(out / f"{name}.log")
-                    state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
-                                 error=f"exit code {code}: {tail}")
+                    state.update(
+                        name,
+                        status="interrupted" if code == EXIT_INTERRUPTED else "failed",
+                        error=f"exit code {code}: {tail}",
+                    )
             time.sleep(0.5)
         judge_points(out, state, base_cfg)
         return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)

@@ -31,7 +31,12 @@ class MetricsWriter(TrainerCallback):
         from dpo_cli.fsio import WriteError
 
         # Wall-clock time lets throughput be read off the file (and benchmarks compare runs).
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(time.time(), 3), **logs}
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "time": round(time.time(), 3),
+            **logs,
+        }
         # A line cut off by a kill must not swallow the next record: start it on a line of its own.
         lead = "" if self._checked or ends_with_newline(self.path) else "\n"
         self._checked = True
@@ -209,7 +214,9 @@ class ProgressBar(TrainerCallback):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:

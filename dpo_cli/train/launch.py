@@ -68,7 +68,11 @@ def inside_launcher(env: Mapping[str, str] | None = None) -> bool:
 def wants_launcher(cfg: Any) -> bool:
     """True when the config asks for a launcher: several processes, or DeepSpeed (even on one GPU, for offload)."""
     launch = cfg.launch
-    return launch.num_processes > 1 or launch.deepspeed is not None or bool(launch.deepspeed_config or launch.accelerate_config)
+    return (
+        launch.num_processes > 1
+        or launch.deepspeed is not None
+        or bool(launch.deepspeed_config or launch.accelerate_config)
+    )
 
 
 def needs_launcher(cfg: Any, env: Mapping[str, str] | None = None) -> bool:
@@ -258,8 +262,12 @@ def train_args(
         args += ["--set", override]
     if data_check is not None:
         args += ["--data-check", data_check]
-    flags = (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation),
-             ("--strict", strict))
+    flags = (
+        ("--overwrite", overwrite),
+        ("--resume", resume),
+        ("--skip-validation", skip_validation),
+        ("--strict", strict),
+    )
     for flag, on in flags:
         if on:
             args.append(flag)
@@ -392,7 +400,9 @@ def _check_user_accelerate(path: Path) -> None:
     except ConfigError as exc:
         raise DpoError(f"launch.accelerate_config: {exc.problems[0]}", exit_code=EXIT_USAGE) from None
     if not isinstance(data, dict):
-        raise DpoError(f"launch.accelerate_config: {path}: expected a mapping of accelerate settings", exit_code=EXIT_USAGE)
+        raise DpoError(
+            f"launch.accelerate_config: {path}: expected a mapping of accelerate settings", exit_code=EXIT_USAGE
+        )
     precision = data.get("mixed_precision")
     if precision not in (None, "no"):
         raise DpoError(

@@ -31,13 +31,26 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
     train, evals = train_records(records), eval_records(records)
     panels = [
         ("loss.png", "DPO loss", [("train", train, "loss"), ("eval", evals, "eval_loss")]),
-        ("reward_margins.png", "reward margin (chosen - rejected)", [
-            ("train", train, "rewards/margins"), ("eval", evals, "eval_rewards/margins")]),
-        ("reward_accuracy.png", "reward accuracy", [
-            ("train", train, "rewards/accuracies"), ("eval", evals, "eval_rewards/accuracies")]),
-        ("rewards.png", "implicit rewards", [
-            ("chosen", train, "rewards/chosen"), ("rejected", train, "rewards/rejected"),
-            ("eval chosen", evals, "eval_rewards/chosen"), ("eval rejected", evals, "eval_rewards/rejected")]),
+        (
+            "reward_margins.png",
+            "reward margin (chosen - rejected)",
+            [("train", train, "rewards/margins"), ("eval", evals, "eval_rewards/margins")],
+        ),
+        (
+            "reward_accuracy.png",
+            "reward accuracy",
+            [("train", train, "rewards/accuracies"), ("eval", evals, "eval_rewards/accuracies")],
+        ),
+        (
+            "rewards.png",
+            "implicit rewards",
+            [
+                ("chosen", train, "rewards/chosen"),
+                ("rejected", train, "rewards/rejected"),
+                ("eval chosen", evals, "eval_rewards/chosen"),
+                ("eval rejected", evals, "eval_rewards/rejected"),
+            ],
+        ),
     ]
     written = []
     for filename, title, lines in panels:
@@ -47,7 +60,9 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
         if filename == "loss.png" and expected_loss is not None:
-            ax.axhline(expected_loss, color="grey", linestyle="--", linewidth=1, label=f"step-0 value {expected_loss:.3f}")
+            ax.axhline(
+                expected_loss, color="grey", linestyle="--", linewidth=1, label=f"step-0 value {expected_loss:.3f}"
+            )
         if filename == "reward_accuracy.png":
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
             ax.set_ylim(-0.02, 1.02)

@@ -57,8 +57,10 @@ def check_resume_compatible(cfg: RunConfig, output_dir: Path) -> None:
             exit_code=EXIT_USAGE,
             details=[
                 "a different beta or learning rate would silently change the run; dpo does not guess",
-                ("put back the config.yaml the run was started with (it is the resolved config), "
-                 "or start over with --overwrite"),
+                (
+                    "put back the config.yaml the run was started with (it is the resolved config), "
+                    "or start over with --overwrite"
+                ),
             ],
         )
     saved = load_yaml_file(saved_path)
@@ -66,7 +68,9 @@ def check_resume_compatible(cfg: RunConfig, output_dir: Path) -> None:
         raise DpoError(f"{saved_path}: not a run config (expected a mapping)", exit_code=EXIT_USAGE)
     saved = flatten(saved)
     current = flatten(config_record(cfg))
-    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES
+    )
     if changed:
         raise DpoError(
             f"{output_dir}: the config differs from the run being resumed",

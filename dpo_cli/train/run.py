@@ -237,10 +237,16 @@ def _failed_start(exc: BaseException, checkpoint: Path | None, resume: str | Non
 
     if isinstance(exc, RunInterrupted):
         if resume:
-            return DpoError("interrupted before the resumed run started; the run is unchanged",
-                            exit_code=EXIT_INTERRUPTED, details=[f"resume with: {resume}"])
-        return DpoError("interrupted before training started; nothing was written, so there is nothing to resume",
-                        exit_code=EXIT_INTERRUPTED, details=["run the same command again to start"])
+            return DpoError(
+                "interrupted before the resumed run started; the run is unchanged",
+                exit_code=EXIT_INTERRUPTED,
+                details=[f"resume with: {resume}"],
+            )
+        return DpoError(
+            "interrupted before training started; nothing was written, so there is nothing to resume",
+            exit_code=EXIT_INTERRUPTED,
+            details=["run the same command again to start"],
+        )
     loading = (OSError, EOFError, ValueError, RuntimeError, KeyError)
     if checkpoint is None or isinstance(exc, DpoError) or not isinstance(exc, loading):
         return exc
@@ -249,8 +255,10 @@ def _failed_start(exc: BaseException, checkpoint: Path | None, resume: str | Non
         f"{checkpoint}: could not be loaded to resume: {type(exc).__name__}: {first}",
         details=[
             "the run directory is unchanged",
-            ("if the config changed how the model is built (lora, quantization), put it back; "
-             "else move this checkpoint aside and resume from the one before"),
+            (
+                "if the config changed how the model is built (lora, quantization), put it back; "
+                "else move this checkpoint aside and resume from the one before"
+            ),
         ],
     )
 
@@ -331,10 +339,15 @@ def _finish_run(
 
 def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any]:
     """Rows trained on, per source, and what the data check dropped (listed in `data/rejects.jsonl`)."""
-    out: dict[str, Any] = {"train_rows": len(data.train), "eval_rows": len(data.eval) if data.eval is not None else 0,
-                           "sources": data.sources}
+    out: dict[str, Any] = {
+        "train_rows": len(data.train),
+        "eval_rows": len(data.eval) if data.eval is not None else 0,
+        "sources": data.sources,
+    }
     if data_check is not None:
-        out["dropped"] = {name: {"rows": s["rows"], "dropped": s["dropped"], "dropped_by": s["dropped_by"]}
-                          for name, s in data_check.summary.items()}
+        out["dropped"] = {
+            name: {"rows": s["rows"], "dropped": s["dropped"], "dropped_by": s["dropped_by"]}
+            for name, s in data_check.summary.items()
+        }
         out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
     return out

@@ -87,7 +87,11 @@ def build_trainer(
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[
-            MetricsWriter(metrics_path), guard, stop, CheckpointMarker.taking_over_rotation(args), *(extra_callbacks or [])
+            MetricsWriter(metrics_path),
+            guard,
+            stop,
+            CheckpointMarker.taking_over_rotation(args),
+            *(extra_callbacks or []),
         ],
     )
     trainer.remove_callback(ProgressCallback)

@@ -82,8 +82,10 @@ def renamed_for_transformers(kwargs: dict[str, Any]) -> dict[str, Any]:
     if "activation_checkpointing" not in {f.name for f in fields(TrainingArguments)}:
         return dict(kwargs)
     renamed = dict(kwargs)
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+    for old, new in (
+        ("gradient_checkpointing", "activation_checkpointing"),
+        ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs"),
+    ):
         if old in renamed and new not in renamed:
             renamed[new] = renamed.pop(old)
     return renamed

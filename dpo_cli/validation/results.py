@@ -33,9 +33,18 @@ class SourceReport:
         return self.pairs - self.dropped
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.label, "layout": self.layout, "described": self.described,
-                "rows": self.rows, "pairs": self.pairs, "dropped": self.dropped, "kept": self.kept,
-                "taken": self.kept if self.taken is None else self.taken, "ignored_columns": self.ignored_columns}
+        return {
+            "name": self.name,
+            "path": self.label,
+            "layout": self.layout,
+            "described": self.described,
+            "rows": self.rows,
+            "pairs": self.pairs,
+            "dropped": self.dropped,
+            "kept": self.kept,
+            "taken": self.kept if self.taken is None else self.taken,
+            "ignored_columns": self.ignored_columns,
+        }
 
 
 @dataclass

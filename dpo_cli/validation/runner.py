@@ -141,9 +141,15 @@ class _SplitChecker:
     def run(self) -> None:
         report, findings = self.report, self.report.findings
         for planned in self.plan.sources:
-            source = SourceReport(planned.name, planned.source.label, planned.describe(),
-                                  planned.match.layout if planned.match else None, fraction=planned.fraction,
-                                  max_samples=planned.max_samples, ignored_columns=planned.ignored_columns())
+            source = SourceReport(
+                planned.name,
+                planned.source.label,
+                planned.describe(),
+                planned.match.layout if planned.match else None,
+                fraction=planned.fraction,
+                max_samples=planned.max_samples,
+                ignored_columns=planned.ignored_columns(),
+            )
             report.sources.append(source)
             prefix = f"{planned.name}: " if self.plan.mixture else ""
             if planned.error:
@@ -155,8 +161,9 @@ class _SplitChecker:
                 report.recognised = False
                 continue
             run = planned.converter(self.options) if planned.match is not None else _unreadable
-            for batch in iter_batches(planned.source, split=planned.hf_split, subset=planned.subset,
-                                      max_row_bytes=self.data.max_row_bytes):
+            for batch in iter_batches(
+                planned.source, split=planned.hf_split, subset=planned.subset, max_row_bytes=self.data.max_row_bytes
+            ):
                 self._batch(batch, planned, source, run)
         self._finish()
 
@@ -222,8 +229,9 @@ class _SplitChecker:
             problems.append((check_id, ""))
         # Indel similarity is what difflib's ratio approximates, computed exactly and bit-parallel in C++;
         # the cutoff lets rapidfuzz stop early on the (usual) clearly different pairs.
-        similarity = Indel.normalized_similarity(chosen_text[:NEAR_IDENTICAL_CHARS], rejected_text[:NEAR_IDENTICAL_CHARS],
-                                                 score_cutoff=self.threshold)
+        similarity = Indel.normalized_similarity(
+            chosen_text[:NEAR_IDENTICAL_CHARS], rejected_text[:NEAR_IDENTICAL_CHARS], score_cutoff=self.threshold
+        )
         if similarity:
             problems.append(("near_identical", f"similarity {similarity:.2f}"))
         ref = self.ref(raw)

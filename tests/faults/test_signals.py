@@ -37,7 +37,9 @@ def test_sigterm_while_the_model_loads_leaves_nothing_behind(tiny_model_dir: Pat
     with pytest.raises(DpoError) as info:
         train(config(tiny_model_dir, out))
     assert info.value.exit_code == EXIT_INTERRUPTED
-    assert info.value.message == "interrupted before training started; nothing was written, so there is nothing to resume"
+    assert (
+        info.value.message == "interrupted before training started; nothing was written, so there is nothing to resume"
+    )
     assert not out.exists()
     check_run_dir(out, overwrite=False, resume=False)  # the same command may simply run again
 

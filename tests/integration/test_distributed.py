@@ -47,8 +47,16 @@ def dpo_train(
         "data.max_eval_samples=16",
         *extra,
     )
-    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2",
-            *([] if validate else ["--skip-validation"])]
+    argv = [
+        sys.executable,
+        "-m",
+        "dpo_cli",
+        "train",
+        str(SMOKE),
+        "--num-processes",
+        "2",
+        *([] if validate else ["--skip-validation"]),
+    ]
     for item in overrides:
         argv += ["--set", item]
     # A port of its own, so that a concurrent test run on the same machine cannot collide.
@@ -83,8 +91,14 @@ def zero3_run(tiny_model_dir: Path, tmp_path_factory):
     out = folder / "zero3"
     # No `training.use_cpu`: before the fix DeepSpeed refused to start ("train_batch_size is not
     # equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 4 * 1 * 2").
-    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}", f"data.train={folder / 'train.jsonl'}",
-                          use_cpu=False, validate=True)
+    return out, dpo_train(
+        tiny_model_dir,
+        out,
+        "launch.deepspeed={zero_stage: 3}",
+        f"data.train={folder / 'train.jsonl'}",
+        use_cpu=False,
+        validate=True,
+    )
 
 
 def test_zero3_two_processes_train_and_save(zero3_run) -> None:
@@ -96,8 +110,10 @@ def test_zero3_two_processes_train_and_save(zero3_run) -> None:
     assert "note: no GPU visible: the 2 processes train on the CPU" in done.stderr
     assert "dropped: 2 of 402 train rows (duplicate_pair x2), 400 left" in done.stderr
     for rank in (0, 1):
-        assert f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)" \
+        assert (
+            f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)"
             in done.stderr
+        )
     assert json.loads((out / "run.json").read_text())["train_rows"] == 400
     # Each rank wrote its own ZeRO shard of the checkpoint.
     shards = sorted(p.name for p in (out / "checkpoints" / "checkpoint-4" / "global_step4").iterdir())

@@ -56,7 +56,9 @@ def adapter_logits(base: Path, adapter: Path):
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])
-def test_merge_matches_adapter_and_loads_with_plain_transformers(runs, tiny_model_dir: Path, tmp_path: Path, mode: str) -> None:
+def test_merge_matches_adapter_and_loads_with_plain_transformers(
+    runs, tiny_model_dir: Path, tmp_path: Path, mode: str
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

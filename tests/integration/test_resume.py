@@ -80,7 +80,9 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
     assert json.loads((resumed / "run.json").read_text())["status"] == "completed"
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tiny_model_dir: Path, tmp_path: Path, uninterrupted) -> None:
+def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
+    tiny_model_dir: Path, tmp_path: Path, uninterrupted
+) -> None:
     out = tmp_path / "run"
     process = start_and_stop(argv(tiny_model_dir, out), out, after_step=3, sig=signal.SIGTERM)
     process.wait(timeout=LIMIT_S)
@@ -96,8 +98,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tiny_model_dir: 
     assert train_steps(out)[-1]["step"] == stopped_at
     assert not (out / "final").exists()
 
-    done = run_logged(argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(),
-                      timeout=LIMIT_S)
+    done = run_logged(
+        argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(), timeout=LIMIT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["resumed_from"].endswith(f"checkpoint-{stopped_at}")
     assert_same_run(out, uninterrupted)
@@ -121,8 +124,9 @@ def test_kill_9_falls_back_to_the_last_complete_checkpoint(tiny_model_dir: Path,
         (torn / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     assert latest_checkpoint(out) == good
 
-    done = run_logged(argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(),
-                      timeout=LIMIT_S)
+    done = run_logged(
+        argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(), timeout=LIMIT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["resumed_from"] == str(good)
     assert_same_run(out, uninterrupted)

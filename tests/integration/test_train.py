@@ -87,12 +87,19 @@ def test_lora_changes_adapter_and_leaves_base_untouched(lora_run, tiny_model_dir
         assert torch.allclose(fresh(ids).logits, without, atol=1e-6)
 
 
-def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    full = ("lora=null", "training.max_steps=6", "training.learning_rate=1e-3", "training.logging_steps=2",
-            "training.save_steps=100")
+    full = (
+        "lora=null",
+        "training.max_steps=6",
+        "training.learning_rate=1e-3",
+        "training.logging_steps=2",
+        "training.save_steps=100",
+    )
     cfg, result = run(tiny_model_dir, tmp_path / "full", *full)
     assert cfg.mode == "full"
     assert any((result.output_dir / "ref_logps").iterdir())  # the default for full fine-tuning

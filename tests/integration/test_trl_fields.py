@@ -44,8 +44,13 @@ NORMALISED = {"bf16": True, "report_to": []}  # bf16 unset: on unless fp16; "non
 def test_the_built_trl_config_has_the_schema_defaults(name: str, tmp_path: Path) -> None:
     from dpo_cli.train.trl_args import to_trainer_config
 
-    raw = {"output_dir": str(tmp_path / "run"), "algorithm": name, "model": {"name_or_path": "m"},
-           "data": {"train": "t.jsonl"}, "training": {"use_cpu": True}}  # TRL's bf16 default needs a GPU
+    raw = {
+        "output_dir": str(tmp_path / "run"),
+        "algorithm": name,
+        "model": {"name_or_path": "m"},
+        "data": {"train": "t.jsonl"},
+        "training": {"use_cpu": True},
+    }  # TRL's bf16 default needs a GPU
     cfg = validate(raw)
     args = to_trainer_config(cfg, tmp_path / "checkpoints")
     assert type(args).__name__ == ALGORITHMS[name].config

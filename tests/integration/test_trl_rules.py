@@ -23,9 +23,12 @@ SAMPLE = ROOT / "data" / "sample" / "train.jsonl"
 
 def unchecked(tmp_path: Path, model: str, *overrides: str) -> Any:
     """The config typed by pydantic but not through dpo's cross-field rules (what TRL would get)."""
-    raw: dict[str, Any] = {"output_dir": str(tmp_path / "run"), "model": {"name_or_path": model},
-                           "data": {"train": str(SAMPLE), "max_train_samples": 8, "eval": None},
-                           "training": {"use_cpu": True, "max_length": 64, "per_device_train_batch_size": 2}}
+    raw: dict[str, Any] = {
+        "output_dir": str(tmp_path / "run"),
+        "model": {"name_or_path": model},
+        "data": {"train": str(SAMPLE), "max_train_samples": 8, "eval": None},
+        "training": {"use_cpu": True, "max_length": 64, "per_device_train_batch_size": 2},
+    }
     for override in overrides:
         apply_override(raw, override)
     return run_config_class(raw.get("algorithm", "dpo")).model_validate(raw)
@@ -39,12 +42,24 @@ def dpo_reports(cfg: Any, fragment: str) -> None:
 # (dpo's overrides, a phrase of dpo's message, what TRL raises when its config class is built)
 CONFIG_RULES = [
     pytest.param(("training.bf16=true", "training.fp16=true"), "both true", ValueError, id="bf16-and-fp16"),
-    pytest.param(("training.loss_type=[sigmoid, sft]", "training.loss_weights=[1.0]"), "loss_weights", ValueError,
-                 id="loss-weights-length"),
-    pytest.param(("algorithm=orpo", "training.precompute_ref_log_probs=true"), "no reference model", TypeError,
-                 id="orpo-precompute"),
-    pytest.param(("algorithm=cpo", "training.precompute_ref_log_probs=true"), "no reference model", TypeError,
-                 id="cpo-precompute"),
+    pytest.param(
+        ("training.loss_type=[sigmoid, sft]", "training.loss_weights=[1.0]"),
+        "loss_weights",
+        ValueError,
+        id="loss-weights-length",
+    ),
+    pytest.param(
+        ("algorithm=orpo", "training.precompute_ref_log_probs=true"),
+        "no reference model",
+        TypeError,
+        id="orpo-precompute",
+    ),
+    pytest.param(
+        ("algorithm=cpo", "training.precompute_ref_log_probs=true"),
+        "no reference model",
+        TypeError,
+        id="cpo-precompute",
+    ),
 ]
 
 
@@ -71,18 +86,30 @@ def test_alphapo_zeroes_cpo_alpha_in_trl_too(tmp_path: Path) -> None:
 # Rules TRL enforces only when the trainer is built (after the model loaded).
 TRAINER_RULES = [
     pytest.param(("training.loss_type=exo_pair",), "label_smoothing", id="exo-pair-needs-smoothing"),
-    pytest.param(("training.loss_type=apo_zero", "training.f_divergence_type=js_divergence"), "f_divergence_type",
-                 id="f-divergence-losses"),
+    pytest.param(
+        ("training.loss_type=apo_zero", "training.f_divergence_type=js_divergence"),
+        "f_divergence_type",
+        id="f-divergence-losses",
+    ),
     pytest.param(("training.loss_type=aot", "training.use_weighting=true"), "use_weighting", id="wpo-and-aot"),
     pytest.param(("training.sync_ref_model=true",), "not supported with LoRA", id="sync-ref-with-lora"),
-    pytest.param(("algorithm=kto", "data.unpair=true", "training.per_device_train_batch_size=1"), "batch_size` > 1",
-                 id="kto-batch-of-one"),
-    pytest.param(("algorithm=kto", "data.unpair=true", "training.train_sampling_strategy=random"), "KL estimate", id="kto-sequential"),
+    pytest.param(
+        ("algorithm=kto", "data.unpair=true", "training.per_device_train_batch_size=1"),
+        "batch_size` > 1",
+        id="kto-batch-of-one",
+    ),
+    pytest.param(
+        ("algorithm=kto", "data.unpair=true", "training.train_sampling_strategy=random"),
+        "KL estimate",
+        id="kto-sequential",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "fragment"), TRAINER_RULES)
-def test_trainer_rules_are_trls(tiny_model_dir: Path, tmp_path: Path, overrides: tuple[str, ...], fragment: str) -> None:
+def test_trainer_rules_are_trls(
+    tiny_model_dir: Path, tmp_path: Path, overrides: tuple[str, ...], fragment: str
+) -> None:
     from dpo_cli.train.trainer import build_trainer
 
     lora = ("lora.r=4", "lora.lora_alpha=8", "lora.target_modules=[c_attn]")
@@ -98,7 +125,12 @@ def test_the_same_trainer_builds_without_the_offending_values(tiny_model_dir: Pa
 
     lora = ("lora.r=4", "lora.lora_alpha=8", "lora.target_modules=[c_attn]")
     for algorithm in ("dpo", "kto"):
-        cfg = unchecked(tmp_path / algorithm, str(tiny_model_dir), *lora, f"algorithm={algorithm}",
-                        *(["data.unpair=true"] if algorithm == "kto" else []))
+        cfg = unchecked(
+            tmp_path / algorithm,
+            str(tiny_model_dir),
+            *lora,
+            f"algorithm={algorithm}",
+            *(["data.unpair=true"] if algorithm == "kto" else []),
+        )
         assert cross_field_problems(cfg) == []
         assert build_trainer(cfg, tmp_path / f"{algorithm}.jsonl").trainer is not None

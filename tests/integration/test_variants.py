@@ -43,8 +43,13 @@ def first_steps(config: Path, tiny_model_dir: Path, out: Path, *extra: str):
     """Build the trainer exactly as `dpo train` does, train the short run, return it and its logged steps."""
     cfg = load_config(
         config,
-        [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", f"data.train={SAMPLE / 'train.jsonl'}",
-         *SHORT, *extra],
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"output_dir={out}",
+            f"data.train={SAMPLE / 'train.jsonl'}",
+            *SHORT,
+            *extra,
+        ],
     )
     out.mkdir(parents=True)
     built = build_trainer(cfg, out / "metrics.jsonl")
@@ -91,8 +96,12 @@ def test_kto_trains_on_unpaired_rows(tiny_model_dir: Path, tmp_path: Path) -> No
     with unpaired.open("w") as handle:
         for i, row in enumerate(rows):  # 2 desirable to 1 undesirable, as thumbs data tends to be
             good = i % 3 != 2
-            handle.write(json.dumps({"prompt": row["prompt"], "completion": row["chosen" if good else "rejected"],
-                                     "label": good}) + "\n")
+            handle.write(
+                json.dumps(
+                    {"prompt": row["prompt"], "completion": row["chosen" if good else "rejected"], "label": good}
+                )
+                + "\n"
+            )
     cfg, built, steps = first_steps(VARIANTS / "kto.yaml", tiny_model_dir, tmp_path / "kto", f"data.train={unpaired}")
     assert type(built.trainer).__name__ == "KTOTrainer"
     assert set(built.data.train.column_names) == {"prompt", "completion", "label"}
@@ -145,21 +154,28 @@ def test_full_dpo_loads_its_reference(tiny_model_dir: Path, tmp_path: Path, monk
     # The counterpart of the test above, so that its `loads` check can fail.
     loads = _counting_from_pretrained(monkeypatch)
     # Online reference (unset, full fine-tuning precomputes instead and loads the model once).
-    first_steps(ROOT / "configs" / "smoke.yaml", tiny_model_dir, tmp_path / "dpo", "lora=null",
-                "training.precompute_ref_log_probs=false")
+    first_steps(
+        ROOT / "configs" / "smoke.yaml",
+        tiny_model_dir,
+        tmp_path / "dpo",
+        "lora=null",
+        "training.precompute_ref_log_probs=false",
+    )
     assert loads == [str(tiny_model_dir)] * 2
 
 
 # What each shipped variant config shows at its first steps, beyond training at all.
 EXPECT = {
     "cpo": lambda cfg, built, steps: built.trainer.cpo_alpha == 1.0,
-    "ipo": lambda cfg, built, steps: cfg.loss_types() == ["ipo"]
-    and steps[0]["loss"] == pytest.approx((1 / (2 * cfg.training.beta)) ** 2, rel=1e-3),
+    "ipo": lambda cfg, built, steps: (
+        cfg.loss_types() == ["ipo"] and steps[0]["loss"] == pytest.approx((1 / (2 * cfg.training.beta)) ** 2, rel=1e-3)
+    ),
     "kto": lambda cfg, built, steps: "kl" in steps[0] and set(built.data.train.column_names) >= {"completion", "label"},
     "orpo": lambda cfg, built, steps: getattr(built.trainer, "ref_model", None) is None,
     # MPO/RPO-style mix: the SFT term adds the policy's NLL to the preference loss.
-    "rpo": lambda cfg, built, steps: cfg.loss_types() == ["sigmoid", "sft"]
-    and steps[0]["loss"] > cfg.training.loss_weights[0] * LN2,
+    "rpo": lambda cfg, built, steps: (
+        cfg.loss_types() == ["sigmoid", "sft"] and steps[0]["loss"] > cfg.training.loss_weights[0] * LN2
+    ),
     # Robust DPO's smoothing terms cancel to ln 2 at a zero margin.
     "robust": lambda cfg, built, steps: steps[0]["loss"] == pytest.approx(LN2, abs=1e-3),
     "simpo": lambda cfg, built, steps: built.trainer.loss_type == "simpo" and built.trainer.cpo_alpha == 0.0,
@@ -185,10 +201,16 @@ def test_orpo_sweep_sweeps_lambda_and_says_so(tiny_model_dir: Path, tmp_path: Pa
     from dpo_cli.sweep.runner import run_sweep
 
     overrides = [
-        f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path / 'run'}",
-        f"data.train={SAMPLE / 'train.jsonl'}", f"data.eval={SAMPLE / 'eval.jsonl'}",
-        "training.max_steps=2", "training.logging_steps=1", "training.max_length=64", "training.save_steps=100",
-        "data.max_train_samples=16", "data.max_eval_samples=8",
+        f"model.name_or_path={tiny_model_dir}",
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={SAMPLE / 'train.jsonl'}",
+        f"data.eval={SAMPLE / 'eval.jsonl'}",
+        "training.max_steps=2",
+        "training.logging_steps=1",
+        "training.max_length=64",
+        "training.save_steps=100",
+        "data.max_train_samples=16",
+        "data.max_eval_samples=8",
     ]
     result = run_sweep(VARIANTS / "orpo.yaml", overrides, betas=[0.05, 0.5], sweep_dir=tmp_path / "sweep")
     assert [r["status"] for r in result.rows] == ["completed", "completed"]
@@ -213,10 +235,18 @@ def test_eval_works_for_other_algorithms(name: str, tiny_model_dir: Path, tmp_pa
 
     out = tmp_path / name
     extra = ["data.unpair=true"] if name == "kto" else []
-    overrides = [f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", f"data.train={SAMPLE / 'train.jsonl'}",
-                 *[o for o in SHORT if not o.startswith("data.eval")], f"data.eval={SAMPLE / 'eval.jsonl'}",
-                 "data.max_eval_samples=16", "eval.num_prompts=4", "eval.max_new_tokens=8", "eval.batch_size=4",
-                 *extra]
+    overrides = [
+        f"model.name_or_path={tiny_model_dir}",
+        f"output_dir={out}",
+        f"data.train={SAMPLE / 'train.jsonl'}",
+        *[o for o in SHORT if not o.startswith("data.eval")],
+        f"data.eval={SAMPLE / 'eval.jsonl'}",
+        "data.max_eval_samples=16",
+        "eval.num_prompts=4",
+        "eval.max_new_tokens=8",
+        "eval.batch_size=4",
+        *extra,
+    ]
     train(load_config(VARIANTS / f"{name}.yaml", overrides))
     result = CliRunner().invoke(app, ["eval", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output

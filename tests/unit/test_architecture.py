@@ -22,8 +22,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dpo_cli"
 
 # Modules allowed at the top of dpo_cli/: the shared core every feature may use.
 CORE_MODULES = {
-    "__init__", "__main__", "errors", "fsio", "rundir", "checkpoints", "interrupts", "models", "generation",
-    "doctor", "scorers",
+    "__init__",
+    "__main__",
+    "errors",
+    "fsio",
+    "rundir",
+    "checkpoints",
+    "interrupts",
+    "models",
+    "generation",
+    "doctor",
+    "scorers",
 }
 
 # Tolerated for now; each entry must still occur (see the module docstring).
@@ -225,9 +234,9 @@ def test_the_private_check_catches_what_it_should(monkeypatch, source, expected)
     # The checks read the real tree; a probe module shows that they can fail.
     monkeypatch.setitem(MODULES, "dpo_cli.x", PACKAGE / "x.py")
     monkeypatch.setitem(MODULES, "dpo_cli.probe", PACKAGE / "probe.py")
-    monkeypatch.setattr(__import__("tests.unit.test_architecture", fromlist=["TREES"]), "TREES", {
-        "dpo_cli.probe": ast.parse(source)
-    })
+    monkeypatch.setattr(
+        __import__("tests.unit.test_architecture", fromlist=["TREES"]), "TREES", {"dpo_cli.probe": ast.parse(source)}
+    )
     assert private_imports() == expected
 
 

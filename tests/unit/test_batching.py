@@ -57,7 +57,9 @@ def test_order_is_a_pure_function_of_seed_and_epoch() -> None:
     assert list(sampler) == length_grouped_order(lengths, 8, seed=42, epoch=1)
 
 
-@pytest.mark.parametrize(("batch", "random_at_least", "grouped_at_most"), [(4, 0.4, 0.2), (8, 0.5, 0.2), (16, 0.55, 0.2)])
+@pytest.mark.parametrize(
+    ("batch", "random_at_least", "grouped_at_most"), [(4, 0.4, 0.2), (8, 0.5, 0.2), (16, 0.55, 0.2)]
+)
 def test_grouping_removes_most_padding(batch: int, random_at_least: float, grouped_at_most: float) -> None:
     # The figures on HH-RLHF: 50/60/66% padding with random batches, 13-14% grouped.
     lengths = real_lengths(2000)
@@ -84,7 +86,9 @@ def test_longest_first() -> None:
 def test_lengths_from_the_token_columns_of_each_trainer() -> None:
     from datasets import Dataset
 
-    dpo = Dataset.from_dict({"prompt_ids": [[1, 2, 3], [4]], "chosen_ids": [[5], [6, 7, 8, 9]], "rejected_ids": [[5, 6], [7]]})
+    dpo = Dataset.from_dict(
+        {"prompt_ids": [[1, 2, 3], [4]], "chosen_ids": [[5], [6, 7, 8, 9]], "rejected_ids": [[5, 6], [7]]}
+    )
     assert sequence_lengths(dpo).tolist() == [[4, 5], [5, 2]]
     assert pair_lengths(dpo).tolist() == [5, 5]
     assert pair_lengths(dpo, max_length=4).tolist() == [4, 4]  # TRL's collator truncates there
@@ -97,7 +101,9 @@ def test_lengths_from_the_token_columns_of_each_trainer() -> None:
 
 def test_batch_order_and_speed_choices_never_import_torch() -> None:
     # `dpo plan` and config checks read `dpo_cli.train.speed`; they must stay torch-free.
-    code = "import sys, dpo_cli.train.batching, dpo_cli.train.speed, dpo_cli.train.packing; print('torch' in sys.modules)"
+    code = (
+        "import sys, dpo_cli.train.batching, dpo_cli.train.speed, dpo_cli.train.packing; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", out.stderr
 

@@ -153,7 +153,11 @@ def test_apply_override_replaces_null_section() -> None:
         ({"training": {"max_steps": 0}}, "nothing would be trained"),
         ({"model": {"name_or_path": "m", "adapter": "sft"}, "lora": {}}, "remove the `lora:` section"),
         (
-            {"lora": {}, "quantization": {"bnb_4bit_quant_storage": "uint8"}, "launch": {"deepspeed": {"zero_stage": 3}}},
+            {
+                "lora": {},
+                "quantization": {"bnb_4bit_quant_storage": "uint8"},
+                "launch": {"deepspeed": {"zero_stage": 3}},
+            },
             "bnb_4bit_quant_storage` must equal",
         ),
     ],

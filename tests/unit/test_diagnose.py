@@ -76,8 +76,11 @@ def test_nan_is_an_error() -> None:
 
 
 def test_summary_numbers() -> None:
-    records = [rec(1, LN2), rec(10, 0.4, 0.9), {"step": 10, "eval_loss": 0.45, "eval_rewards/accuracies": 0.8,
-                                              "eval_rewards/margins": 0.7}]
+    records = [
+        rec(1, LN2),
+        rec(10, 0.4, 0.9),
+        {"step": 10, "eval_loss": 0.45, "eval_rewards/accuracies": 0.8, "eval_rewards/margins": 0.7},
+    ]
     s = summarize(records)
     assert s["initial_loss"] == LN2 and s["final_loss"] == 0.4 and s["steps"] == 10
     assert s["eval_reward_accuracy"] == 0.8 and s["eval_reward_margin"] == 0.7

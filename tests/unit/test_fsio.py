@@ -35,7 +35,9 @@ def test_every_shape_of_a_full_disk_reads_the_same(tmp_path: Path, monkeypatch) 
 def test_other_failures_are_left_alone() -> None:
     assert as_write_error(ValueError("bad value"), Path("x"), "y") is None
     assert as_write_error(RuntimeError("CUDA out of memory"), Path("x"), "y") is None
-    quota = WriteError(Path("/data/run/metrics.jsonl"), "metrics record at step 3", OSError(errno.EDQUOT, "Disk quota exceeded"))
+    quota = WriteError(
+        Path("/data/run/metrics.jsonl"), "metrics record at step 3", OSError(errno.EDQUOT, "Disk quota exceeded")
+    )
     assert quota.message == "no space left on device while writing /data/run/metrics.jsonl (metrics record at step 3)"
     readonly = WriteError(Path("/ro/run.json"), "run record", OSError(errno.EROFS, "Read-only file system"))
     assert readonly.message == "could not write (Read-only file system) while writing /ro/run.json (run record)"

@@ -177,7 +177,11 @@ def test_overwrite_never_deletes_an_input_kept_under_a_run_name(tmp_path: Path) 
 
     run = earlier_run(tmp_path / "X")
     # Training on from the earlier run's own final weights, into the same folder.
-    cfg = {"output_dir": str(run), "model": {"name_or_path": str(run / "final")}, "training": {"x": [str(run / "plots")]}}
+    cfg = {
+        "output_dir": str(run),
+        "model": {"name_or_path": str(run / "final")},
+        "training": {"x": [str(run / "plots")]},
+    }
     with pytest.raises(DpoError) as info:
         check_run_dir(run, overwrite=True, resume=False, protected=config_inputs(cfg, tmp_path / "cfg.yaml"))
     assert any(line.startswith("model.name_or_path:") for line in info.value.details)
@@ -192,7 +196,9 @@ def test_overwrite_removes_only_the_earlier_runs_own_files(tmp_path: Path) -> No
     (run / "launch" / "deepspeed.json").write_text("{}")
     (run / ".run.json.abc123.tmp").write_text("torn")
     # Re-running a run from its own config.yaml is allowed: that file is rewritten at once.
-    init_run_dir(run, overwrite=True, resume=False, protected=config_inputs({"output_dir": str(run)}, run / "config.yaml"))
+    init_run_dir(
+        run, overwrite=True, resume=False, protected=config_inputs({"output_dir": str(run)}, run / "config.yaml")
+    )
     assert sorted(p.name for p in run.iterdir()) == ["launch"]
 
 

@@ -53,9 +53,18 @@ def test_sweep_section_rejects_non_positive_values() -> None:
         SweepSection(betas=[0.1, 0.0])
 
 
-def row(point: str, beta: float, acc: float, margin: float = 0.5, shift: float = 0.0, status: str = "completed") -> dict:
-    return {"point": point, "beta": beta, "status": status, "reward_accuracy": acc, "reward_margin": margin,
-            "chosen_logp_shift": shift, "logp_margin": acc * 10}
+def row(
+    point: str, beta: float, acc: float, margin: float = 0.5, shift: float = 0.0, status: str = "completed"
+) -> dict:
+    return {
+        "point": point,
+        "beta": beta,
+        "status": status,
+        "reward_accuracy": acc,
+        "reward_margin": margin,
+        "chosen_logp_shift": shift,
+        "logp_margin": acc * 10,
+    }
 
 
 def test_choose_best_accuracy_with_guards() -> None:
@@ -111,8 +120,11 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
 
     config = tmp_path / "my cfg ü.yaml"
     config.write_text(SMOKE.read_text())
-    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train={ROOT / 'data/sample/train.jsonl'}",
-                 f"data.eval={ROOT / 'data/sample/eval.jsonl'}"]
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={ROOT / 'data/sample/train.jsonl'}",
+        f"data.eval={ROOT / 'data/sample/eval.jsonl'}",
+    ]
     trained: list[float] = []
 
     def interrupted(cfg, **kwargs):
@@ -156,4 +168,13 @@ def test_set_strings_read_back_as_the_same_values() -> None:
     from dpo_cli.config.loader import set_strings
 
     updates = {"a": 1e-05, "b": 0.01, "c": True, "d": None, "e": "x: y", "f": "true", "g": Path("runs/p"), "h": 3}
-    assert set_strings(updates) == ['a=1.0e-05', 'b=0.01', 'c=true', 'd=null', 'e="x: y"', 'f="true"', "g=runs/p", "h=3"]
+    assert set_strings(updates) == [
+        "a=1.0e-05",
+        "b=0.01",
+        "c=true",
+        "d=null",
+        'e="x: y"',
+        'f="true"',
+        "g=runs/p",
+        "h=3",
+    ]

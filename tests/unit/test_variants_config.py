@@ -144,8 +144,13 @@ def test_apo_zero_unpaired_kto_needs_no_sequential_sampling(tmp_path: Path) -> N
 
 
 def test_typed_fields_are_fields_of_the_trl_config() -> None:
-    frozen = {"dpo": DPO_CONFIG_FIELDS, "kto": KTO_CONFIG_FIELDS, "orpo": ORPO_CONFIG_FIELDS,
-              "cpo": CPO_CONFIG_FIELDS, "simpo": CPO_CONFIG_FIELDS}
+    frozen = {
+        "dpo": DPO_CONFIG_FIELDS,
+        "kto": KTO_CONFIG_FIELDS,
+        "orpo": ORPO_CONFIG_FIELDS,
+        "cpo": CPO_CONFIG_FIELDS,
+        "simpo": CPO_CONFIG_FIELDS,
+    }
     for name, section in TRAINING_SECTIONS.items():
         assert ALGORITHMS[name].frozen_fields() is frozen[name]
         # precompute_ref_log_probs is typed for every algorithm but rejected by the reference-free ones
