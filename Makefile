@@ -32,6 +32,7 @@ demo: $(SMOLLM2)/.complete
 # ruff (pinned in the dev extra): lint rules and the formatting; `make test` (and so CI) runs it first.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: $(STAMP) lint
 	$(PY) -m pytest -m "not slow" -q
