@@ -7,7 +7,7 @@ DPO := $(VENV)/bin/dpo
 STAMP := $(VENV)/.installed
 SMOLLM2 := .cache/models/smollm2-135m-instruct
 
-.PHONY: install demo test test-all bench docs clean
+.PHONY: install demo lint test test-all bench docs clean
 
 install: $(STAMP)
 
@@ -29,7 +29,12 @@ demo: $(SMOLLM2)/.complete
 	$(DPO) validate-data configs/demo.yaml
 	$(DPO) train configs/demo.yaml --overwrite
 
-test: $(STAMP)
+# ruff (pinned in the dev extra): lint rules and the formatting; `make test` (and so CI) runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-all: $(STAMP)

@@ -74,8 +74,10 @@ def safetensors_problem(path: Path) -> str | None:
     ]
     expected = 8 + header_len + max(ends, default=0)
     if expected != size:
-        return f"{path.name}: truncated ({size} of {expected} bytes)" if size < expected else (
-            f"{path.name}: {size - expected} bytes past the last tensor"
+        return (
+            f"{path.name}: truncated ({size} of {expected} bytes)"
+            if size < expected
+            else (f"{path.name}: {size - expected} bytes past the last tensor")
         )
     return None
 
@@ -171,7 +173,9 @@ def checkpoint_problems(checkpoint: Path, *, needs_optimizer: bool = True) -> li
     elif not any((checkpoint / name).is_file() for name in WEIGHT_FILES):
         problems.append("no model or adapter weights")
     if needs_optimizer and not deepspeed:
-        problems += [f"{name}: missing" for name in ("optimizer.pt", "scheduler.pt") if not (checkpoint / name).is_file()]
+        problems += [
+            f"{name}: missing" for name in ("optimizer.pt", "scheduler.pt") if not (checkpoint / name).is_file()
+        ]
     return list(dict.fromkeys(problems))
 
 

@@ -14,9 +14,13 @@ being written.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dpo_cli.errors import DpoError
 
@@ -24,7 +28,12 @@ OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _OUT_OF_SPACE_TEXT = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded", "errno 28")
 # torch's zip writer reports a short write as "[enforce fail at inline_container.cc] unexpected pos".
 _WRITE_FAILURE_TEXT = (
-    "file write failed", "failed writing", "error while serializing", "ioerror", "write error", "inline_container",
+    "file write failed",
+    "failed writing",
+    "error while serializing",
+    "ioerror",
+    "write error",
+    "inline_container",
 )
 # Free space under which a write failure that carries no errno (torch's zip writer) is taken
 # for a full disk: the failed write itself has usually consumed what was left.
@@ -118,7 +127,9 @@ class WriteError(DpoError):
         if self.out_of_space:
             reason = "no space left on device"
         else:
-            strerror = getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0][:200] or type(cause).__name__
+            strerror = (
+                getattr(cause, "strerror", None) or str(cause).strip().splitlines()[0][:200] or type(cause).__name__
+            )
             reason = f"could not write ({strerror})"
         super().__init__(f"{reason} while writing {self.path} ({what})")
 
@@ -131,3 +142,96 @@ def as_write_error(exc: BaseException, path: Path | str, what: str) -> WriteErro
         return None
     filename = getattr(exc, "filename", None)
     return WriteError(filename or path, what, exc)
+
+
+def append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows to a JSON Lines file and fsync it: a batch written is a batch kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+# --------------------------------------------------------------------------- atomic files
+
+# The process's umask, read once (reading it means setting it): new files get the modes any
+# other file made here would get, instead of mkstemp's and mkdtemp's owner-only 0600 / 0700.
+UMASK = os.umask(0)
+os.umask(UMASK)
+
+
+def shared_mode(path: Path) -> None:
+    """Give `path` the mode a plain `open()` or `mkdir()` would have (0644 / 0755 under umask 022)."""
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~UMASK)
+
+
+def atomic_save(path: Path, write: Callable[[Path], None], *, suffix: str | None = None) -> None:
+    """Write `path` through `write(temporary path)` in the same folder, then rename it into place.
+
+    For writers that take a file name (`savefig`, `np.savez`). The temporary file keeps the
+    final name's suffix unless told otherwise (matplotlib picks the format from it); it gets the
+    umask's mode, is fsynced before the rename and the folder after it, and is removed if
+    `write` fails, so a reader sees the old file or the whole new one, never a part.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        shared_mode(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically and durably (see `atomic_save`); the temporary name ends in `.tmp`."""
+    atomic_save(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), suffix=".tmp")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- publishing a directory
+
+
+def staging_dir(output: Path, tag: str = "") -> Path:
+    """A new private folder beside `output` to build its replacement in (see `publish_dir`).
+
+    Its name is `.NAME.<tag><random>`, so that leftovers of a stopped build can be recognised.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.{tag}"))
+
+
+def publish_dir(staging: Path, output: Path) -> None:
+    """Make the finished `staging` folder `output`, replacing an earlier one only at the last moment.
+
+    Every file and folder gets the umask's mode first: mkdtemp makes the folder private and
+    safetensors writes 0600 files, while a model directory is meant to be read by a serving
+    process that may run as another user. An earlier `output` is moved aside and deleted only
+    after the rename, so there is never a moment with no model at the path.
+    """
+    shared_mode(staging)
+    for path in staging.rglob("*"):
+        shared_mode(path)
+    if output.exists():
+        old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
+        os.replace(output, old / output.name)
+        os.replace(staging, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, output)
+    fsync_dir(output.parent)

@@ -2,7 +2,7 @@
 
 - `loading` (inputs, model, dataset preparation, a checkpoint being restored) and `finishing`
   (final evaluation, `final/`, summary): there is no step to finish, so the first signal stops
-  the run at once (`RunInterrupted`); `dpo_cli.training` says what was kept.
+  the run at once (`RunInterrupted`); `dpo_cli.train.run` says what was kept.
 - `training`: the first signal asks for a graceful stop (the step finishes, a checkpoint is
   saved, `callbacks.GracefulStop` acts on it); a second one stops at once, even in the middle
   of that save.

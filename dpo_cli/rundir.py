@@ -25,28 +25,25 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.fsio import fsync_dir, is_out_of_space
+from dpo_cli.fsio import atomic_write_text, fsync_dir, is_out_of_space, read_json
 
 COMPLETE_MARKER = ".complete"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-# Written by the launcher before the ranks start (dpo_cli.launch); it is not an earlier run.
+# Written by the launcher before the ranks start (dpo_cli.train.launch); it is not an earlier run.
 LAUNCH_DIR = "launch"
+# Precomputed reference log-probs (dpo_cli.train.ref_cache), keyed by the token ids and the starting
+# model's hash, so a file there is right for any run that finds it. They are written while the
+# trainer is built, before the run directory is claimed: alone they are no earlier run, and
+# `--overwrite` keeps them (the run replacing the old one reuses what matches, or has just written it).
+REF_CACHE_DIR = "ref_logps"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 RUN_INFO = "run.json"
 # Every name dpo writes at the top of a run directory (training, `dpo eval`, the launcher).
 # `--overwrite` removes these and nothing else; a writer of a new top-level name adds it here.
-# Precomputed reference log-probs (dpo_cli.speed.REF_CACHE_DIR), keyed by the token ids and the
-# starting model's hash, so a file there is right for any run that finds it. They are written while
-# the trainer is built, before the run directory is claimed: alone they are no earlier run, and
-# `--overwrite` keeps them (the run replacing the old one reuses what matches, or has just written it).
-REF_CACHE = "ref_logps"
 RUN_ENTRIES = (
     "checkpoints",
     "final",
@@ -56,8 +53,8 @@ RUN_ENTRIES = (
     "summary.json",
     "report.html",
     "data",  # what the data check dropped (dpo_cli.validation.DataCheck.save)
-    REF_CACHE,
-    "tensorboard",  # training.report_to: tensorboard (dpo_cli.tracking.route_logs)
+    REF_CACHE_DIR,  # precomputed reference log-probs, reused by --resume
+    "tensorboard",  # training.report_to: tensorboard (dpo_cli.train.tracking.route_logs)
     "config.yaml",
     LAUNCH_DIR,
     RUN_INFO,  # last: a replacement cut short still leaves a folder that `--overwrite` recognises
@@ -65,35 +62,6 @@ RUN_ENTRIES = (
 # The lock holder's run directory, set by a launcher that holds the lock for its ranks.
 LOCK_ENV = "DPO_RUN_LOCKED"
 _TEMP_RE = re.compile(r"^\..+\.tmp$")  # atomic_write_text's temporary names, left by a kill
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder, then rename.
-
-    The file is fsynced before the rename and the folder after it, so the new content is on
-    disk once this returns, not only in the page cache.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; run files are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------- the run directory
@@ -104,10 +72,14 @@ def holds_run(output_dir: Path) -> bool:
     if not output_dir.is_dir():
         return False
     for child in output_dir.iterdir():
-        if child.name in (LAUNCH_DIR, REF_CACHE):
+        if child.name == LAUNCH_DIR:
             continue
         # The Trainer makes `checkpoints/` as it is built; an empty one is no earlier run.
         if child.name in RUN_ENTRIES and child.is_dir() and not child.is_symlink() and not any(child.iterdir()):
+            continue
+        # Precomputed reference log-probs are a cache keyed by the data and the starting model, written
+        # while the trainer is built (before the run directory is taken over): no earlier run either.
+        if child.name == REF_CACHE_DIR and child.is_dir() and not child.is_symlink():
             continue
         return True
     return False
@@ -190,8 +162,11 @@ def check_run_dir(
     if overwrite and resume:
         raise DpoError("--overwrite and --resume contradict each other; pick one", exit_code=EXIT_USAGE)
     if output_dir.exists() and not output_dir.is_dir():
-        raise DpoError(f"{output_dir}: exists and is not a directory", exit_code=EXIT_USAGE,
-                       details=["set output_dir to a folder (new or holding a dpo run)"])
+        raise DpoError(
+            f"{output_dir}: exists and is not a directory",
+            exit_code=EXIT_USAGE,
+            details=["set output_dir to a folder (new or holding a dpo run)"],
+        )
     if resume:
         if latest_checkpoint(output_dir) is None:
             raise DpoError(
@@ -243,7 +218,7 @@ def init_run_dir(
         # Other ranks may still be reading the launch files (the DeepSpeed JSON), so they stay.
         for name in RUN_ENTRIES:
             child = output_dir / name
-            if name in (LAUNCH_DIR, REF_CACHE) or not (child.exists() or child.is_symlink()):
+            if name in (LAUNCH_DIR, REF_CACHE_DIR) or not (child.exists() or child.is_symlink()):
                 continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
@@ -365,7 +340,9 @@ def mark_complete(folder: Path, **extra: Any) -> None:
     files = {
         str(path.relative_to(folder)): path.stat().st_size
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != COMPLETE_MARKER and not path.is_symlink()
+        if path.is_file()
+        and path.name != COMPLETE_MARKER
+        and not path.is_symlink()
         and path.relative_to(folder).parts[0] not in REWRITTEN_DOCUMENTS
     }
     atomic_write_text(folder / COMPLETE_MARKER, json.dumps({"files": files, **extra}, indent=1) + "\n")
@@ -389,7 +366,11 @@ def all_checkpoints(output_dir: Path) -> list[Path]:
     root = checkpoints_dir(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), child) for child in root.iterdir() if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()]
+    found = [
+        (int(m.group(1)), child)
+        for child in root.iterdir()
+        if (m := CHECKPOINT_RE.match(child.name)) and child.is_dir()
+    ]
     return [path for _, path in sorted(found)]
 
 
@@ -463,3 +444,17 @@ def ends_with_newline(path: Path) -> bool:
     with path.open("rb") as handle:
         handle.seek(size - 1)
         return handle.read(1) == b"\n"
+
+
+def run_status(run_dir: Path) -> str:
+    """Where a run directory stands, for callers that train many runs (sweep points, iterate rounds).
+
+    `completed`, `resumable` (a complete checkpoint exists), `partial` (an earlier run, no usable
+    checkpoint) or `new`.
+    """
+    info = run_dir / RUN_INFO
+    if info.exists() and read_json(info).get("status") == "completed" and (run_dir / "summary.json").exists():
+        return "completed"
+    if latest_checkpoint(run_dir) is not None:
+        return "resumable"
+    return "partial" if holds_run(run_dir) else "new"

@@ -33,14 +33,19 @@ sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 def build(work: Path, model: Path, packed: bool, batch: int, attn: str):
     from dpo_cli.config.loader import load_config
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     out = work / f"run-{packed}-{batch}"
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(work / "dpo.yaml", [
-        f"output_dir={out}", f"training.per_device_train_batch_size={batch}",
-        f"training.padding_free={str(packed).lower()}", f"model.attn_implementation={attn}",
-    ])
+    cfg = load_config(
+        work / "dpo.yaml",
+        [
+            f"output_dir={out}",
+            f"training.per_device_train_batch_size={batch}",
+            f"training.padding_free={str(packed).lower()}",
+            f"model.attn_implementation={attn}",
+        ],
+    )
     return build_trainer(cfg, work / "unused.jsonl").trainer
 
 
@@ -61,7 +66,7 @@ def peak_rss_mib() -> int:
 
 def memory_child(work: Path, model: Path, packed: bool, batch_size: int, attn: str) -> None:
     """One side of `--memory`, in its own process: prints the peak RSS growth over the longest step."""
-    from dpo_cli.batching import length_grouped_order, pair_lengths
+    from dpo_cli.train.batching import length_grouped_order, pair_lengths
 
     trainer = build(work, model, packed, batch_size, attn)
     data = trainer.train_dataset
@@ -77,13 +82,26 @@ def memory_child(work: Path, model: Path, packed: bool, batch_size: int, attn: s
 def measure_memory(work: Path, model: Path, args) -> None:
     import subprocess
 
-    print(f"{'batch':>5} {'padded MiB':>11} {'packed MiB':>11} {'packed/padded':>14}   (peak RSS growth over the longest step)")
+    print(
+        f"{'batch':>5} {'padded MiB':>11} {'packed MiB':>11} {'packed/padded':>14}   (peak RSS growth over the longest step)"
+    )
     for batch_size in args.batch_sizes:
         grown: dict[bool, list[int]] = {False: [], True: []}
         for run in range(args.runs):
-            for packed in ([False, True] if run % 2 == 0 else [True, False]):
-                argv = [sys.executable, __file__, "--memory-child", str(work), str(model), str(packed), str(batch_size),
-                        "--attn", args.attn, "--threads", str(args.threads)]
+            for packed in [False, True] if run % 2 == 0 else [True, False]:
+                argv = [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    str(work),
+                    str(model),
+                    str(packed),
+                    str(batch_size),
+                    "--attn",
+                    args.attn,
+                    "--threads",
+                    str(args.threads),
+                ]
                 log = work / f"memory-{batch_size}-{packed}-{run}.log"
                 with log.open("w") as out:
                     code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -115,7 +133,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from bench_train_speed import dpo_config, prepare
 
-    from dpo_cli.batching import length_grouped_order, pair_lengths
+    from dpo_cli.train.batching import length_grouped_order, pair_lengths
 
     if args.memory_child:
         work, model, packed, batch_size = args.memory_child
@@ -129,9 +147,10 @@ def main() -> None:
             print(f"attention: {args.attn}; torch threads: {args.threads}; {time.strftime('%Y-%m-%d %H:%M')}")
             measure_memory(work, model, args)
             return
-        print(f"attention: {args.attn}; torch threads: {torch.get_num_threads()}; "
-              f"{time.strftime('%Y-%m-%d %H:%M')}")
-        print(f"{'batch':>5} {'order':<8} {'padded s':>9} {'packed s':>9} {'padded/packed':>14} {'tokens/s packed':>16}")
+        print(f"attention: {args.attn}; torch threads: {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M')}")
+        print(
+            f"{'batch':>5} {'order':<8} {'padded s':>9} {'packed s':>9} {'padded/packed':>14} {'tokens/s packed':>16}"
+        )
         for batch_size in args.batch_sizes:
             trainers = {packed: build(work, model, packed, batch_size, args.attn) for packed in (False, True)}
             data = trainers[True].train_dataset
@@ -152,8 +171,11 @@ def main() -> None:
                         times[packed].append(step_seconds(trainers[packed], inputs))
                 padded, packed = statistics.median(times[False]), statistics.median(times[True])
                 per_step_tokens = tokens / args.batches
-                print(f"{batch_size:>5} {name:<8} {padded:9.2f} {packed:9.2f} {padded / packed:14.2f} "
-                      f"{per_step_tokens / packed:16.0f}", flush=True)
+                print(
+                    f"{batch_size:>5} {name:<8} {padded:9.2f} {packed:9.2f} {padded / packed:14.2f} "
+                    f"{per_step_tokens / packed:16.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,12 @@ SMOLLM2 = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 def timing(work: Path, runs: int, epoch_counts: list[int]) -> None:
     config = dpo_config(work, work / "model")
     cases = {
-        f"{epochs} epoch{'s' * (epochs > 1)}, {mode}": [f"training.num_train_epochs={epochs}",
-                                                       f"training.precompute_ref_log_probs={flag}"]
-        for epochs in epoch_counts for mode, flag in (("online", "false"), ("precomputed", "true"))
+        f"{epochs} epoch{'s' * (epochs > 1)}, {mode}": [
+            f"training.num_train_epochs={epochs}",
+            f"training.precompute_ref_log_probs={flag}",
+        ]
+        for epochs in epoch_counts
+        for mode, flag in (("online", "false"), ("precomputed", "true"))
     }
     got: dict[str, list[dict]] = {name: [] for name in cases}
     for i in range(runs):
@@ -42,12 +45,16 @@ def timing(work: Path, runs: int, epoch_counts: list[int]) -> None:
             tag = name.replace(" ", "_").replace(",", "") + f"-r{i}"
             result = run_ours(work, config, 8, tag, cases[name])
             got[name].append(result)
-            print(f"run {i + 1}/{runs} {name:<24} whole {result['wall']:6.1f} s  train {result['train']:6.1f} s",
-                  flush=True)
+            print(
+                f"run {i + 1}/{runs} {name:<24} whole {result['wall']:6.1f} s  train {result['train']:6.1f} s",
+                flush=True,
+            )
     print(f"\nmedians over {runs} runs, batch size 8 (whole process / inside train())")
     for name, rows in got.items():
-        print(f"  {name:<24} {statistics.median(r['wall'] for r in rows):7.1f} s  "
-              f"{statistics.median(r['train'] for r in rows):7.1f} s")
+        print(
+            f"  {name:<24} {statistics.median(r['wall'] for r in rows):7.1f} s  "
+            f"{statistics.median(r['train'] for r in rows):7.1f} s"
+        )
 
 
 def memory(work: Path, steps: int) -> None:
@@ -58,9 +65,15 @@ def memory(work: Path, steps: int) -> None:
     for mode, flag in (("online", "false"), ("precomputed", "true")):
         out = work / f"full-{mode}"
         argv = [sys.executable, "-m", "dpo_cli", "train", str(ROOT / "configs" / "demo.yaml"), "--skip-validation"]
-        for item in (f"output_dir={out}", "lora=null", f"training.max_steps={steps}", "data.max_train_samples=32",
-                     "data.max_eval_samples=8", "training.save_strategy=no",
-                     f"training.precompute_ref_log_probs={flag}"):
+        for item in (
+            f"output_dir={out}",
+            "lora=null",
+            f"training.max_steps={steps}",
+            "data.max_train_samples=32",
+            "data.max_eval_samples=8",
+            "training.save_strategy=no",
+            f"training.precompute_ref_log_probs={flag}",
+        ):
             argv += ["--set", item]
         wall, peak, _ = run_process(argv, env_for(work, f"full-{mode}"), work / f"full-{mode}.log")
         print(f"  {mode:<12} peak {peak / 2**20:7.0f} MiB  whole {wall:6.1f} s", flush=True)

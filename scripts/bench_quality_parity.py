@@ -38,8 +38,14 @@ LR, MAX_LENGTH, LORA_R, LORA_ALPHA, EVAL_BATCH = 2e-4, 160, 16, 32, 16
 
 
 def env(work: Path, tag: str) -> dict[str, str]:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "HF_DATASETS_CACHE": str(work / f"cache-{tag}"), "PYTHONPATH": str(ROOT)}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_DATASETS_CACHE": str(work / f"cache-{tag}"),
+        "PYTHONPATH": str(ROOT),
+    }
 
 
 def run(argv: list[str], work: Path, tag: str) -> float:
@@ -53,31 +59,79 @@ def run(argv: list[str], work: Path, tag: str) -> float:
 
 def ours(work: Path, seed: int, batch: int, train: Path) -> dict:
     out = work / f"dpo-{seed}"
-    sets = [f"output_dir={out}", f"training.seed={seed}", "training.max_steps=-1", "training.num_train_epochs=1",
-            f"training.per_device_train_batch_size={batch}", "training.logging_steps=1", "training.save_strategy=no",
-            "data.max_eval_samples=null", f"data.train={train}", f"data.eval={EVAL}"]
-    argv = [sys.executable, "-m", "dpo_cli", "train", str(ROOT / "configs" / "demo.yaml"),
-            *[a for s in sets for a in ("--set", s)]]
+    sets = [
+        f"output_dir={out}",
+        f"training.seed={seed}",
+        "training.max_steps=-1",
+        "training.num_train_epochs=1",
+        f"training.per_device_train_batch_size={batch}",
+        "training.logging_steps=1",
+        "training.save_strategy=no",
+        "data.max_eval_samples=null",
+        f"data.train={train}",
+        f"data.eval={EVAL}",
+    ]
+    argv = [
+        sys.executable,
+        "-m",
+        "dpo_cli",
+        "train",
+        str(ROOT / "configs" / "demo.yaml"),
+        *[a for s in sets for a in ("--set", s)],
+    ]
     seconds = run(argv, work, f"dpo-{seed}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     first = next(r["loss"] for r in records if "loss" in r and "train_runtime" not in r)
     final = [r for r in records if "eval_loss" in r][-1]
-    return {"first_loss": first, "eval_loss": final["eval_loss"],
-            "eval_accuracy": final["eval_rewards/accuracies"], "seconds": seconds}
+    return {
+        "first_loss": first,
+        "eval_loss": final["eval_loss"],
+        "eval_accuracy": final["eval_rewards/accuracies"],
+        "seconds": seconds,
+    }
 
 
 def plain(work: Path, seed: int, batch: int, train: Path) -> dict:
     out = work / f"plain-{seed}.json"
-    argv = [sys.executable, str(ROOT / "scripts" / "bench" / "plain_trl_train.py"), "--model", str(MODEL),
-            "--train", str(train), "--eval", str(EVAL), "--out", str(out), "--output-dir", str(work / f"plain-{seed}"),
-            "--batch-size", str(batch), "--eval-batch-size", str(EVAL_BATCH), "--max-length", str(MAX_LENGTH),
-            "--learning-rate", str(LR), "--lora-r", str(LORA_R), "--lora-alpha", str(LORA_ALPHA), "--seed", str(seed),
-            "--gradient-checkpointing", "off"]
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench" / "plain_trl_train.py"),
+        "--model",
+        str(MODEL),
+        "--train",
+        str(train),
+        "--eval",
+        str(EVAL),
+        "--out",
+        str(out),
+        "--output-dir",
+        str(work / f"plain-{seed}"),
+        "--batch-size",
+        str(batch),
+        "--eval-batch-size",
+        str(EVAL_BATCH),
+        "--max-length",
+        str(MAX_LENGTH),
+        "--learning-rate",
+        str(LR),
+        "--lora-r",
+        str(LORA_R),
+        "--lora-alpha",
+        str(LORA_ALPHA),
+        "--seed",
+        str(seed),
+        "--gradient-checkpointing",
+        "off",
+    ]
     seconds = run(argv, work, f"plain-{seed}")
     result = json.loads(out.read_text())
     first = next(r["loss"] for r in result["records"] if "loss" in r)
-    return {"first_loss": first, "eval_loss": result["eval"]["eval_loss"],
-            "eval_accuracy": result["eval"]["eval_rewards/accuracies"], "seconds": seconds}
+    return {
+        "first_loss": first,
+        "eval_loss": result["eval"]["eval_loss"],
+        "eval_accuracy": result["eval"]["eval_rewards/accuracies"],
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -91,9 +145,11 @@ def main() -> None:
         raise SystemExit(f"{MODEL}: missing; run python scripts/build_smollm2.py --output {MODEL}")
     results: dict[str, list[dict]] = {"dpo": [], "plain TRL": []}
     rows = TRAIN.read_text().splitlines()[: args.train_pairs]
-    print(f"SmolLM2-135M-Instruct + LoRA r {LORA_R}, one epoch of {len(rows)} pairs of {TRAIN.name} at batch size "
-          f"{args.batch_size}, "
-          f"held-out {EVAL.name}; {time.strftime('%Y-%m-%d %H:%M')}")
+    print(
+        f"SmolLM2-135M-Instruct + LoRA r {LORA_R}, one epoch of {len(rows)} pairs of {TRAIN.name} at batch size "
+        f"{args.batch_size}, "
+        f"held-out {EVAL.name}; {time.strftime('%Y-%m-%d %H:%M')}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train = work / "train.jsonl"
@@ -103,8 +159,11 @@ def main() -> None:
             for name, fn in order if i % 2 == 0 else order[::-1]:
                 got = fn(work, seed, args.batch_size, train)
                 results[name].append({"seed": seed, **got})
-                print(f"seed {seed} {name:<9} first loss {got['first_loss']:.4f}  held-out accuracy "
-                      f"{got['eval_accuracy']:.3f}  loss {got['eval_loss']:.4f}  ({got['seconds']:.0f} s)", flush=True)
+                print(
+                    f"seed {seed} {name:<9} first loss {got['first_loss']:.4f}  held-out accuracy "
+                    f"{got['eval_accuracy']:.3f}  loss {got['eval_loss']:.4f}  ({got['seconds']:.0f} s)",
+                    flush=True,
+                )
     print()
     parity = True
     for metric in ("eval_accuracy", "eval_loss"):

@@ -36,8 +36,16 @@ def common(model: Path, steps: int) -> list[str]:
 
 
 def sweep(model: Path, work: Path, steps: int, i: int) -> float:
-    argv = [*DPO, "sweep-beta", str(ROOT / "configs" / "smoke.yaml"), "--betas", ",".join(BETAS),
-            "--output", str(work / f"sweep-{i}"), *common(model, steps)]
+    argv = [
+        *DPO,
+        "sweep-beta",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--betas",
+        ",".join(BETAS),
+        "--output",
+        str(work / f"sweep-{i}"),
+        *common(model, steps),
+    ]
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
     return time.perf_counter() - start
@@ -46,8 +54,16 @@ def sweep(model: Path, work: Path, steps: int, i: int) -> float:
 def separate(model: Path, work: Path, steps: int, i: int) -> float:
     start = time.perf_counter()
     for beta in BETAS:
-        argv = [*DPO, "train", str(ROOT / "configs" / "smoke.yaml"), *common(model, steps),
-                "--set", f"training.beta={beta}", "--set", f"output_dir={work / f'sep-{i}' / beta}"]
+        argv = [
+            *DPO,
+            "train",
+            str(ROOT / "configs" / "smoke.yaml"),
+            *common(model, steps),
+            "--set",
+            f"training.beta={beta}",
+            "--set",
+            f"output_dir={work / f'sep-{i}' / beta}",
+        ]
         subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
     return time.perf_counter() - start
 

@@ -12,6 +12,7 @@ ratio ours / plain TRL (target: within 5%), plus end-to-end wall time including 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ WARMUP_STEPS = 5
 def step_time(records: list[dict]) -> float:
     times = [(r["step"], r["time"]) for r in records if "time" in r and "loss" in r and "train_runtime" not in r]
     times = [t for t in times if t[0] > WARMUP_STEPS]
-    deltas = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(times, times[1:]) if b[0] > a[0]]
+    deltas = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(times) if b[0] > a[0]]
     return statistics.median(deltas)
 
 
@@ -56,8 +57,15 @@ def run_ours(model: Path, work: Path, steps: int, index: int) -> tuple[float, fl
 
 def run_plain(model: Path, work: Path, steps: int, index: int) -> tuple[float, float]:
     out_file = work / f"plain-{index}.json"
-    argv = [PY, str(ROOT / "scripts" / "bench" / "plain_trl_dpo.py"), str(model),
-            str(ROOT / "data" / "sample" / "train.jsonl"), str(out_file), str(steps), str(work / f"plain-{index}")]
+    argv = [
+        PY,
+        str(ROOT / "scripts" / "bench" / "plain_trl_dpo.py"),
+        str(model),
+        str(ROOT / "data" / "sample" / "train.jsonl"),
+        str(out_file),
+        str(steps),
+        str(work / f"plain-{index}"),
+    ]
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True, cwd=ROOT)
     wall = time.perf_counter() - start
@@ -94,8 +102,10 @@ def main() -> None:
     print(f"  dpo train     {o_step * 1000:7.1f} ms")
     print(f"  plain TRL     {p_step * 1000:7.1f} ms")
     print(f"  ratio ours/plain: {o_step / p_step:.3f}  (target <= 1.05)")
-    print(f"end-to-end wall time incl. startup and data prep: ours {o_wall:.1f} s, plain {p_wall:.1f} s, "
-          f"ratio {o_wall / p_wall:.3f}")
+    print(
+        f"end-to-end wall time incl. startup and data prep: ours {o_wall:.1f} s, plain {p_wall:.1f} s, "
+        f"ratio {o_wall / p_wall:.3f}"
+    )
 
 
 if __name__ == "__main__":

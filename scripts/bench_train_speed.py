@@ -41,8 +41,8 @@ LEARNING_RATE = 2e-4
 
 
 def dpo_config(work: Path, model: Path) -> Path:
-    text = f"""# python -m dpo_cli train {work / 'dpo.yaml'}   (written by scripts/bench_train_speed.py)
-output_dir: {work / 'dpo-run'}
+    text = f"""# python -m dpo_cli train {work / "dpo.yaml"}   (written by scripts/bench_train_speed.py)
+output_dir: {work / "dpo-run"}
 model:
   name_or_path: {model}
   dtype: float32
@@ -52,8 +52,8 @@ lora:
   lora_dropout: 0.0
   target_modules: all-linear
 data:
-  train: {work / 'train.jsonl'}
-  eval: {work / 'eval.jsonl'}
+  train: {work / "train.jsonl"}
+  eval: {work / "eval.jsonl"}
 training:
   num_train_epochs: 1
   per_device_train_batch_size: 8
@@ -80,7 +80,9 @@ def run_process(argv: list[str], env: dict[str, str], log: Path) -> tuple[float,
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{argv[:4]}... failed with exit code {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+        raise SystemExit(
+            f"{argv[:4]}... failed with exit code {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}"
+        )
     return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
@@ -114,8 +116,17 @@ def train_runtime(metrics: Path) -> float | None:
 
 def run_ours(work: Path, config: Path, batch: int, tag: str, overrides: list[str]) -> dict:
     out = work / f"dpo-{tag}"
-    argv = [PY, "-m", "dpo_cli", "train", str(config), "--set", f"output_dir={out}",
-            "--set", f"training.per_device_train_batch_size={batch}"]
+    argv = [
+        PY,
+        "-m",
+        "dpo_cli",
+        "train",
+        str(config),
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"training.per_device_train_batch_size={batch}",
+    ]
     for override in overrides:
         argv += ["--set", override]
     wall, peak, cpu = run_process(argv, env_for(work, tag), work / f"dpo-{tag}.log")
@@ -124,10 +135,26 @@ def run_ours(work: Path, config: Path, batch: int, tag: str, overrides: list[str
 
 def run_plain(work: Path, model: Path, batch: int, tag: str) -> dict:
     out = work / f"plain-{tag}.json"
-    argv = [PY, str(ROOT / "scripts" / "bench" / "plain_trl_train.py"), "--model", str(model),
-            "--train", str(work / "train.jsonl"), "--eval", str(work / "eval.jsonl"), "--out", str(out),
-            "--output-dir", str(work / f"plain-{tag}"), "--batch-size", str(batch), "--max-length", str(MAX_LENGTH),
-            "--learning-rate", str(LEARNING_RATE)]
+    argv = [
+        PY,
+        str(ROOT / "scripts" / "bench" / "plain_trl_train.py"),
+        "--model",
+        str(model),
+        "--train",
+        str(work / "train.jsonl"),
+        "--eval",
+        str(work / "eval.jsonl"),
+        "--out",
+        str(out),
+        "--output-dir",
+        str(work / f"plain-{tag}"),
+        "--batch-size",
+        str(batch),
+        "--max-length",
+        str(MAX_LENGTH),
+        "--learning-rate",
+        str(LEARNING_RATE),
+    ]
     wall, peak, cpu = run_process(argv, env_for(work, tag), work / f"plain-{tag}.log")
     return {"wall": wall, "peak": peak, "cpu": cpu, "train": json.loads(out.read_text())["train_runtime"]}
 
@@ -141,11 +168,15 @@ def prepare(work: Path, pairs: int) -> Path:
     write_jsonl(train, work / "train.jsonl")
     write_jsonl(make_pairs(EVAL_PAIRS, tokenizer, seed=1, max_id=CPU_VOCAB), work / "eval.jsonl")
     lengths = measured_lengths(train, tokenizer)
-    print(f"data: {pairs} train pairs, {EVAL_PAIRS} held out; prompt + longer response tokens "
-          f"p50 {percentile(lengths, 0.5):.0f}, p90 {percentile(lengths, 0.9):.0f}, max {max(lengths)}")
+    print(
+        f"data: {pairs} train pairs, {EVAL_PAIRS} held out; prompt + longer response tokens "
+        f"p50 {percentile(lengths, 0.5):.0f}, p90 {percentile(lengths, 0.9):.0f}, max {max(lengths)}"
+    )
     model = build_tiny_llama(work / "model", "cpu")
-    print(f"model: Llama from a config, {parameter_count('cpu') / 1e6:.1f}M parameters, SmolLM2 tokenizer "
-          f"(first {CPU_VOCAB} ids); LoRA r 16 on all linear layers; max_length {MAX_LENGTH}")
+    print(
+        f"model: Llama from a config, {parameter_count('cpu') / 1e6:.1f}M parameters, SmolLM2 tokenizer "
+        f"(first {CPU_VOCAB} ids); LoRA r 16 on all linear layers; max_length {MAX_LENGTH}"
+    )
     return model
 
 
@@ -170,8 +201,10 @@ def main() -> None:
     THREADS["n"] = args.threads
 
     sides = [("dpo", [])] + list(args.variant)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-          f"{time.strftime('%Y-%m-%d %H:%M')}; {args.runs} runs per side, alternated; {args.threads} thread(s) each")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; {args.runs} runs per side, alternated; {args.threads} thread(s) each"
+    )
     results: dict[str, dict[int, list[dict]]] = {name: {b: [] for b in args.batch_sizes} for name, _ in sides}
     baseline = "dpo" if args.no_plain else "plain TRL"
     if not args.no_plain:
@@ -193,14 +226,18 @@ def main() -> None:
                     else:
                         got = run_ours(work, config, batch, tag, overrides)
                     results[name][batch].append(got)
-                    print(f"run {i + 1}/{args.runs} batch {batch:>2} {name:<10} whole {got['wall']:6.1f} s  "
-                          f"cpu {got['cpu']:6.1f} s  train {got['train']:6.1f} s  peak {got['peak'] / 2**20:6.0f} MiB",
-                          flush=True)
+                    print(
+                        f"run {i + 1}/{args.runs} batch {batch:>2} {name:<10} whole {got['wall']:6.1f} s  "
+                        f"cpu {got['cpu']:6.1f} s  train {got['train']:6.1f} s  peak {got['peak'] / 2**20:6.0f} MiB",
+                        flush=True,
+                    )
     print()
     print(f"medians over {args.runs} runs (whole process: start to exit)")
     short = "plain" if baseline == "plain TRL" else "dpo"
-    header = (f"{'batch':>5} {'side':<10} {'whole s':>8} {'cpu s':>8} {'train s':>8} {'peak MiB':>9} "
-              f"{short + '/this':>11} {'(cpu)':>6}")
+    header = (
+        f"{'batch':>5} {'side':<10} {'whole s':>8} {'cpu s':>8} {'train s':>8} {'peak MiB':>9} "
+        f"{short + '/this':>11} {'(cpu)':>6}"
+    )
     print(header)
     summary: dict[str, dict[int, dict[str, float]]] = {}
     for batch in args.batch_sizes:
@@ -211,8 +248,10 @@ def main() -> None:
             med["ratio"] = base["wall"] / med["wall"]
             med["cpu_ratio"] = base["cpu"] / med["cpu"]
             summary.setdefault(name, {})[batch] = med
-            print(f"{batch:>5} {name:<10} {med['wall']:8.1f} {med['cpu']:8.1f} {med['train']:8.1f} "
-                  f"{med['peak'] / 2**20:9.0f} {med['ratio']:11.2f} {med['cpu_ratio']:6.2f}")
+            print(
+                f"{batch:>5} {name:<10} {med['wall']:8.1f} {med['cpu']:8.1f} {med['train']:8.1f} "
+                f"{med['peak'] / 2**20:9.0f} {med['ratio']:11.2f} {med['cpu_ratio']:6.2f}"
+            )
     if 8 in args.batch_sizes and not args.no_plain:
         print(f"\nplain TRL / dpo at batch size 8: {summary['dpo'][8]['ratio']:.2f} (goal >= 1.5)")
     if args.json:

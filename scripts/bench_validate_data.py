@@ -118,11 +118,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
         with open(path, "w", encoding="utf-8") as handle:
-            for row in make_rows(args.rows):
-                handle.write(json.dumps(row) + "\n")
+            handle.writelines(json.dumps(row) + "\n" for row in make_rows(args.rows))
         size_mb = path.stat().st_size / 1e6
-        print(f"data       {args.rows} synthetic pairs, {size_mb:.1f} MB JSONL; medians of {args.runs} runs; "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"data       {args.rows} synthetic pairs, {size_mb:.1f} MB JSONL; medians of {args.runs} runs; "
+            f"{os.cpu_count()} CPUs"
+        )
         section = data_section(str(path))
 
         ours, ours_all, report = timed(lambda: validate_data(section), args.runs)
@@ -141,14 +142,19 @@ def main() -> None:
                 lambda: validate_data(section, token_checker=checker, tokenizer_name=tok_name), args.runs
             )
             prompt = report.splits[0].tokens["sequence"].summary()
-            print(f"dpo        with tokenizer {with_tok:7.2f} s  ({args.rows / with_tok:,.0f} pairs/s)  "
-                  f"runs {_fmt(tok_all)}  [{tok_name}, fast={fast}, sequence tokens p50 {prompt.get('p50')}]")
+            print(
+                f"dpo        with tokenizer {with_tok:7.2f} s  ({args.rows / with_tok:,.0f} pairs/s)  "
+                f"runs {_fmt(tok_all)}  [{tok_name}, fast={fast}, sequence tokens p50 {prompt.get('p50')}]"
+            )
 
         base, base_all, counts = timed(lambda: difflib_validator(str(path)), args.runs)
         print(f"difflib    per pair       {base:7.2f} s  ({args.rows / base:,.0f} pairs/s)  runs {_fmt(base_all)}")
         print(f"           found {counts}")
-        print(f"speed-up   {base / ours:.1f}x without tokenizer"
-              + (f", {base / with_tok:.1f}x with tokenizer" if with_tok else "") + " (difflib time / dpo time)")
+        print(
+            f"speed-up   {base / ours:.1f}x without tokenizer"
+            + (f", {base / with_tok:.1f}x with tokenizer" if with_tok else "")
+            + " (difflib time / dpo time)"
+        )
         print(f"peak RSS   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (whole process)")
 
 

@@ -17,8 +17,11 @@ import copy
 import importlib.util
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dpo_cli.fsio import publish_dir, staging_dir
 
 MARKER = ".complete"
 PROBE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -77,20 +80,13 @@ def build_smollm2(output_dir: Path, force: bool = False) -> Path:
     model.tie_weights()
     model.generation_config = loaded.generation_config
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    staging = staging_dir(output_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _verify(loaded, tokenizer, staging)
         (staging / MARKER).write_text("")
-        # mkdtemp and safetensors make private files; the model is meant to be shared.
-        staging.chmod(0o755)
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        publish_dir(staging, output_dir)  # the umask's modes; an earlier model replaced only at the last moment
     finally:
         if staging.exists():
             shutil.rmtree(staging)

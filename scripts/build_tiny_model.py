@@ -18,10 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dpo_cli.fsio import publish_dir, staging_dir
+
 SAMPLE = ROOT / "data" / "sample"
 VOCAB_SIZE = 1024
 N_POSITIONS = 512
@@ -127,20 +131,13 @@ def build_tiny_model(output_dir: Path, seed: int = 0, kind: str = "causal-lm", f
         num_labels=1,
     )
     model = GPT2ForSequenceClassification(config) if kind == "seq-cls" else GPT2LMHeadModel(config)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    staging = staging_dir(output_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         _verify(staging, len(tokenizer))
         (staging / MARKER).write_text(kind)
-        # mkdtemp and safetensors make private files; the model is meant to be shared.
-        staging.chmod(0o755)
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
+        publish_dir(staging, output_dir)  # the umask's modes; an earlier model replaced only at the last moment
     finally:
         if staging.exists():
             shutil.rmtree(staging)

@@ -30,7 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SMOLLM2 = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 TRAINING_ROWS = ("gradients", "optimizer states", "activations", "logits (fused LM head)")
-WORDS = "the of model answer question because data train value reason quick brown fox jumps over lazy dog".split()
+WORDS = [
+    "the",
+    "of",
+    "model",
+    "answer",
+    "question",
+    "because",
+    "data",
+    "train",
+    "value",
+    "reason",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+]
 
 
 @dataclass(frozen=True)
@@ -96,7 +114,7 @@ def child(config: str, overrides: list[str]) -> None:
     import logging
 
     from dpo_cli.config.loader import load_config
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     logging.disable(logging.WARNING)
     cfg = load_config(config, overrides)
@@ -123,7 +141,7 @@ def measure(case: Case) -> dict[str, float]:
         for override in case.overrides(work):
             argv += ["--set", override]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+        proc = subprocess.run(argv, capture_output=True, check=False, text=True, cwd=ROOT, env=env)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("CALIBRATION ")), None)
         if proc.returncode != 0 or line is None:
             raise RuntimeError(f"{case.name}: measurement failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -143,7 +161,10 @@ def estimate(case: Case) -> dict[str, float]:
     shape = load_model_shape(cfg.model.name_or_path)
     plan = estimate_memory(cfg, shape, gpus=1, cpu_kernels=True)
     rows = {r.label: r.gpu_bytes for r in plan.rows}
-    return {"estimate_bytes": sum(rows[label] for label in TRAINING_ROWS), **{label: rows[label] for label in TRAINING_ROWS}}
+    return {
+        "estimate_bytes": sum(rows[label] for label in TRAINING_ROWS),
+        **{label: rows[label] for label in TRAINING_ROWS},
+    }
 
 
 def compare(case: Case) -> dict[str, float]:
@@ -163,8 +184,14 @@ def default_cases(tiny: Path) -> list[Case]:
     if (SMOLLM2 / "config.json").is_file():
         cases += [
             Case("SmolLM2-135M, LoRA, 2 pairs x 256", SMOLLM2, batch=2, max_length=256, steps=2),
-            Case("SmolLM2-135M, LoRA + checkpointing, 2 pairs x 256", SMOLLM2, batch=2, max_length=256, steps=2,
-                 checkpointing=True),
+            Case(
+                "SmolLM2-135M, LoRA + checkpointing, 2 pairs x 256",
+                SMOLLM2,
+                batch=2,
+                max_length=256,
+                steps=2,
+                checkpointing=True,
+            ),
         ]
     return cases
 
@@ -195,11 +222,23 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
-            cases = [Case(str(args.model), args.model, args.batch, args.max_length, not args.full, args.checkpointing, args.steps)]
+            cases = [
+                Case(
+                    str(args.model),
+                    args.model,
+                    args.batch,
+                    args.max_length,
+                    not args.full,
+                    args.checkpointing,
+                    args.steps,
+                )
+            ]
         else:
             cases = default_cases(build_tiny(Path(tmp) / "tiny"))
         mib = 1024**2
-        print(f"{'case':<52} {'baseline':>9} {'measured':>9} {'estimate':>9} {'error':>7}   (MiB; measured = peak - baseline)")
+        print(
+            f"{'case':<52} {'baseline':>9} {'measured':>9} {'estimate':>9} {'error':>7}   (MiB; measured = peak - baseline)"
+        )
         for case in cases:
             r = compare(case)
             print(

@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpo_cli.config.reference import PAGE, render_page
+from dpo_cli.config.docgen import PAGE, render_page
 from dpo_cli.data.layouts import FORMATS_BEGIN, FORMATS_END, render_formats_table
-from dpo_cli.rundir import atomic_write_text
+from dpo_cli.fsio import atomic_write_text
 
 FORMATS_PAGE = "data-formats.md"  # under docs/; the table sits between its markers
 

@@ -93,18 +93,27 @@ def prepare(work: Path, pairs: int, cuda: bool) -> tuple[Path, str]:
         rows = sorted(rows, key=lambda r: len(r["prompt"]) + len(r["chosen"]) + len(r["rejected"]))[: len(rows) // 4]
     write_jsonl(rows, work / "train.jsonl")
     lengths = measured_lengths(rows, tokenizer)
-    model = build_tiny_llama(work / "model", size, source, device="cuda" if cuda else "cpu",
-                             dtype="bfloat16" if cuda else "float32")
-    about = (f"Llama from a config, {parameter_count(size) / 1e6:.0f}M parameters, tokenizer {source.name}; "
-             f"{len(rows)} pairs, prompt + longer response p50 {percentile(lengths, 0.5):.0f}, "
-             f"p90 {percentile(lengths, 0.9):.0f}, max {max(lengths)} tokens")
+    model = build_tiny_llama(
+        work / "model", size, source, device="cuda" if cuda else "cpu", dtype="bfloat16" if cuda else "float32"
+    )
+    about = (
+        f"Llama from a config, {parameter_count(size) / 1e6:.0f}M parameters, tokenizer {source.name}; "
+        f"{len(rows)} pairs, prompt + longer response p50 {percentile(lengths, 0.5):.0f}, "
+        f"p90 {percentile(lengths, 0.9):.0f}, max {max(lengths)} tokens"
+    )
     return model, about
 
 
 def env(work: Path, tag: str) -> dict[str, str]:
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "HF_DATASETS_CACHE": str(work / f"cache-{tag}"), "PYTHONPATH": path}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_DATASETS_CACHE": str(work / f"cache-{tag}"),
+        "PYTHONPATH": path,
+    }
 
 
 def dpo_argv(case: Case, work: Path, model: Path, args: argparse.Namespace, cuda: bool, tag: str) -> list[str]:
@@ -114,7 +123,7 @@ def dpo_argv(case: Case, work: Path, model: Path, args: argparse.Namespace, cuda
 output_dir: {work / tag}
 model:
   name_or_path: {model}
-  dtype: {'bfloat16' if cuda else 'float32'}
+  dtype: {"bfloat16" if cuda else "float32"}
   attn_implementation: {case.attn}
 {quantization}lora:
   r: 16
@@ -122,7 +131,7 @@ model:
   lora_dropout: 0.0
   target_modules: all-linear
 data:
-  train: {work / 'train.jsonl'}
+  train: {work / "train.jsonl"}
   eval_fraction: null
 training:
   max_steps: {args.steps}
@@ -131,18 +140,41 @@ training:
   learning_rate: 2.0e-4
   logging_steps: 1
   save_strategy: "no"
-  bf16: {'true' if cuda else 'false'}
-  padding_free: {'true' if case.padding_free else 'false'}
+  bf16: {"true" if cuda else "false"}
+  padding_free: {"true" if case.padding_free else "false"}
 """)
-    return [sys.executable, str(ROOT / "scripts" / "bench" / "dpo_train_measured.py"), str(work / f"{tag}.json"),
-            "train", str(config)]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "bench" / "dpo_train_measured.py"),
+        str(work / f"{tag}.json"),
+        "train",
+        str(config),
+    ]
 
 
 def plain_argv(case: Case, work: Path, model: Path, args: argparse.Namespace, cuda: bool, tag: str) -> list[str]:
-    argv = [sys.executable, str(ROOT / "scripts" / "bench" / "plain_trl_train.py"), "--model", str(model),
-            "--train", str(work / "train.jsonl"), "--out", str(work / f"{tag}.json"), "--output-dir", str(work / tag),
-            "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--learning-rate", "2e-4",
-            "--max-steps", str(args.steps), "--attn", case.attn]
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench" / "plain_trl_train.py"),
+        "--model",
+        str(model),
+        "--train",
+        str(work / "train.jsonl"),
+        "--out",
+        str(work / f"{tag}.json"),
+        "--output-dir",
+        str(work / tag),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-length",
+        str(args.max_length),
+        "--learning-rate",
+        "2e-4",
+        "--max-steps",
+        str(args.steps),
+        "--attn",
+        case.attn,
+    ]
     if cuda:
         argv.append("--bf16")
     if case.weights == "qlora-nf4":
@@ -167,8 +199,13 @@ def run_case(case: Case, work: Path, model: Path, args: argparse.Namespace, cuda
     build = dpo_argv if case.side == "dpo" else plain_argv
     start = time.perf_counter()
     with (work / f"{tag}.log").open("w") as log:
-        code = subprocess.call(build(case, work, model, args, cuda, tag), cwd=ROOT, env=env(work, tag), stdout=log,
-                               stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            build(case, work, model, args, cuda, tag),
+            cwd=ROOT,
+            env=env(work, tag),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     whole = time.perf_counter() - start
     if code != 0:
         tail = (work / f"{tag}.log").read_text(errors="replace")[-1500:]
@@ -179,14 +216,25 @@ def run_case(case: Case, work: Path, model: Path, args: argparse.Namespace, cuda
     else:
         records = result["records"]
     per_step, tokens = step_stats(records)
-    return {"case": case.name, "weights": case.weights, "side": case.side, "s_per_step": per_step,
-            "tokens_per_s": tokens, "peak_gpu_bytes": result.get("peak_gpu_bytes"), "whole_s": whole}
+    return {
+        "case": case.name,
+        "weights": case.weights,
+        "side": case.side,
+        "s_per_step": per_step,
+        "tokens_per_s": tokens,
+        "peak_gpu_bytes": result.get("peak_gpu_bytes"),
+        "whole_s": whole,
+    }
 
 
 def table(rows: list[dict], header: str) -> str:
     plain = {r["weights"]: r for r in rows if r.get("side") == "plain" and r.get("s_per_step")}
-    lines = [header, "", "| case | s/step | tokens/s | peak GPU memory | whole process | plain TRL / this (s/step) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        header,
+        "",
+        "| case | s/step | tokens/s | peak GPU memory | whole process | plain TRL / this (s/step) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['case']} | failed: {r['error'].splitlines()[-1][:80]} | | | | |")
@@ -214,7 +262,9 @@ def main() -> None:
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.cpu_check:
-        raise SystemExit("gpu_bench: no CUDA GPU here; `--cpu-check` runs the same pipeline on the CPU with a tiny model")
+        raise SystemExit(
+            "gpu_bench: no CUDA GPU here; `--cpu-check` runs the same pipeline on the CPU with a tiny model"
+        )
     if args.cpu_check:
         # Small enough for the test suite: TRL's fused LM head is slow off a GPU.
         cuda = False
@@ -224,8 +274,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     model, about = prepare(work, args.pairs, cuda)
     device = torch.cuda.get_device_name() if cuda else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    header = (f"{time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}; {about}; batch {args.batch_size}, "
-              f"{args.steps} steps, max_length {args.max_length}, LoRA r 16 all-linear")
+    header = (
+        f"{time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}; {about}; batch {args.batch_size}, "
+        f"{args.steps} steps, max_length {args.max_length}, LoRA r 16 all-linear"
+    )
     print(header, flush=True)
     rows: list[dict] = []
     for case in cases(cuda):

@@ -30,22 +30,46 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # (question, helpful answer, worse answer): the material every sample is cut from.
 QA = [
-    ("How long should I steep green tea?", "Two to three minutes in water just below boiling keeps it from turning bitter.",
-     "Leave it for ten minutes, longer is always stronger."),
-    ("What is a good first houseplant?", "A pothos: it tolerates low light and forgives a missed watering.",
-     "Get an orchid, they are trivial to keep."),
-    ("How do I get rid of a squeaky hinge?", "Put a drop of light oil on the hinge pin and swing the door a few times.",
-     "Slam the door until it stops."),
-    ("Why does bread go stale?", "Its starch slowly recrystallises and pushes water out, so the crumb firms up.",
-     "Because the air eats it."),
-    ("How can I remember names better?", "Repeat the name back when you hear it and link it to something you notice.",
-     "You cannot, some people just have a bad memory."),
-    ("What should I pack for a day hike?", "Water, a snack, a layer for wind, sun protection and a charged phone.",
-     "Nothing, hikes are short."),
-    ("How do I keep cut basil fresh?", "Stand the stems in a glass of water on the counter, like flowers.",
-     "Freeze the leaves whole in a bag."),
-    ("Is it safe to wash a wool jumper?", "Yes, by hand in cool water with a wool wash, then dry it flat.",
-     "Put it through a hot cycle, wool likes heat."),
+    (
+        "How long should I steep green tea?",
+        "Two to three minutes in water just below boiling keeps it from turning bitter.",
+        "Leave it for ten minutes, longer is always stronger.",
+    ),
+    (
+        "What is a good first houseplant?",
+        "A pothos: it tolerates low light and forgives a missed watering.",
+        "Get an orchid, they are trivial to keep.",
+    ),
+    (
+        "How do I get rid of a squeaky hinge?",
+        "Put a drop of light oil on the hinge pin and swing the door a few times.",
+        "Slam the door until it stops.",
+    ),
+    (
+        "Why does bread go stale?",
+        "Its starch slowly recrystallises and pushes water out, so the crumb firms up.",
+        "Because the air eats it.",
+    ),
+    (
+        "How can I remember names better?",
+        "Repeat the name back when you hear it and link it to something you notice.",
+        "You cannot, some people just have a bad memory.",
+    ),
+    (
+        "What should I pack for a day hike?",
+        "Water, a snack, a layer for wind, sun protection and a charged phone.",
+        "Nothing, hikes are short.",
+    ),
+    (
+        "How do I keep cut basil fresh?",
+        "Stand the stems in a glass of water on the counter, like flowers.",
+        "Freeze the leaves whole in a bag.",
+    ),
+    (
+        "Is it safe to wash a wool jumper?",
+        "Yes, by hand in cool water with a wool wash, then dry it flat.",
+        "Put it through a hot cycle, wool likes heat.",
+    ),
 ]
 SYSTEM = "You are a patient assistant who answers in one or two sentences."
 
@@ -82,8 +106,12 @@ def csv_bytes(header: list[str], rows: list[list]) -> bytes:
 
 
 def trl_standard() -> bytes:
-    return jsonl([{"prompt": q(i), "chosen": good(i), "rejected": bad(i), "score_chosen": 8.0 + i % 2,
-                   "score_rejected": 3.0} for i in range(6)])
+    return jsonl(
+        [
+            {"prompt": q(i), "chosen": good(i), "rejected": bad(i), "score_chosen": 8.0 + i % 2, "score_rejected": 3.0}
+            for i in range(6)
+        ]
+    )
 
 
 def trl_conversational() -> bytes:
@@ -91,10 +119,17 @@ def trl_conversational() -> bytes:
     for i in range(6):
         prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q(i)}]
         if i % 3 == 2:  # an earlier exchange before the question
-            prompt[1:1] = [{"role": "user", "content": "Can I ask about home things?"},
-                           {"role": "assistant", "content": "Of course, go ahead."}]
-        rows.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": good(i)}],
-                     "rejected": [{"role": "assistant", "content": bad(i)}]})
+            prompt[1:1] = [
+                {"role": "user", "content": "Can I ask about home things?"},
+                {"role": "assistant", "content": "Of course, go ahead."},
+            ]
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": good(i)}],
+                "rejected": [{"role": "assistant", "content": bad(i)}],
+            }
+        )
     return jsonl(rows)
 
 
@@ -117,9 +152,17 @@ def dialogue_ultrafeedback() -> bytes:
         if i == 4:  # typed content parts, as multimodal-ready exports write them
             user = {"role": "user", "content": [{"type": "text", "text": q(i)}]}
         chosen = [user, {"role": "assistant", "content": good(i)}]
-        rows.append({"prompt": q(i), "prompt_id": f"p{i:03d}", "chosen": chosen,
-                     "rejected": [user, {"role": "assistant", "content": bad(i)}], "messages": chosen,
-                     "score_chosen": 9.0, "score_rejected": 4.0 - i % 2})
+        rows.append(
+            {
+                "prompt": q(i),
+                "prompt_id": f"p{i:03d}",
+                "chosen": chosen,
+                "rejected": [user, {"role": "assistant", "content": bad(i)}],
+                "messages": chosen,
+                "score_chosen": 9.0,
+                "score_rejected": 4.0 - i % 2,
+            }
+        )
     return jsonl(rows)
 
 
@@ -132,10 +175,16 @@ def sharegpt_ranking() -> bytes:
     for i in range(6):
         turns = [{"from": "human", "value": q(i)}]
         if i % 3 == 1:
-            turns = [{"from": "human", "value": "I have a household question."},
-                     {"from": "gpt", "value": "Happy to help. What is it?"}, *turns]
-        row = {"conversations": turns, "chosen": {"from": "gpt", "value": good(i)},
-               "rejected": {"from": "gpt", "value": bad(i)}}
+            turns = [
+                {"from": "human", "value": "I have a household question."},
+                {"from": "gpt", "value": "Happy to help. What is it?"},
+                *turns,
+            ]
+        row = {
+            "conversations": turns,
+            "chosen": {"from": "gpt", "value": good(i)},
+            "rejected": {"from": "gpt", "value": bad(i)},
+        }
         if i % 2 == 0:
             row["system"] = SYSTEM
         if i == 5:  # the system prompt as the first turn, as LLaMA-Factory's system tag allows
@@ -145,8 +194,16 @@ def sharegpt_ranking() -> bytes:
 
 
 def sharegpt_messages() -> bytes:
-    return jsonl([{"messages": [{"role": "user", "content": q(i)}], "chosen": {"role": "assistant", "content": good(i)},
-                   "rejected": {"role": "assistant", "content": bad(i)}} for i in range(5)])
+    return jsonl(
+        [
+            {
+                "messages": [{"role": "user", "content": q(i)}],
+                "chosen": {"role": "assistant", "content": good(i)},
+                "rejected": {"role": "assistant", "content": bad(i)},
+            }
+            for i in range(5)
+        ]
+    )
 
 
 def openai_preference() -> bytes:
@@ -155,13 +212,19 @@ def openai_preference() -> bytes:
     for i in range(6):
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q(i)}]
         if i == 3:  # an opening assistant greeting, as providers' examples show
-            messages = [{"role": "assistant", "content": "Hello, how can I help today?"},
-                        {"role": "user", "content": q(i)}]
+            messages = [
+                {"role": "assistant", "content": "Hello, how can I help today?"},
+                {"role": "user", "content": q(i)},
+            ]
         if i == 4:
             messages[1] = {"role": "user", "content": [{"type": "text", "text": q(i)}]}
-        rows.append({"input": {"messages": messages, "tools": [], "parallel_tool_calls": True},
-                     "preferred_output": [{"role": "assistant", "content": good(i)}],
-                     "non_preferred_output": [{"role": "assistant", "content": bad(i)}]})
+        rows.append(
+            {
+                "input": {"messages": messages, "tools": [], "parallel_tool_calls": True},
+                "preferred_output": [{"role": "assistant", "content": good(i)}],
+                "non_preferred_output": [{"role": "assistant", "content": bad(i)}],
+            }
+        )
     return jsonl(rows)
 
 
@@ -170,11 +233,20 @@ def context_pairs() -> bytes:
     for i in range(5):
         context = [{"from": "user", "content": q(i)}]
         if i == 2:
-            context = [{"from": "user", "content": "Morning!"}, {"from": "assistant", "content": "Good morning."},
-                       *context]
-        rows.append({"id": i, "source": "sample", "context": context,
-                     "chosen": [{"from": "assistant", "content": good(i)}],
-                     "rejected": [{"from": "assistant", "content": bad(i)}]})
+            context = [
+                {"from": "user", "content": "Morning!"},
+                {"from": "assistant", "content": "Good morning."},
+                *context,
+            ]
+        rows.append(
+            {
+                "id": i,
+                "source": "sample",
+                "context": context,
+                "chosen": [{"from": "assistant", "content": good(i)}],
+                "rejected": [{"from": "assistant", "content": bad(i)}],
+            }
+        )
     return jsonl(rows)
 
 
@@ -182,28 +254,62 @@ def oasst_trees() -> bytes:
     """OpenAssistant export trees: prompter/assistant nodes, ranked replies (0 is best), nested turns."""
 
     def node(mid: str, role: str, text: str, rank: int | None = None, replies: list | None = None, **extra):
-        return {"message_id": mid, "parent_id": None, "text": text, "role": role, "lang": "en", "review_count": 3,
-                "rank": rank, "synthetic": False, "model_name": None, "emojis": {"+1": 2}, "replies": replies or [],
-                **extra}
+        return {
+            "message_id": mid,
+            "parent_id": None,
+            "text": text,
+            "role": role,
+            "lang": "en",
+            "review_count": 3,
+            "rank": rank,
+            "synthetic": False,
+            "model_name": None,
+            "emojis": {"+1": 2},
+            "replies": replies or [],
+            **extra,
+        }
 
-    tree1 = node("m1", "prompter", q(0), replies=[
-        node("m2", "assistant", good(0), 0, replies=[
-            node("m5", "prompter", "And for black tea?", replies=[
-                node("m6", "assistant", "Three to five minutes in boiling water.", 0),
-                node("m7", "assistant", "Black tea never needs water.", 1),
-            ]),
-        ]),
-        node("m3", "assistant", "About five minutes, give or take.", 1),
-        node("m4", "assistant", bad(0), 2),
-        node("m8", "assistant", "Deleted reply.", 3, deleted=True),
-    ])
-    tree2 = node("n1", "prompter", q(1), replies=[
-        node("n2", "assistant", good(1), 0),
-        node("n3", "assistant", bad(1), 1),
-    ])
+    tree1 = node(
+        "m1",
+        "prompter",
+        q(0),
+        replies=[
+            node(
+                "m2",
+                "assistant",
+                good(0),
+                0,
+                replies=[
+                    node(
+                        "m5",
+                        "prompter",
+                        "And for black tea?",
+                        replies=[
+                            node("m6", "assistant", "Three to five minutes in boiling water.", 0),
+                            node("m7", "assistant", "Black tea never needs water.", 1),
+                        ],
+                    ),
+                ],
+            ),
+            node("m3", "assistant", "About five minutes, give or take.", 1),
+            node("m4", "assistant", bad(0), 2),
+            node("m8", "assistant", "Deleted reply.", 3, deleted=True),
+        ],
+    )
+    tree2 = node(
+        "n1",
+        "prompter",
+        q(1),
+        replies=[
+            node("n2", "assistant", good(1), 0),
+            node("n3", "assistant", bad(1), 1),
+        ],
+    )
     tree3 = node("k1", "prompter", q(2), replies=[node("k2", "assistant", good(2), None)])  # nothing ranked
-    trees = [{"message_tree_id": f"t{i}", "tree_state": "ready_for_export", "prompt": t}
-             for i, t in enumerate((tree1, tree2, tree3))]
+    trees = [
+        {"message_tree_id": f"t{i}", "tree_state": "ready_for_export", "prompt": t}
+        for i, t in enumerate((tree1, tree2, tree3))
+    ]
     return jsonl(trees)
 
 
@@ -232,8 +338,17 @@ def orca_pairs() -> bytes:
 
 
 def stack_exchange() -> bytes:
-    rows = [{"qid": 100 + i, "question": q(i), "date": "2023/04/0" + str(i + 1), "metadata": [f"https://example.org/{i}"],
-             "response_j": good(i), "response_k": bad(i)} for i in range(5)]
+    rows = [
+        {
+            "qid": 100 + i,
+            "question": q(i),
+            "date": "2023/04/0" + str(i + 1),
+            "metadata": [f"https://example.org/{i}"],
+            "response_j": good(i),
+            "response_k": bad(i),
+        }
+        for i in range(5)
+    ]
     return bz2.compress(jsonl(rows))
 
 
@@ -256,10 +371,19 @@ def pku_saferlhf() -> bytes:
     for i in range(5):
         better = i % 2
         responses = [good(i), bad(i)] if better == 0 else [bad(i), good(i)]
-        rows.append({"prompt": q(i), "response_0": responses[0], "response_1": responses[1],
-                     "is_response_0_safe": True, "is_response_1_safe": i != 3, "better_response_id": better,
-                     "safer_response_id": 0 if i == 3 else better, "response_0_severity_level": 0,
-                     "response_1_severity_level": 1 if i == 3 else 0})
+        rows.append(
+            {
+                "prompt": q(i),
+                "response_0": responses[0],
+                "response_1": responses[1],
+                "is_response_0_safe": True,
+                "is_response_1_safe": i != 3,
+                "better_response_id": better,
+                "safer_response_id": 0 if i == 3 else better,
+                "response_0_severity_level": 0,
+                "response_1_severity_level": 1 if i == 3 else 0,
+            }
+        )
     return lzma.compress(jsonl(rows))
 
 
@@ -269,8 +393,16 @@ def helpsteer3_preference() -> bytes:
     rows = []
     for i, pref in enumerate(prefs):
         first, second = (good(i), bad(i)) if pref < 0 else (bad(i), good(i))
-        rows.append({"domain": "general", "language": "english", "context": [{"role": "user", "content": q(i)}],
-                     "response1": first, "response2": second, "overall_preference": pref})
+        rows.append(
+            {
+                "domain": "general",
+                "language": "english",
+                "context": [{"role": "user", "content": q(i)}],
+                "response1": first,
+                "response2": second,
+                "overall_preference": pref,
+            }
+        )
     return jsonl(rows)
 
 
@@ -288,10 +420,30 @@ def arena_kaggle() -> bytes:
         resp_a, resp_b = (win, lose) if a or tie else (lose, win)
         if i == 4:
             resp_a = [None]  # the model failed to answer: Kaggle writes null inside the list
-        rows.append([1000 + i, f"model-{i}a", f"model-{i}b", json.dumps(prompts), json.dumps(resp_a),
-                     json.dumps(resp_b), a, b, tie])
-    header = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b",
-              "winner_tie"]
+        rows.append(
+            [
+                1000 + i,
+                f"model-{i}a",
+                f"model-{i}b",
+                json.dumps(prompts),
+                json.dumps(resp_a),
+                json.dumps(resp_b),
+                a,
+                b,
+                tie,
+            ]
+        )
+    header = [
+        "id",
+        "model_a",
+        "model_b",
+        "prompt",
+        "response_a",
+        "response_b",
+        "winner_model_a",
+        "winner_model_b",
+        "winner_tie",
+    ]
     return csv_bytes(header, rows)
 
 
@@ -305,9 +457,19 @@ def arena_conversations() -> bytes:
         conv_good = [{"content": q(i), "role": "user"}, {"content": good(i), "role": "assistant"}]
         conv_bad = [{"content": q(i), "role": "user"}, {"content": bad(i), "role": "assistant"}]
         a, b = (conv_bad, conv_good) if winner == "model_b" else (conv_good, conv_bad)
-        rows.append({"question_id": f"q{i}", "model_a": "alpha", "model_b": "beta", "winner": winner,
-                     "judge": f"arena_user_{i}", "conversation_a": a, "conversation_b": b, "turn": 1,
-                     "language": "English"})
+        rows.append(
+            {
+                "question_id": f"q{i}",
+                "model_a": "alpha",
+                "model_b": "beta",
+                "winner": winner,
+                "judge": f"arena_user_{i}",
+                "conversation_a": a,
+                "conversation_b": b,
+                "turn": 1,
+                "language": "English",
+            }
+        )
     return zstandard.ZstdCompressor(level=10, write_checksum=True).compress(jsonl(rows))
 
 
@@ -317,12 +479,29 @@ def ultrafeedback_raw() -> bytes:
     for i in range(4):
         scores = [[8.5, 3.0, 6.0, 4.5], [7.0, 7.0, 2.0, 5.0], [5.0, 5.0, 5.0, 5.0], [9.0, 1.0, "N/A", 6.0]][i]
         texts = [good(i), bad(i), f"{good(i)} Mostly.", f"Maybe. {bad(i)}"]
-        completions = [{"annotations": {"helpfulness": {"Rating": "4"}}, "critique": "Clear.",
-                        "custom_system_prompt": "", "fine-grained_score": s, "model": f"model-{j}",
-                        "overall_score": s, "principle": "helpfulness", "response": t}
-                       for j, (s, t) in enumerate(zip(scores, texts))]
-        rows.append({"source": "sample", "instruction": q(i), "models": [f"model-{j}" for j in range(4)],
-                     "completions": completions, "correct_answers": [], "incorrect_answers": []})
+        completions = [
+            {
+                "annotations": {"helpfulness": {"Rating": "4"}},
+                "critique": "Clear.",
+                "custom_system_prompt": "",
+                "fine-grained_score": s,
+                "model": f"model-{j}",
+                "overall_score": s,
+                "principle": "helpfulness",
+                "response": t,
+            }
+            for j, (s, t) in enumerate(zip(scores, texts))
+        ]
+        rows.append(
+            {
+                "source": "sample",
+                "instruction": q(i),
+                "models": [f"model-{j}" for j in range(4)],
+                "completions": completions,
+                "correct_answers": [],
+                "incorrect_answers": [],
+            }
+        )
     return jsonl(rows)
 
 
@@ -330,16 +509,28 @@ def nectar_ranked() -> bytes:
     """Nectar-style: an HH-style prompt and answers ranked 1 (best) to n."""
     rows = []
     for i in range(3):
-        answers = [{"answer": bad(i), "model": "m-b", "rank": 3}, {"answer": good(i), "model": "m-a", "rank": 1},
-                   {"answer": f"Probably: {good(i)}", "model": "m-c", "rank": 2}]
-        rows.append({"prompt": f"\n\nHuman: {q(i)}\n\nAssistant:", "answers": answers, "turns": 1,
-                     "num_responses": 3, "source": ["sample"], "good_natured": True})
+        answers = [
+            {"answer": bad(i), "model": "m-b", "rank": 3},
+            {"answer": good(i), "model": "m-a", "rank": 1},
+            {"answer": f"Probably: {good(i)}", "model": "m-c", "rank": 2},
+        ]
+        rows.append(
+            {
+                "prompt": f"\n\nHuman: {q(i)}\n\nAssistant:",
+                "answers": answers,
+                "turns": 1,
+                "num_responses": 3,
+                "source": ["sample"],
+                "good_natured": True,
+            }
+        )
     return jsonl(rows)
 
 
 def responses_scores() -> bytes:
-    rows = [{"prompt": q(i), "responses": [bad(i), good(i), f"Hmm. {bad(i)}"], "scores": [0.1, 0.9, 0.2]}
-            for i in range(3)]
+    rows = [
+        {"prompt": q(i), "responses": [bad(i), good(i), f"Hmm. {bad(i)}"], "scores": [0.1, 0.9, 0.2]} for i in range(3)
+    ]
     rows.append({"prompt": q(3), "responses": [good(3), bad(3)], "scores": [0.5, 0.45]})  # a small gap
     return jsonl(rows)
 
@@ -350,20 +541,32 @@ def responses_scores() -> bytes:
 def kto_unpaired() -> bytes:
     rows = []
     for i in range(4):
-        rows += [{"prompt": q(i), "completion": good(i), "label": True},
-                 {"prompt": q(i), "completion": bad(i), "label": False}]
+        rows += [
+            {"prompt": q(i), "completion": good(i), "label": True},
+            {"prompt": q(i), "completion": bad(i), "label": False},
+        ]
     return jsonl(rows)
 
 
 def kto_messages() -> bytes:
-    rows = [{"messages": [{"role": "user", "content": q(i)}, {"role": "assistant", "content": (good if i % 2 == 0 else bad)(i)}],
-             "label": i % 2 == 0} for i in range(6)]
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": q(i)},
+                {"role": "assistant", "content": (good if i % 2 == 0 else bad)(i)},
+            ],
+            "label": i % 2 == 0,
+        }
+        for i in range(6)
+    ]
     return jsonl(rows)
 
 
 def kto_alpaca() -> bytes:
-    rows = [{"instruction": q(i), "input": "", "output": (good if i % 3 else bad)(i), "kto_tag": bool(i % 3)}
-            for i in range(6)]
+    rows = [
+        {"instruction": q(i), "input": "", "output": (good if i % 3 else bad)(i), "kto_tag": bool(i % 3)}
+        for i in range(6)
+    ]
     return json_array(rows)
 
 
@@ -375,8 +578,17 @@ def helpsteer_scores() -> bytes:
     rows = []
     for i in range(4):
         for text, score in ((good(i), 4), (bad(i), 1)):
-            rows.append({"prompt": q(i), "response": text, "helpfulness": score, "correctness": score,
-                         "coherence": 4, "complexity": 1, "verbosity": 1})
+            rows.append(
+                {
+                    "prompt": q(i),
+                    "response": text,
+                    "helpfulness": score,
+                    "correctness": score,
+                    "coherence": 4,
+                    "complexity": 1,
+                    "verbosity": 1,
+                }
+            )
     return jsonl(rows)
 
 
@@ -384,16 +596,24 @@ def safety_labels() -> bytes:
     """BeaverTails-style: one response per row, harm categories and an is_safe flag."""
     rows = []
     for i in range(4):
-        rows.append({"prompt": q(i), "response": good(i), "category": {"privacy": False, "violence": False},
-                     "is_safe": True})
-        rows.append({"prompt": q(i), "response": f"{bad(i)} Also, ignore every safety label.",
-                     "category": {"privacy": False, "violence": i == 2}, "is_safe": False})
+        rows.append(
+            {"prompt": q(i), "response": good(i), "category": {"privacy": False, "violence": False}, "is_safe": True}
+        )
+        rows.append(
+            {
+                "prompt": q(i),
+                "response": f"{bad(i)} Also, ignore every safety label.",
+                "category": {"privacy": False, "violence": i == 2},
+                "is_safe": False,
+            }
+        )
     return jsonl(rows)
 
 
 def sft_conversations() -> bytes:
-    return jsonl([{"messages": [{"role": "user", "content": q(i)}, {"role": "assistant", "content": good(i)}]}
-                  for i in range(4)])
+    return jsonl(
+        [{"messages": [{"role": "user", "content": q(i)}, {"role": "assistant", "content": good(i)}]} for i in range(4)]
+    )
 
 
 SAMPLES: dict[str, Callable[[], bytes]] = {

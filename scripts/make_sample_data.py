@@ -60,12 +60,23 @@ TASKS = [
     ("make a paper airplane fly farther", "fold the creases sharp and even", "throw it gently and level"),
 ]
 CONTEXTS = [
-    "as a beginner", "on a tight budget", "in a small apartment", "before the weekend", "with little free time",
-    "without special tools", "for the first time", "while working full time", "in winter", "with my kids",
-    "on my own", "without stress",
+    "as a beginner",
+    "on a tight budget",
+    "in a small apartment",
+    "before the weekend",
+    "with little free time",
+    "without special tools",
+    "for the first time",
+    "while working full time",
+    "in winter",
+    "with my kids",
+    "on my own",
+    "without stress",
 ]
 HOWTO_TEMPLATES = [
-    "How do I {task} {ctx}?", "What's the best way to {task} {ctx}?", "Can you explain how to {task} {ctx}?",
+    "How do I {task} {ctx}?",
+    "What's the best way to {task} {ctx}?",
+    "Can you explain how to {task} {ctx}?",
     "Any tips on how to {task} {ctx}?",
 ]
 # Requests for advice: (situation, first tip, second tip).
@@ -96,12 +107,16 @@ ADVICE = [
     ("about running my first race", "start slower than you think you need to", "enjoy the crowd along the way"),
 ]
 ADVICE_TEMPLATES = [
-    "I feel nervous {situation}. Any advice?", "How can I stay calm {situation}?",
-    "What would you suggest if I feel stressed {situation}?", "I get anxious {situation}. What should I do?",
+    "I feel nervous {situation}. Any advice?",
+    "How can I stay calm {situation}?",
+    "What would you suggest if I feel stressed {situation}?",
+    "I get anxious {situation}. What should I do?",
 ]
 PREAMBLES = ["", "Honestly, ", "Quick question: ", "I need some help. "]
 ARITHMETIC_TEMPLATES = [
-    "What is {a} {op} {b}?", "Can you work out {a} {op} {b} for me?", "How much is {a} {op} {b}?",
+    "What is {a} {op} {b}?",
+    "Can you work out {a} {op} {b} for me?",
+    "How much is {a} {op} {b}?",
     "Quick maths check: what is {a} {op} {b}?",
 ]
 # Simple facts: (question, answer, a careless wrong answer as it reads mid-sentence).
@@ -166,7 +181,9 @@ REFUSAL_REASONS = [
     "You will need to find another source for that.",
 ]
 DISMISSALS = [
-    "That is a silly thing to ask.", "Why would you even ask that?", "Honestly, this is not worth answering.",
+    "That is a silly thing to ask.",
+    "Why would you even ask that?",
+    "Honestly, this is not worth answering.",
     "Seriously? Everyone knows this already.",
 ]
 DISMISSAL_TAILS = [
@@ -189,7 +206,8 @@ WRONG_ANSWERS = [
     "Obviously {wrong}. Next time try to work it out yourself.",
 ]
 SYSTEM_PROMPTS = [
-    "You are a friendly, practical assistant.", "You are a helpful assistant. Answer briefly.",
+    "You are a friendly, practical assistant.",
+    "You are a helpful assistant. Answer briefly.",
     "You are a patient helper who gives clear answers.",
 ]
 WARMUPS = [

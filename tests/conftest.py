@@ -53,3 +53,41 @@ def smoke_overrides(tiny_model_dir: Path, output_dir: Path, *extra: str) -> list
         f"data.eval={SAMPLE / 'eval.jsonl'}",
         *extra,
     ]
+
+
+# --------------------------------------------------------------------------- child processes
+# A child's output goes to files, never to a pipe nobody reads while it runs: a child blocks
+# once about 64 KB sit in a pipe, and a long training run or a server writes more than that.
+
+
+def spawn(argv: list[str], log_dir: Path, name: str, *, combined: bool = False, **kwargs):
+    """Start `argv` with its stdout and stderr in `log_dir/<name>.out` / `.err` (one file if `combined`)."""
+    import subprocess
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / f"{name}.out", log_dir / (f"{name}.out" if combined else f"{name}.err")
+    with out_path.open("w") as out, out if combined else err_path.open("w") as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if combined else err, **kwargs)
+    proc.out_path, proc.err_path = out_path, err_path  # type: ignore[attr-defined]
+    return proc
+
+
+def output(proc) -> tuple[str, str]:
+    """What a `spawn`ed child wrote so far: (stdout, stderr); the same text twice when `combined`."""
+    read = lambda path: path.read_text(errors="replace") if path.exists() else ""
+    return read(proc.out_path), read(proc.err_path)
+
+
+def run_logged(argv: list[str], log_dir: Path, name: str, *, timeout: float | None = None, **kwargs):
+    """`subprocess.run` with the output in files (see `spawn`), read back into the result."""
+    import subprocess
+
+    proc = spawn(argv, log_dir, name, **kwargs)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    stdout, stderr = output(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)

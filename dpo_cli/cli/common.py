@@ -15,7 +15,12 @@ from dpo_cli.errors import DpoError
 ConfigArg = Annotated[Path, typer.Argument(help="Run config (YAML).", show_default=False, metavar="CONFIG")]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", metavar="KEY=VALUE", help="Override a config key, e.g. --set training.beta=0.2 (repeatable).", show_default=False),
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Override a config key, e.g. --set training.beta=0.2 (repeatable).",
+        show_default=False,
+    ),
 ]
 
 PromptsOption = Annotated[
@@ -24,8 +29,9 @@ PromptsOption = Annotated[
 ]
 ScorerOption = Annotated[
     str | None,
-    typer.Option(help="Scoring function module:function or file.py:function (overrides generate.scorer).",
-                 show_default=False),
+    typer.Option(
+        help="Scoring function module:function or file.py:function (overrides generate.scorer).", show_default=False
+    ),
 ]
 
 

@@ -14,8 +14,7 @@ app = typer.Typer(help="Inspect configs: the resolved values, or the JSON Schema
 @app.command("show")
 def show(config: ConfigArg, set_: SetOption = None) -> None:
     """Validate CONFIG (with overrides) and print it with every default filled in."""
-    from dpo_cli.config.loader import load_config
-    from dpo_cli.training import config_to_yaml
+    from dpo_cli.config.loader import config_to_yaml, load_config
 
     with user_errors():
         cfg = load_config(config, set_)

@@ -14,7 +14,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check the installed stack; exit 1 on a known-bad combination."""
-    from dpo_cli.planning.doctor import collect, render
+    from dpo_cli.doctor import collect, render
 
     report = collect()
     print(json.dumps(report.to_dict(), indent=2) if as_json else render(report))

@@ -31,23 +31,29 @@ def judge_overrides(judge: str | None, judge_model: str | None) -> list[str]:
 def eval_(
     runs: Annotated[
         list[Path],
-        typer.Argument(help="Finished run directories, or one config file with --model.", show_default=False,
-                       metavar="RUN_DIR_OR_CONFIG"),
+        typer.Argument(
+            help="Finished run directories, or one config file with --model.",
+            show_default=False,
+            metavar="RUN_DIR_OR_CONFIG",
+        ),
     ],
     model: Annotated[
-        Path | None, typer.Option(help="Adapter or model directory to evaluate (with a config, or instead of RUN/final).")
+        Path | None,
+        typer.Option(help="Adapter or model directory to evaluate (with a config, or instead of RUN/final)."),
     ] = None,
     judge: Annotated[
         str | None,
-        typer.Option(help="Judge for the win rate: endpoint:URL, reward_model:DIR or llm:DIR (overrides eval.judge).",
-                     metavar="KIND:TARGET"),
+        typer.Option(
+            help="Judge for the win rate: endpoint:URL, reward_model:DIR or llm:DIR (overrides eval.judge).",
+            metavar="KIND:TARGET",
+        ),
     ] = None,
     judge_model: Annotated[str | None, typer.Option(help="Model name sent to an endpoint judge.")] = None,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace earlier eval reports.")] = False,
-    compare_dir: Annotated[
-        Path, typer.Option(help="Where the side-by-side report of several runs goes.")
-    ] = Path("eval-compare"),
+    compare_dir: Annotated[Path, typer.Option(help="Where the side-by-side report of several runs goes.")] = Path(
+        "eval-compare"
+    ),
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Evaluate trained runs: held-out preference metrics, judged win rate, pathology checks."""
@@ -55,8 +61,9 @@ def eval_(
 
     with user_errors():
         if model is not None and len(runs) > 1:
-            raise DpoError("--model applies to one run or config; give one RUN_DIR_OR_CONFIG with it",
-                           exit_code=EXIT_USAGE)
+            raise DpoError(
+                "--model applies to one run or config; give one RUN_DIR_OR_CONFIG with it", exit_code=EXIT_USAGE
+            )
         overrides = [*(set_ or []), *judge_overrides(judge, judge_model)]
         targets = [resolve_target(path, model=model, overrides=overrides) for path in runs]
         run_eval(targets, overwrite=overwrite, compare_dir=compare_dir, progress=progress)

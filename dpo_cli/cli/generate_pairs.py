@@ -17,12 +17,15 @@ def generate_pairs(
     prompts: PromptsOption = None,
     model: Annotated[
         Path | None,
-        typer.Option(help="Sample from this adapter or model directory instead of the config's model.",
-                     show_default=False),
+        typer.Option(
+            help="Sample from this adapter or model directory instead of the config's model.", show_default=False
+        ),
     ] = None,
     scorer: ScorerOption = None,
     set_: SetOption = None,
-    overwrite: Annotated[bool, typer.Option(help="Rebuild finished pairs (cached samples and scores are reused).")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Rebuild finished pairs (cached samples and scores are reused).")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Sample several responses per prompt, score them, and write the clear winners and losers as pairs.
@@ -44,17 +47,20 @@ def generate_pairs(
         if cfg.generate.prompts is None:
             raise DpoError("no prompts: pass --prompts FILE or set `generate.prompts`", exit_code=EXIT_USAGE)
         check_output(output, overwrite)
-        prompt_list = load_prompts(cfg.generate.prompts, cfg.generate.prompt_column,
-                                   limit=cfg.generate.max_prompts, key="generate.prompts")
+        prompt_list = load_prompts(
+            cfg.generate.prompts, cfg.generate.prompt_column, limit=cfg.generate.max_prompts, key="generate.prompts"
+        )
         scoring = make_scorer(cfg)
         scoring.check()
         sampler = make_sampler(cfg)
         try:
-            summary = run(cfg, prompt_list, output, sampler=sampler, scorer=scoring, overwrite=overwrite,
-                          progress=progress)
+            summary = run(
+                cfg, prompt_list, output, sampler=sampler, scorer=scoring, overwrite=overwrite, progress=progress
+            )
         except KeyboardInterrupt:
             raise DpoError(
-                f"interrupted; finished batches are cached in {output}", exit_code=EXIT_INTERRUPTED,
+                f"interrupted; finished batches are cached in {output}",
+                exit_code=EXIT_INTERRUPTED,
                 details=["run the same command again to continue"],
             ) from None
         for line in console_lines(summary):

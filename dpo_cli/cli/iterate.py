@@ -23,7 +23,7 @@ def iterate(
     Re-running the same command resumes at the first unfinished round (and stage); a larger
     --rounds continues a finished loop.
     """
-    from dpo_cli.iterate import run_iterate
+    from dpo_cli.iterate.runner import run_iterate
 
     with user_errors():
         overrides = [*(set_ or []), *generate_overrides(prompts, scorer)]

@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from dpo_cli import __version__
-from dpo_cli.cli import config_cmd, doctor, generate_pairs, iterate, merge_adapter, plan, sweep_beta, train, validate_data
+from dpo_cli.cli import (
+    config_cmd,
+    doctor,
+    generate_pairs,
+    iterate,
+    merge_adapter,
+    plan,
+    sweep_beta,
+    train,
+    validate_data,
+)
 from dpo_cli.cli import eval as eval_cmd
 
 app = typer.Typer(

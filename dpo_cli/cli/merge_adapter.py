@@ -22,22 +22,33 @@ def merge_adapter(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the merged model.", show_default=False)],
     dtype: Annotated[
         Literal["bfloat16", "float16", "float32"] | None,
-        typer.Option(help="Precision of the merged weights [default: the run's model.dtype, else the base checkpoint's, else float32]."),
+        typer.Option(
+            help="Precision of the merged weights [default: the run's model.dtype, else the base checkpoint's, else float32]."
+        ),
     ] = None,
     base: Annotated[
-        str | None, typer.Option(help="Base model to merge into, instead of the one the adapter records.", show_default=False)
+        str | None,
+        typer.Option(help="Base model to merge into, instead of the one the adapter records.", show_default=False),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Merge even if the base differs from the one the adapter was trained on.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Merge even if the base differs from the one the adapter was trained on.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory.")] = False,
     max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 2GB.")] = "5GB",
-    device: Annotated[str, typer.Option(help="Where to merge: auto (CUDA if present), cpu, cuda, cuda:1, ...")] = "auto",
+    device: Annotated[
+        str, typer.Option(help="Where to merge: auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    ] = "auto",
     trust_remote_code: Annotated[
         bool | None,
-        typer.Option("--trust-remote-code/--no-trust-remote-code", help="Run the base model's own code [default: the run's setting].", show_default=False),
+        typer.Option(
+            "--trust-remote-code/--no-trust-remote-code",
+            help="Run the base model's own code [default: the run's setting].",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Merge a LoRA/QLoRA adapter into its base (never 4-bit), save safetensors, verify the logits."""
-    from dpo_cli.merge import merge_adapter as run_merge
+    from dpo_cli.merge.runner import merge_adapter as run_merge
 
     with user_errors():
         result = run_merge(

@@ -14,15 +14,25 @@ from dpo_cli.errors import EXIT_DOES_NOT_FIT
 def plan(
     config: ConfigArg,
     set_: SetOption = None,
-    gpus: Annotated[int | None, typer.Option(min=1, help="GPUs the run spreads over [default: launch.num_processes].")] = None,
+    gpus: Annotated[
+        int | None, typer.Option(min=1, help="GPUs the run spreads over [default: launch.num_processes].")
+    ] = None,
     gpu_memory: Annotated[str, typer.Option(help="Memory of one GPU (80GiB, 40GB, 24576MiB).")] = "80GiB",
-    peak_tflops: Annotated[float, typer.Option(help="Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989; A100: 312).")] = 989.0,
-    utilization: Annotated[float, typer.Option(help="Fraction of the peak the run reaches, for the time estimate.")] = 0.4,
-    rows: Annotated[int | None, typer.Option(min=1, help="Training pairs per epoch [default: counted from local JSONL].")] = None,
+    peak_tflops: Annotated[
+        float, typer.Option(help="Dense bf16 peak of one GPU in TFLOP/s (H100 SXM: 989; A100: 312).")
+    ] = 989.0,
+    utilization: Annotated[
+        float, typer.Option(help="Fraction of the peak the run reaches, for the time estimate.")
+    ] = 0.4,
+    rows: Annotated[
+        int | None, typer.Option(min=1, help="Training pairs per epoch [default: counted from local JSONL].")
+    ] = None,
     model_config: Annotated[
         Path | None, typer.Option(help="The model's config.json, when the model is neither local nor shipped.")
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object instead of the table.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the figures as one JSON object instead of the table.")
+    ] = False,
 ) -> None:
     """Estimate per-GPU memory, FLOPs per step and time per epoch without loading weights.
 

@@ -13,7 +13,9 @@ def train(
     config: ConfigArg,
     set_: SetOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in output_dir.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue the run in output_dir from its last complete checkpoint.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in output_dir from its last complete checkpoint.")
+    ] = False,
     skip_validation: Annotated[
         bool, typer.Option(help="Train without checking the data first (`dpo validate-data` runs those checks).")
     ] = False,
@@ -22,7 +24,9 @@ def train(
     ] = False,
     data_check: Annotated[
         str | None,
-        typer.Option(help="Use the data check saved in this folder (by sweep-beta or iterate) instead of checking again."),
+        typer.Option(
+            help="Use the data check saved in this folder (by sweep-beta or iterate) instead of checking again."
+        ),
     ] = None,
     num_processes: Annotated[
         int | None,
@@ -33,12 +37,12 @@ def train(
     ] = False,
 ) -> None:
     """Train with DPO (or the `algorithm:` CONFIG names) as CONFIG says (full fine-tuning, LoRA or QLoRA)."""
-    from dpo_cli import launch
     from dpo_cli.config.loader import load_config
-    from dpo_cli.report import print_run_summary
-    from dpo_cli.tracking import check_trackers
-    from dpo_cli.training import is_main_process
-    from dpo_cli.training import train as run_training
+    from dpo_cli.train import launch
+    from dpo_cli.train.launch import is_main_process
+    from dpo_cli.train.run import train as run_training
+    from dpo_cli.train.summary import print_run_summary
+    from dpo_cli.train.tracking import check_trackers
 
     if num_processes is not None:
         set_ = [*(set_ or []), f"launch.num_processes={num_processes}"]
@@ -46,8 +50,15 @@ def train(
         cfg = load_config(config, set_)
         check_trackers(cfg.training.report_to)  # before the data check, the launch and any model
         if dry_run or launch.needs_launcher(cfg):
-            args = launch.train_args(str(config), set_, overwrite=overwrite, resume=resume, skip_validation=skip_validation,
-                                     strict=strict, data_check=data_check)
+            args = launch.train_args(
+                str(config),
+                set_,
+                overwrite=overwrite,
+                resume=resume,
+                skip_validation=skip_validation,
+                strict=strict,
+                data_check=data_check,
+            )
             if dry_run:
                 print(launch.dry_run(cfg, args))
                 return
@@ -72,7 +83,8 @@ def train(
             check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume, protected=protected)
             # Before any model is loaded: bad rows stop the run here, in seconds.
             check = check_before_training(cfg, str(config), strict=strict)
-        result = run_training(cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [],
-                              data_check=check)
+        result = run_training(
+            cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [], data_check=check
+        )
         if is_main_process():  # one summary, not one per rank
             print_run_summary(result)

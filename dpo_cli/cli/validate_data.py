@@ -19,7 +19,6 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Argument(help="Run config (YAML): its data, tokenizer and max_length are used.", show_default=False),
 ]
-PathOpt = Annotated[str | None, typer.Option(show_default=False)]
 
 
 def validate_data(
@@ -30,7 +29,10 @@ def validate_data(
         str | None, typer.Option("--eval", help="Held-out data with --data (also checked for leaks from train).")
     ] = None,
     prompt_column: Annotated[
-        str, typer.Option(help="Prompt column with --data; when absent, the prompt is chosen's and rejected's shared start.")
+        str,
+        typer.Option(
+            help="Prompt column with --data; when absent, the prompt is chosen's and rejected's shared start."
+        ),
     ] = "prompt",
     chosen_column: Annotated[str, typer.Option(help="Chosen column with --data.")] = "chosen",
     rejected_column: Annotated[str, typer.Option(help="Rejected column with --data.")] = "rejected",
@@ -38,29 +40,38 @@ def validate_data(
         str | None, typer.Option(help="System-prompt column with --data, kept as the system turn (default: `system`).")
     ] = None,
     history_column: Annotated[
-        str | None, typer.Option(help="Earlier-turns column with --data ([[user, assistant], ...]; default: `history`).")
+        str | None,
+        typer.Option(help="Earlier-turns column with --data ([[user, assistant], ...]; default: `history`)."),
     ] = None,
     format_: Annotated[
         str, typer.Option("--format", help="Layout with --data (`auto` detects; see the formats table).")
     ] = "auto",
     max_row_bytes: Annotated[
-        int | None, typer.Option(min=1024, help="Longest row read with --data (default 4 MiB); longer ones are errors naming the line.")
+        int | None,
+        typer.Option(
+            min=1024, help="Longest row read with --data (default 4 MiB); longer ones are errors naming the line."
+        ),
     ] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for token checks with --data (path or Hub id).")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer for token checks with --data (path or Hub id).")
+    ] = None,
     max_length: Annotated[int, typer.Option(help="max_length for token checks with --data (TRL's default).")] = 1024,
-    no_tokens: Annotated[bool, typer.Option("--no-tokens", help="Skip the tokenizer checks, even with a config.")] = False,
+    no_tokens: Annotated[
+        bool, typer.Option("--no-tokens", help="Skip the tokenizer checks, even with a config.")
+    ] = False,
     near_identical: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Similarity from which chosen and rejected are near-identical.")
     ] = 0.9,
     report: Annotated[Path | None, typer.Option(help="Also write the full report as JSON to this file.")] = None,
     write_clean: Annotated[
-        Path | None, typer.Option(help="Folder for the kept rows and rejects.jsonl (each dropped row with its reasons).")
+        Path | None,
+        typer.Option(help="Folder for the kept rows and rejects.jsonl (each dropped row with its reasons)."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --report file or --write-clean folder.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
 ) -> None:
     """Check preference data the way `dpo train` reads it: format, fields, pairs, duplicates, leakage, tokens."""
-    from dpo_cli.rundir import atomic_write_json
+    from dpo_cli.fsio import atomic_write_json
     from dpo_cli.validation import data_section, token_checker_from_name, validate_config
     from dpo_cli.validation import validate_data as run_validation
     from dpo_cli.validation.report import CleanWriter, format_report, report_json
@@ -80,13 +91,24 @@ def validate_data(
             result = validate_config(cfg, tokens=not no_tokens, writer=writer, near_identical=near_identical)
         else:
             section = data_section(
-                data, eval_data, prompt=prompt_column, chosen=chosen_column, rejected=rejected_column,
-                system=system_column, history=history_column, format=format_, max_row_bytes=max_row_bytes,
+                data,
+                eval_data,
+                prompt=prompt_column,
+                chosen=chosen_column,
+                rejected=rejected_column,
+                system=system_column,
+                history=history_column,
+                format=format_,
+                max_row_bytes=max_row_bytes,
             )
             checker = token_checker_from_name(tokenizer, max_length) if tokenizer and not no_tokens else None
             result = run_validation(
-                section, token_checker=checker, tokenizer_name=tokenizer if checker else None, writer=writer,
-                near_identical=near_identical, detect_unpaired=True,
+                section,
+                token_checker=checker,
+                tokenizer_name=tokenizer if checker else None,
+                writer=writer,
+                near_identical=near_identical,
+                detect_unpaired=True,
             )
         print(format_report(result, strict))
         if report is not None:

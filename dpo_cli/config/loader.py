@@ -7,13 +7,18 @@ Every problem is collected and reported at once, one line each, as
 from __future__ import annotations
 
 import difflib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig, cross_field_problems
+from dpo_cli.config.algorithms import ALGORITHMS, other_algorithms_with
+from dpo_cli.config.rules import cross_field_problems
+from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig
+from dpo_cli.config.variants import algorithm_of_class, run_config_class
 from dpo_cli.config.yaml_safe import MAX_BYTES, load_yaml
 from dpo_cli.errors import ConfigError
 
@@ -45,7 +50,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(source, [f"{source}: the top level must be a mapping of sections, found {type(raw).__name__}"])
+        raise ConfigError(
+            source, [f"{source}: the top level must be a mapping of sections, found {type(raw).__name__}"]
+        )
     problems: list[str] = []
     for override in overrides or []:
         try:
@@ -69,8 +76,6 @@ def validate(
     `origins` maps dotted keys set on the command line to the `--set` text that set them, so
     that their errors point there instead of into the file.
     """
-    from dpo_cli.config.variants import run_config_class
-
     config_class = run_config_class(raw.get("algorithm", "dpo"))
     try:
         cfg = config_class.model_validate(raw)
@@ -93,13 +98,63 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
         if "invalid YAML" not in exc.problems[0]:
             raise ValueError(exc.problems[0].removeprefix("--set: ")) from None  # an alias bomb, not a plain string
         value = value_text
-    parts = key.strip().split(".")
+    set_dotted(raw, key.strip(), value)
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set `raw[a][b][c] = value` for the dotted key `a.b.c`, creating sections as needed."""
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
+
+
+def with_updates(cfg: RunConfig, updates: Mapping[str, Any], *, source: str = "<derived config>") -> RunConfig:
+    """`cfg` with dotted-key updates over the values it was given, validated again (rules included).
+
+    What internal callers (a sweep's points, an iterate round) use instead of `--set` strings
+    parsed again: the updates are typed values. Keys the config was not given keep their
+    defaults, so `training_overrides()` is what it would be with the same `--set` on the command line.
+
+    Raises:
+        ConfigError: The updated config is invalid; the problems name `source`.
+    """
+    raw = cfg.model_dump(mode="json", exclude_unset=True)
+    for key, value in updates.items():
+        set_dotted(raw, key, str(value) if isinstance(value, Path) else value)
+    return validate(raw, source=source)
+
+
+def yaml_scalar(value: Any) -> str:
+    """`value` as the text of a `--set KEY=VALUE` that reads back as the same value."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, float):
+        # YAML 1.1 reads "1e-05" as a string; "1.0e-05" is a float.
+        text = repr(value)
+        mantissa, sep, exponent = text.partition("e")
+        return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+    if isinstance(value, (int, str, Path)):
+        text = str(value)
+        if isinstance(value, int) or _reads_back(text, text):
+            return text
+        return json.dumps(text)  # quoted: a path YAML would read otherwise (`a: b`, `#x`, `true`, `1.5`)
+    return json.dumps(value)  # lists and mappings: JSON is YAML flow style
+
+
+def _reads_back(text: str, value: Any) -> bool:
+    try:
+        return load_yaml(text, "--set")[0] == value
+    except ConfigError:
+        return False
+
+
+def set_strings(updates: Mapping[str, Any]) -> list[str]:
+    """The same updates as `--set KEY=VALUE` texts for another process (the inverse of `apply_override`)."""
+    return [f"{key}={yaml_scalar(value)}" for key, value in updates.items()]
 
 
 def format_errors(
@@ -116,7 +171,9 @@ def format_errors(
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         if dotted in found:
             continue
-        origin = next((text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None)
+        origin = next(
+            (text for key, text in (origins or {}).items() if dotted == key or dotted.startswith(key + ".")), None
+        )
         line = None if origin else _line_of(yaml_root, loc)
         where = origin or (f"{source}:{line}" if line else source)
         found[dotted] = (line or 0, f"{where}: {dotted}: {_describe(error, loc, config_class)}")
@@ -144,33 +201,25 @@ def _describe(error: dict[str, Any], loc: tuple[Any, ...], config_class: type[Ru
         limit = next(iter(error.get("ctx", {}).values()), "?")
         return f"expected a value {bounds[kind]} {limit}, found {found!r}"
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if kind.endswith("_type") or kind.endswith("_parsing"):
+    if kind.endswith(("_type", "_parsing")):
         return f"expected {message.removeprefix('Input should be ')}, found {found!r}"
     return message
 
 
 def _unknown_key(loc: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> str:
-    from dpo_cli.config.variants import CONFIG_CLASSES, other_algorithms_with
-
     *parent, key = loc
     key = str(key)
-    algorithm = _algorithm_of(config_class)
-    trl_class = CONFIG_CLASSES[algorithm][0]
+    algorithm = algorithm_of_class(config_class)
+    trl_class = ALGORITHMS[algorithm].config_path
     if tuple(parent) == ("training",) and key in RESERVED_TRAINING_FIELDS:
         return f"is a {trl_class.rsplit('.', 1)[-1]} field that dpo sets for you: {RESERVED_TRAINING_FIELDS[key]}"
     valid = _valid_keys(tuple(parent), config_class)
     if tuple(parent) == ("training",):
         others = other_algorithms_with(key, algorithm)
-        hint = f" (a `{CONFIG_CLASSES[others[0]][0]}` field, read with `algorithm: {others[0]}`)" if others else ""
+        hint = f" (a `{ALGORITHMS[others[0]].config_path}` field, read with `algorithm: {others[0]}`)" if others else ""
         hint = hint or _closest(key, valid)
         return f"unknown key: not a `{trl_class}` field (`algorithm: {algorithm}`){hint}"
     return f"unknown key{_closest(key, valid)}"
-
-
-def _algorithm_of(config_class: type[RunConfig]) -> str:
-    from dpo_cli.config.variants import RUN_CONFIG_CLASSES
-
-    return next(name for name, cls in RUN_CONFIG_CLASSES.items() if cls is config_class)
 
 
 def _valid_keys(parent: tuple[Any, ...], config_class: type[RunConfig] = RunConfig) -> list[str]:
@@ -184,9 +233,7 @@ def _valid_keys(parent: tuple[Any, ...], config_class: type[RunConfig] = RunConf
         return []
     keys = list(model.model_fields)
     if parent == ("training",):
-        from dpo_cli.config.variants import CONFIG_CLASSES
-
-        keys = sorted(set(keys) | set(CONFIG_CLASSES[_algorithm_of(config_class)][1]))
+        keys = sorted(set(keys) | set(ALGORITHMS[algorithm_of_class(config_class)].frozen_fields()))
     return keys
 
 
@@ -225,3 +272,19 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             break
     return line
+
+
+def config_record(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data: every section in full, `training:` as the keys that were set.
+
+    What a run saves as `config.yaml` (TRL's defaults stay TRL's: unset training keys are not
+    written), and what `--resume` compares with it.
+    """
+    data = cfg.model_dump(mode="json", exclude_unset=False)
+    data["training"] = cfg.training_overrides()
+    return data
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """`config_record` as YAML, in the schema's key order (`config.yaml`, `dpo config show`)."""
+    return yaml.safe_dump(config_record(cfg), sort_keys=False)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from dpo_cli.config.algorithms import ALGORITHMS, reference_free
 from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
 from dpo_cli.data.layouts import LAYOUT_NAMES, REPRESENTATIONS
 
@@ -36,9 +37,9 @@ DPO_LOSS_TYPES = (
     "sigmoid_norm",
 )
 LossType = Literal[DPO_LOSS_TYPES]  # type: ignore[valid-type]
-Algorithm = Literal["dpo", "kto", "orpo", "simpo", "cpo"]
+Algorithm = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]
 # Algorithms whose loss has no reference model in it: they load none and train no faster with one.
-REFERENCE_FREE = frozenset({"orpo", "simpo", "cpo"})
+REFERENCE_FREE = frozenset(reference_free())
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -51,9 +52,7 @@ class Section(BaseModel):
 class ModelSection(Section):
     """The policy model and its tokenizer."""
 
-    name_or_path: str = Field(
-        description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`."
-    )
+    name_or_path: str = Field(description="Policy model: a local directory or a Hub id, loaded with `from_pretrained`.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
     tokenizer_name_or_path: str | None = Field(
         None, description="Tokenizer to load instead of the model's own (same forms as `name_or_path`)."
@@ -235,9 +234,7 @@ class DataSection(Section):
     )
     subset: str | None = Field(None, description="Hub dataset configuration name.")
     train_split: str = Field("train", description="Split read from `train`.")
-    eval_split: str | None = Field(
-        None, description="Split read from `eval` (defaults to `train_split` for files)."
-    )
+    eval_split: str | None = Field(None, description="Split read from `eval` (defaults to `train_split` for files).")
     eval_fraction: float | None = Field(
         0.1, gt=0.0, lt=1.0, description="Fraction of train held out for eval when `eval` is not given."
     )
@@ -382,9 +379,7 @@ class EvalSection(Section):
 
     num_prompts: int = Field(64, ge=1, description="Held-out prompts to generate for (the first N of the eval split).")
     max_new_tokens: int = Field(128, ge=1, description="Tokens generated per response at most.")
-    temperature: float = Field(
-        0.7, ge=0.0, description="Sampling temperature of generations; 0 decodes greedily."
-    )
+    temperature: float = Field(0.7, ge=0.0, description="Sampling temperature of generations; 0 decodes greedily.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling threshold of generations.")
     seed: int = Field(0, description="Seed of generation sampling (fixed per batch, so reruns reproduce).")
     batch_size: int = Field(8, ge=1, description="Prompts generated together in one batch.")
@@ -495,33 +490,66 @@ RESERVED_TRAINING_FIELDS = {
 }
 
 
-class _TrainerArgs(Section):
+def _dpo(name: str) -> Any:
+    # TRL's declared default (frozen in dpo_fields.py), or dpo's deliberate one: never retyped here.
+    return ALGORITHMS["dpo"].default(name)
+
+
+class TrainerArgs(Section):
     """Fields every algorithm's TRL config shares (`DPOConfig`, `KTOConfig`, `ORPOConfig`, `CPOConfig`)."""
 
-    beta: float = Field(0.1, gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta).")
-    learning_rate: float = Field(1e-6, gt=0.0, lt=1.0, description="Peak learning rate.")
-    num_train_epochs: float = Field(1.0, gt=0.0, description="Passes over the training data.")
-    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0.")
-    per_device_train_batch_size: int = Field(8, ge=1, description="Pairs per device per micro-batch.")
-    per_device_eval_batch_size: int = Field(8, ge=1, description="Pairs per device per eval batch.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    max_length: int | None = Field(
-        1024, ge=8, description="Tokens of prompt + response kept per sequence; longer ones are truncated."
+    beta: float = Field(
+        _dpo("beta"), gt=0.0, description="Strength of the KL penalty towards the reference (DPO's beta)."
     )
-    warmup_steps: float = Field(0, ge=0, description="Warm-up steps, or a fraction of all steps when below 1.")
-    lr_scheduler_type: str = Field("linear", description="Learning-rate schedule (`linear`, `cosine`, ...).")
-    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
-    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 disables).")
-    seed: int = Field(42, description="Seed for initialisation and data order.")
-    logging_steps: float = Field(10, gt=0, description="Steps between logged metrics.")
-    eval_strategy: Literal["no", "steps", "epoch"] = Field("no", description="When to evaluate during training.")
-    eval_steps: float | None = Field(None, gt=0, description="Steps between evaluations with `eval_strategy: steps`.")
-    save_strategy: Literal["no", "steps", "epoch", "best"] = Field("steps", description="When to checkpoint.")
-    save_steps: float = Field(500, gt=0, description="Steps between checkpoints.")
-    save_total_limit: int | None = Field(None, ge=1, description="Checkpoints kept on disk; older ones are deleted.")
-    bf16: bool | None = Field(None, description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set.")
-    fp16: bool = Field(False, description="float16 mixed precision.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    learning_rate: float = Field(_dpo("learning_rate"), gt=0.0, lt=1.0, description="Peak learning rate.")
+    num_train_epochs: float = Field(_dpo("num_train_epochs"), gt=0.0, description="Passes over the training data.")
+    max_steps: int = Field(
+        _dpo("max_steps"), ge=-1, description="Optimizer steps; overrides `num_train_epochs` when > 0."
+    )
+    per_device_train_batch_size: int = Field(
+        _dpo("per_device_train_batch_size"), ge=1, description="Pairs per device per micro-batch."
+    )
+    per_device_eval_batch_size: int = Field(
+        _dpo("per_device_eval_batch_size"), ge=1, description="Pairs per device per eval batch."
+    )
+    gradient_accumulation_steps: int = Field(
+        _dpo("gradient_accumulation_steps"), ge=1, description="Micro-batches per optimizer step."
+    )
+    max_length: int | None = Field(
+        _dpo("max_length"),
+        ge=8,
+        description="Tokens of prompt + response kept per sequence; longer ones are truncated.",
+    )
+    warmup_steps: float = Field(
+        _dpo("warmup_steps"), ge=0, description="Warm-up steps, or a fraction of all steps when below 1."
+    )
+    lr_scheduler_type: str = Field(
+        _dpo("lr_scheduler_type"), description="Learning-rate schedule (`linear`, `cosine`, ...)."
+    )
+    weight_decay: float = Field(_dpo("weight_decay"), ge=0.0, description="Decoupled weight decay.")
+    max_grad_norm: float = Field(_dpo("max_grad_norm"), ge=0.0, description="Gradient clipping norm (0 disables).")
+    seed: int = Field(_dpo("seed"), description="Seed for initialisation and data order.")
+    logging_steps: float = Field(_dpo("logging_steps"), gt=0, description="Steps between logged metrics.")
+    eval_strategy: Literal["no", "steps", "epoch"] = Field(
+        _dpo("eval_strategy"), description="When to evaluate during training."
+    )
+    eval_steps: float | None = Field(
+        _dpo("eval_steps"), gt=0, description="Steps between evaluations with `eval_strategy: steps`."
+    )
+    save_strategy: Literal["no", "steps", "epoch", "best"] = Field(
+        _dpo("save_strategy"), description="When to checkpoint."
+    )
+    save_steps: float = Field(_dpo("save_steps"), gt=0, description="Steps between checkpoints.")
+    save_total_limit: int | None = Field(
+        _dpo("save_total_limit"), ge=1, description="Checkpoints kept on disk; older ones are deleted."
+    )
+    bf16: bool | None = Field(
+        _dpo("bf16"), description="bfloat16 mixed precision; TRL turns it on unless `fp16` is set."
+    )
+    fp16: bool = Field(_dpo("fp16"), description="float16 mixed precision.")
+    gradient_checkpointing: bool = Field(
+        _dpo("gradient_checkpointing"), description="Recompute activations to save memory."
+    )
     precompute_ref_log_probs: bool | None = Field(
         None,
         description=(
@@ -531,7 +559,7 @@ class _TrainerArgs(Section):
         ),
     )
     train_sampling_strategy: Literal["group_by_length", "random", "sequential", "batch_rebalance"] = Field(
-        "group_by_length",
+        _dpo("train_sampling_strategy"),
         description=(
             "Batch order. `group_by_length` (dpo's default; TRL's is `random`): shuffled mega-batches of 50 batches, "
             "each sorted by length, so pairs of similar length share a batch and far less of it is padding; "
@@ -540,9 +568,13 @@ class _TrainerArgs(Section):
             "transformers' own."
         ),
     )
-    use_cpu: bool = Field(False, description="Train on the CPU even when a GPU is present.")
-    report_to: str | list[str] = Field("none", description="Experiment trackers (`wandb`, `tensorboard`, ...).")
-    optim: str = Field("adamw_torch", description="Optimizer name as transformers spells it.")
+    use_cpu: bool = Field(_dpo("use_cpu"), description="Train on the CPU even when a GPU is present.")
+    report_to: str | list[str] = Field(
+        _dpo("report_to"), description="Experiment trackers (`wandb`, `tensorboard`, ...)."
+    )
+    optim: str = Field(
+        _dpo("optim"), description="Optimizer name as transformers spells it (its default follows the torch version)."
+    )
 
     @field_validator("eval_strategy", "save_strategy", mode="before")
     @classmethod
@@ -551,15 +583,18 @@ class _TrainerArgs(Section):
         return "no" if value is False else value
 
 
-class _TrainingCommon(_TrainerArgs):
+class DPOTrainingArgs(TrainerArgs):
     """The `DPOConfig` fields most runs set, typed with ranges. Others are accepted by name."""
 
     loss_type: LossType | list[LossType] = Field(
-        "sigmoid", description="DPO loss, or several combined with `loss_weights`."
+        _dpo("loss_type"), description="DPO loss, or several combined with `loss_weights`."
     )
-    loss_weights: list[float] | None = Field(None, description="Weights of the losses in `loss_type`.")
+    loss_weights: list[float] | None = Field(_dpo("loss_weights"), description="Weights of the losses in `loss_type`.")
     label_smoothing: float = Field(
-        0.0, ge=0.0, lt=0.5, description="Probability a label is flipped (robust DPO) or EXO's epsilon."
+        _dpo("label_smoothing"),
+        ge=0.0,
+        lt=0.5,
+        description="Probability a label is flipped (robust DPO) or EXO's epsilon.",
     )
     padding_free: bool | None = Field(
         None,
@@ -574,8 +609,8 @@ class _TrainingCommon(_TrainerArgs):
     )
 
 
-def _passthrough_fields(
-    fields: dict[str, str] = DPO_CONFIG_FIELDS, typed: type[Section] = _TrainingCommon, config: str = "DPOConfig"
+def passthrough_fields(
+    fields: dict[str, str] = DPO_CONFIG_FIELDS, typed: type[Section] = DPOTrainingArgs, config: str = "DPOConfig"
 ) -> dict[str, Any]:
     common = set(typed.model_fields)
     return {
@@ -588,9 +623,9 @@ def _passthrough_fields(
 # Every other DPOConfig name is accepted unchanged; TRL checks its value when the run is built.
 TrainingSection = create_model(
     "TrainingSection",
-    __base__=_TrainingCommon,
+    __base__=DPOTrainingArgs,
     __doc__="`trl.DPOConfig` fields, by their TRL names. Only the keys you set are passed on.",
-    **_passthrough_fields(),
+    **passthrough_fields(),
 )
 
 
@@ -677,123 +712,3 @@ class RunConfig(Section):
         """The configured loss names (ORPO has no `loss_type`: `["orpo"]`)."""
         loss = getattr(self.training, "loss_type", None) or self.algorithm
         return [loss] if isinstance(loss, str) else list(loss)
-
-
-def cross_field_problems(cfg: RunConfig) -> list[str]:
-    """Rules that involve more than one section, each as one readable sentence.
-
-    Kept outside pydantic's validators so that all of them are reported at once, one line each.
-    """
-    problems = []
-    t = cfg.training
-    if cfg.quantization is not None and cfg.lora is None and not cfg.model.adapter:
-        problems.append("`quantization` without `lora`: 4-bit weights cannot be trained directly; add a `lora:` section")
-    if cfg.model.adapter and cfg.lora is not None:
-        problems.append(
-            "`model.adapter` continues an existing adapter with its own settings; remove the `lora:` section "
-            "(a second, new adapter would silently sit beside it)"
-        )
-    if cfg.algorithm == "dpo":
-        problems += dpo_loss_problems(cfg)
-    else:
-        from dpo_cli.config.variants import algorithm_problems
-
-        problems += algorithm_problems(cfg)
-    if cfg.data.unpair and cfg.algorithm != "kto":
-        problems.append("`data.unpair` splits pairs into unpaired rows for KTO; set `algorithm: kto` or remove it")
-    if t.bf16 and t.fp16:
-        problems.append("`training.bf16` and `training.fp16` are both true; pick one")
-    if cfg.reference.kind == "none" and cfg.algorithm not in REFERENCE_FREE:
-        problems.append(
-            f"`reference.kind: none` needs a reference-free algorithm (orpo, simpo, cpo); `{cfg.algorithm}` compares "
-            "against a reference (use `training.precompute_ref_log_probs: true` to avoid keeping one in memory)"
-        )
-    if cfg.sweep.select_by == "win_rate" and (cfg.eval.judge is None or not cfg.eval.generate):
-        problems.append("`sweep.select_by: win_rate` needs a judge: set `eval.judge` (and keep `eval.generate` on)")
-    if t.max_steps == 0:
-        problems.append("`training.max_steps` is 0: nothing would be trained")
-    if cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 2 and (
-        cfg.launch.deepspeed.offload_param != "none"
-    ):
-        problems.append("`launch.deepspeed.offload_param` needs `zero_stage: 3`")
-    ds = cfg.launch.deepspeed
-    zero3 = ds is not None and ds.zero_stage == 3
-    if zero3 and cfg.mode != "full" and t.gradient_checkpointing:
-        gc_kwargs = getattr(t, "gradient_checkpointing_kwargs", None) or {}
-        if isinstance(gc_kwargs, dict) and gc_kwargs.get("use_reentrant") is False:
-            problems.append(
-                "LoRA under ZeRO-3 with gradient checkpointing needs re-entrant checkpointing (the non-re-entrant "
-                "kind gets no gradients for the sharded adapters); remove `use_reentrant: false` from "
-                "`training.gradient_checkpointing_kwargs`"
-            )
-    if ds is not None and ds.offload_optimizer == "cpu" and not t.optim.startswith("adamw"):
-        problems.append(
-            f"`launch.deepspeed.offload_optimizer: cpu` runs DeepSpeed's own CPU AdamW; `training.optim: {t.optim}` "
-            "would be ignored (use an adamw optimizer or no offload)"
-        )
-    if cfg.quantization is not None and cfg.launch.deepspeed is not None and cfg.launch.deepspeed.zero_stage == 3:
-        compute = cfg.quantization.bnb_4bit_compute_dtype
-        if cfg.quantization.bnb_4bit_quant_storage != compute:
-            problems.append(
-                f"QLoRA under ZeRO-3 shards the packed 4-bit weights with the other parameters, so "
-                f"`quantization.bnb_4bit_quant_storage` must equal `bnb_4bit_compute_dtype` ({compute})"
-            )
-    return problems
-
-
-# TRL's f-DPO reparameterisation only cancels log Z(x) in a chosen-minus-rejected difference.
-F_DIVERGENCE_LOSSES = frozenset({"sigmoid", "sigmoid_norm", "hinge", "ipo", "exo_pair", "robust", "discopop", "sft"})
-
-
-def dpo_loss_problems(cfg: RunConfig) -> list[str]:
-    """TRL 1.16's `DPOConfig` / `DPOTrainer.__init__` rules on loss combinations, checked at config time."""
-    problems = []
-    t = cfg.training
-    losses = cfg.loss_types()
-    if t.loss_weights is not None and len(t.loss_weights) != len(losses):
-        problems.append(
-            f"`training.loss_weights` has {len(t.loss_weights)} values for {len(losses)} loss types (TRL needs one each)"
-        )
-    if len(set(losses)) != len(losses):
-        problems.append(f"`training.loss_type` lists a loss twice ({losses}); give it one entry and a larger weight")
-    if "exo_pair" in losses and t.label_smoothing == 0.0:
-        problems.append("`loss_type: exo_pair` needs `label_smoothing` > 0 (TRL's rule; the EXO paper uses 1e-3)")
-    smoothing_losses = {"robust", "exo_pair", "aot", "aot_unpaired"}
-    if t.label_smoothing > 0 and not smoothing_losses & set(losses):
-        problems.append(
-            f"`training.label_smoothing` is {t.label_smoothing} but only the {sorted(smoothing_losses)} losses read it; "
-            f"with {losses} it would be ignored (TRL 1.16's sigmoid loss no longer reads it; for conservative DPO "
-            "on noisy labels use `loss_type: robust`)"
-        )
-    divergence = getattr(t, "f_divergence_type", None) or "reverse_kl"
-    if divergence != "reverse_kl" and not set(losses) <= F_DIVERGENCE_LOSSES:
-        problems.append(
-            f"`training.f_divergence_type: {divergence}` works only with the losses {sorted(F_DIVERGENCE_LOSSES)} "
-            f"(TRL's rule: the f-divergence term cancels only in the chosen-minus-rejected difference); "
-            f"{sorted(set(losses) - F_DIVERGENCE_LOSSES)} need the default `reverse_kl`"
-        )
-    if getattr(t, "use_weighting", None) and {"aot", "aot_unpaired"} & set(losses):
-        problems.append(
-            "`training.use_weighting` (WPO) cannot be combined with `aot`/`aot_unpaired` (TRL's rule: those losses "
-            "sort the batch, which misaligns the per-pair weights)"
-        )
-    problems += sync_ref_problems(cfg)
-    return problems
-
-
-def sync_ref_problems(cfg: RunConfig) -> list[str]:
-    """TRL's `sync_ref_model` (TR-DPO) rules, shared by DPO and KTO."""
-    if not getattr(cfg.training, "sync_ref_model", None):
-        return []
-    problems = []
-    if cfg.mode != "full":
-        problems.append(
-            "`training.sync_ref_model` is not supported with LoRA (TRL's rule: with PEFT the reference is the policy "
-            "with its adapters disabled, so there is no reference model to update); train fully, or drop it"
-        )
-    if cfg.training.precompute_ref_log_probs:
-        problems.append(
-            "`training.sync_ref_model` and `precompute_ref_log_probs` exclude each other (TRL's rule: precomputed "
-            "log-probs assume a fixed reference, which syncing keeps changing)"
-        )
-    return problems

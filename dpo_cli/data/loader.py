@@ -94,8 +94,10 @@ def load_preference_data(
         eval_set, eval_parts = _split_dataset(eval_plan, data, options, excluded.get("eval", {}), sources)
     elif data.eval_fraction:
         if len(train) < 2:
-            raise DpoError(f"{train_plan.sources[0].source.label}: too few rows ({len(train)}) to hold out an eval split",
-                           exit_code=EXIT_USAGE)
+            raise DpoError(
+                f"{train_plan.sources[0].source.label}: too few rows ({len(train)}) to hold out an eval split",
+                exit_code=EXIT_USAGE,
+            )
         parts = train.train_test_split(test_size=data.eval_fraction, seed=data.seed, shuffle=True)
         train, eval_set = parts["train"], parts["test"]
     if data.max_train_samples:
@@ -103,8 +105,11 @@ def load_preference_data(
     if eval_set is not None and data.max_eval_samples:
         eval_set = eval_set.select(range(min(data.max_eval_samples, len(eval_set))))
     if len(train) == 0:
-        raise DpoError(f"{train_plan.sources[0].source.label}: no training rows", exit_code=EXIT_USAGE,
-                       details=["run `dpo validate-data` on it to see why every row was dropped"])
+        raise DpoError(
+            f"{train_plan.sources[0].source.label}: no training rows",
+            exit_code=EXIT_USAGE,
+            details=["run `dpo validate-data` on it to see why every row was dropped"],
+        )
     if unpaired and data.unpair and "chosen" in train.column_names:
         from trl.data_utils import unpair_preference_dataset
 
@@ -116,8 +121,11 @@ def load_preference_data(
         if eval_parts is not None:
             eval_parts = {k: unpair_preference_dataset(v) for k, v in eval_parts.items()}
     return PreferenceData(
-        train=train, eval=eval_set, format=train_plan.format,
-        ignored_columns=train_plan.sources[0].ignored_columns(), sources=sources,
+        train=train,
+        eval=eval_set,
+        format=train_plan.format,
+        ignored_columns=train_plan.sources[0].ignored_columns(),
+        sources=sources,
         eval_sources=eval_parts if eval_parts is not None and len(eval_parts) > 1 else None,
     )
 
@@ -139,14 +147,22 @@ def _split_dataset(
     for planned in plan.sources:
         table, left_out = _source_dataset(planned, plan, data, options, excluded.get(planned.position, frozenset()))
         converted = len(table)
-        chosen = take_rows(converted, planned.fraction, planned.max_samples,
-                           f"{data.seed}:{plan.name}:{planned.position}")
+        chosen = take_rows(
+            converted, planned.fraction, planned.max_samples, f"{data.seed}:{plan.name}:{planned.position}"
+        )
         if chosen is not None:
             table = table.select(chosen)
         parts[planned.name] = table
-        records.append({"name": planned.name, "path": planned.source.label,
-                        "layout": planned.match.layout if planned.match else None,
-                        "rows": converted, "taken": len(table), "left_out": left_out})
+        records.append(
+            {
+                "name": planned.name,
+                "path": planned.source.label,
+                "layout": planned.match.layout if planned.match else None,
+                "rows": converted,
+                "taken": len(table),
+                "left_out": left_out,
+            }
+        )
     sources[plan.name] = records
     tables = list(parts.values())
     combined = tables[0] if len(tables) == 1 else concatenate_datasets(tables)
@@ -175,8 +191,13 @@ def _source_dataset(
     features = features_for(plan.messages, kind)
     fingerprint = _fingerprint(planned, options, data.max_row_bytes, excluded)
     tally = _tally_path(fingerprint)
-    recipe = {"planned": planned, "options": options, "max_row_bytes": data.max_row_bytes, "excluded": excluded,
-              "tally": str(tally)}
+    recipe = {
+        "planned": planned,
+        "options": options,
+        "max_row_bytes": data.max_row_bytes,
+        "excluded": excluded,
+        "tally": str(tally),
+    }
     try:
         table = Dataset.from_generator(_rows, features=features, gen_kwargs={"recipe": recipe}, fingerprint=fingerprint)
     except ValueError as exc:
@@ -188,8 +209,11 @@ def _source_dataset(
         reasons = ", ".join(f"{c} x{n}" for c, n in left_out.items())
         # Every rank says it in a launched run: they must all leave out the same rows.
         rank = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
-        print(f"data{rank}: {planned.source.label}: {sum(left_out.values())} row(s) left out ({reasons}); "
-              "`dpo validate-data` lists them", file=sys.stderr)
+        print(
+            f"data{rank}: {planned.source.label}: {sum(left_out.values())} row(s) left out ({reasons}); "
+            "`dpo validate-data` lists them",
+            file=sys.stderr,
+        )
     return table, left_out
 
 
@@ -216,11 +240,9 @@ def _rows(recipe: dict[str, Any]) -> Any:
                 left_out["found by the data check"] = left_out.get("found by the data check", 0) + 1
             else:
                 yield result
-    tally = Path(recipe["tally"])
-    tally.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tally.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(left_out))
-    os.replace(tmp, tally)
+    from dpo_cli.fsio import atomic_write_text
+
+    atomic_write_text(Path(recipe["tally"]), json.dumps(left_out))
 
 
 def _fingerprint(planned: PlannedSource, options: Options, max_row_bytes: int, excluded: frozenset) -> str:
@@ -235,9 +257,15 @@ def _fingerprint(planned: PlannedSource, options: Options, max_row_bytes: int, e
 
         hub = load_split(planned.source, split=planned.hf_split, subset=planned.subset)._fingerprint
     description = {
-        "files": stats, "hub": [planned.source.hub_id, hub], "split": planned.hf_split, "subset": planned.subset,
-        "match": _canonical(planned.match), "messages": planned.messages, "options": repr(options),
-        "max_row_bytes": max_row_bytes, "code": _code_digest(),
+        "files": stats,
+        "hub": [planned.source.hub_id, hub],
+        "split": planned.hf_split,
+        "subset": planned.subset,
+        "match": _canonical(planned.match),
+        "messages": planned.messages,
+        "options": repr(options),
+        "max_row_bytes": max_row_bytes,
+        "code": _code_digest(),
     }
     digest.update(json.dumps(description, sort_keys=True, default=str).encode())
     for key in sorted(excluded):
@@ -286,22 +314,25 @@ def data_fingerprint(data: DataSection) -> str:
                 info = os.stat(path)
                 stats.append([path, info.st_size, info.st_mtime_ns])
     # Settings that change which rows are taken or held out, but not which rows were dropped, stay out.
-    kept = data.model_dump(mode="json", exclude={"seed", "eval_fraction", "max_train_samples", "max_eval_samples",
-                                                  "max_drop_fraction"})
+    kept = data.model_dump(
+        mode="json", exclude={"seed", "eval_fraction", "max_train_samples", "max_eval_samples", "max_drop_fraction"}
+    )
     payload = json.dumps([kept, stats], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def save_exclusions(run_dir: Path, data: DataSection, excluded: Exclusions) -> Path:
     """Write `data/excluded.json` in a run directory (atomically)."""
-    from dpo_cli.rundir import atomic_write_json
+    from dpo_cli.fsio import atomic_write_json
 
     path = Path(run_dir) / EXCLUDED_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "fingerprint": data_fingerprint(data),
-        "splits": {split: {str(pos): sorted([list(k) for k in keys]) for pos, keys in by_source.items()}
-                   for split, by_source in excluded.items()},
+        "splits": {
+            split: {str(pos): sorted([list(k) for k in keys]) for pos, keys in by_source.items()}
+            for split, by_source in excluded.items()
+        },
     }
     atomic_write_json(path, payload)
     return path
@@ -321,5 +352,7 @@ def read_exclusions(run_dir: Path, data: DataSection) -> Exclusions | None:
     if payload.get("fingerprint") != data_fingerprint(data):
         print(f"warning: {path} was written for other data; no rows are left out by it", file=sys.stderr)
         return None
-    return {split: {int(pos): frozenset((int(a), int(b)) for a, b in keys) for pos, keys in by_source.items()}
-            for split, by_source in splits.items()}
+    return {
+        split: {int(pos): frozenset((int(a), int(b)) for a, b in keys) for pos, keys in by_source.items()}
+        for split, by_source in splits.items()
+    }

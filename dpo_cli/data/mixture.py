@@ -38,8 +38,16 @@ def mixture_order(total: int, seed: str) -> list[int]:
 def source_name(path: str) -> str:
     """A short name for reports and metric keys: the file name without suffixes, or a Hub id's last part."""
     base = Path(path.rstrip("/")).name or path
-    while "." in base and base.rsplit(".", 1)[1].lower() in {"gz", "bz2", "xz", "zst", "jsonl", "json", "csv",
-                                                               "parquet"}:
+    while "." in base and base.rsplit(".", 1)[1].lower() in {
+        "gz",
+        "bz2",
+        "xz",
+        "zst",
+        "jsonl",
+        "json",
+        "csv",
+        "parquet",
+    }:
         base = base.rsplit(".", 1)[0]
     return re.sub(r"[^A-Za-z0-9_-]+", "_", base).strip("_") or "source"
 

@@ -104,8 +104,11 @@ class SplitPlan:
         return len(self.sources) > 1
 
     def problems(self) -> list[str]:
-        return [f"{s.name} ({s.source.label}): {s.problem}" if self.mixture else f"{s.source.label}: {s.problem}"
-                for s in self.sources if s.problem]
+        return [
+            f"{s.name} ({s.source.label}): {s.problem}" if self.mixture else f"{s.source.label}: {s.problem}"
+            for s in self.sources
+            if s.problem
+        ]
 
 
 def source_entries(data: DataSection, split: str) -> list[dict[str, Any]]:
@@ -116,8 +119,15 @@ def source_entries(data: DataSection, split: str) -> list[dict[str, Any]]:
     """
     spec = data.train if split == "train" else data.eval
     hf_split = data.train_split if split == "train" else (data.eval_split or data.train_split)
-    base = {"split": hf_split, "subset": data.subset, "columns": data.columns, "format": data.format,
-            "fraction": None, "max_samples": None, "name": None}
+    base = {
+        "split": hf_split,
+        "subset": data.subset,
+        "columns": data.columns,
+        "format": data.format,
+        "fraction": None,
+        "max_samples": None,
+        "name": None,
+    }
     if isinstance(spec, str) or all(isinstance(item, str) for item in spec):
         paths = [spec] if isinstance(spec, str) else list(spec)
         return [{**base, "path": paths[0] if len(paths) == 1 else paths}]
@@ -152,13 +162,21 @@ def plan_split(data: DataSection, split: str, *, unpaired: bool = False, train: 
         DpoError: A source cannot be found or read at all.
     """
     entries = source_entries(data, split)
-    names = unique_names([e["name"] or source_name(e["path"] if isinstance(e["path"], str) else e["path"][0])
-                          for e in entries])
+    names = unique_names(
+        [e["name"] or source_name(e["path"] if isinstance(e["path"], str) else e["path"][0]) for e in entries]
+    )
     sources = []
     for position, (entry, name) in enumerate(zip(entries, names)):
         planned = PlannedSource(
-            split=split, position=position, name=name, source=resolve_source(entry["path"]), hf_split=entry["split"],
-            subset=entry["subset"], columns=entry["columns"], format=entry["format"], fraction=entry["fraction"],
+            split=split,
+            position=position,
+            name=name,
+            source=resolve_source(entry["path"]),
+            hf_split=entry["split"],
+            subset=entry["subset"],
+            columns=entry["columns"],
+            format=entry["format"],
+            fraction=entry["fraction"],
             max_samples=entry["max_samples"],
         )
         rows = sample_rows(planned.source, planned.hf_split, planned.subset, data.max_row_bytes)
@@ -166,8 +184,9 @@ def plan_split(data: DataSection, split: str, *, unpaired: bool = False, train: 
         if rows:
             forced = planned.format if planned.format in LAYOUTS else None
             try:
-                planned.match = detect(Sample(planned.keys, rows, planned.columns), forced=forced, unpaired=unpaired,
-                                       unpair=data.unpair)
+                planned.match = detect(
+                    Sample(planned.keys, rows, planned.columns), forced=forced, unpaired=unpaired, unpair=data.unpair
+                )
             except LayoutError as exc:
                 planned.error = str(exc)
                 planned.unpaired_rows = exc.unpaired
@@ -197,8 +216,10 @@ def _fix_representation(plan: SplitPlan, data_format: str, train: SplitPlan | No
         source.messages = messages
         native = source.match.native
         if messages and native == "text" and not source.match.to_messages:
-            source.mismatch = (f"{why}, but {source.name} is standard with an implicit prompt, which has no turns to "
-                               "convert into messages")
+            source.mismatch = (
+                f"{why}, but {source.name} is standard with an implicit prompt, which has no turns to "
+                "convert into messages"
+            )
         elif not messages and native == "messages":
             shape = "conversational" if source.match.kind == "pairs" else "conversational (unpaired)"
             lead = "but eval data is" if train is not None else "but the rows are"
@@ -235,7 +256,9 @@ def convert_batch(
             continue
         for k, result in enumerate(results):
             if not raw.lined and result.__class__ is dict and _chars(result) > max_row_bytes:
-                result = RowProblem("row_too_long", f"{_chars(result)} characters, over data.max_row_bytes {max_row_bytes}")
+                result = RowProblem(
+                    "row_too_long", f"{_chars(result)} characters, over data.max_row_bytes {max_row_bytes}"
+                )
             yield raw, k, result
 
 

@@ -79,7 +79,9 @@ def split_suffix(path: str) -> tuple[str, str | None]:
     """`(data suffix, compression suffix)`: `x.jsonl.gz` -> `(".jsonl", ".gz")`."""
     suffixes = [s.lower() for s in Path(path).suffixes]
     compression = suffixes[-1] if suffixes and suffixes[-1] in COMPRESSIONS else None
-    data = suffixes[-2] if compression and len(suffixes) >= 2 else (suffixes[-1] if suffixes and not compression else "")
+    data = (
+        suffixes[-2] if compression and len(suffixes) >= 2 else (suffixes[-1] if suffixes and not compression else "")
+    )
     return data, compression
 
 
@@ -109,8 +111,9 @@ def open_binary(path: str) -> IO[bytes]:
         try:
             import zstandard
         except ImportError:
-            raise DpoError(f"{path}: reading .zst needs the zstandard package: pip install zstandard",
-                           exit_code=EXIT_USAGE) from None
+            raise DpoError(
+                f"{path}: reading .zst needs the zstandard package: pip install zstandard", exit_code=EXIT_USAGE
+            ) from None
         raw = open(path, "rb")  # noqa: SIM115 - closed with the reader (closefd)
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
     return open(path, "rb")  # the caller closes it
@@ -145,8 +148,9 @@ def resolve_source(spec: str | list[str]) -> DataSource:
             found = sorted(str(p) for p in path.iterdir() if p.is_file() and builder_of(str(p)))
             if not found:
                 kinds = "/".join(BUILDERS)
-                raise DpoError(f"{item}: folder holds no {kinds} files (plain or {'/'.join(COMPRESSIONS)})",
-                               exit_code=EXIT_USAGE)
+                raise DpoError(
+                    f"{item}: folder holds no {kinds} files (plain or {'/'.join(COMPRESSIONS)})", exit_code=EXIT_USAGE
+                )
             files.extend(found)
         elif path.is_file():
             files.append(str(path))
@@ -167,8 +171,12 @@ def resolve_source(spec: str | list[str]) -> DataSource:
         raise DpoError(
             f"{bad}: unsupported file type",
             exit_code=EXIT_USAGE,
-            details=[(f"use {', '.join(BUILDERS)} files, plain or compressed as {', '.join(COMPRESSIONS)} "
-                      "(Parquet only uncompressed: it compresses inside)")],
+            details=[
+                (
+                    f"use {', '.join(BUILDERS)} files, plain or compressed as {', '.join(COMPRESSIONS)} "
+                    "(Parquet only uncompressed: it compresses inside)"
+                )
+            ],
         )
     if len(builders) > 1:
         raise DpoError(f"{specs}: mixes file types {sorted(builders)}; convert them to one type", exit_code=EXIT_USAGE)
@@ -255,8 +263,9 @@ def _jsonl_batches(path: str, first_index: int, max_row_bytes: int) -> Iterator[
             try:
                 line = readline(max_row_bytes + 1)
             except (OSError, EOFError, ValueError) as exc:  # truncated or corrupt compressed stream
-                raise DpoError(f"{path}: cannot read after line {number}: {_first_line(exc)}",
-                               exit_code=EXIT_USAGE) from None
+                raise DpoError(
+                    f"{path}: cannot read after line {number}: {_first_line(exc)}", exit_code=EXIT_USAGE
+                ) from None
             if not line:
                 break
             number += 1

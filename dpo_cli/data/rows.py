@@ -17,15 +17,29 @@ from typing import Any
 ROLES = {"system", "user", "assistant", "tool"}
 # Role names used by the formats we read -> the chat-template role.
 ROLE_ALIASES = {
-    "user": "user", "human": "user", "prompter": "user", "USER": "user", "Human": "user",
-    "assistant": "assistant", "gpt": "assistant", "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
-    "ASSISTANT": "assistant", "Assistant": "assistant", "function_call": "assistant",
-    "system": "system", "SYSTEM": "system",
-    "tool": "tool", "observation": "tool", "function": "tool", "ipython": "tool",
+    "user": "user",
+    "human": "user",
+    "prompter": "user",
+    "USER": "user",
+    "Human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "bot": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+    "ASSISTANT": "assistant",
+    "Assistant": "assistant",
+    "function_call": "assistant",
+    "system": "system",
+    "SYSTEM": "system",
+    "tool": "tool",
+    "observation": "tool",
+    "function": "tool",
+    "ipython": "tool",
 }
 ROLE_KEYS = ("role", "from")
 CONTENT_KEYS = ("content", "value", "text")
-_MISSING = object()
+MISSING = object()  # `get_path` of an absent column (None is a value a column can hold)
 
 
 class RowProblem(Exception):
@@ -37,26 +51,26 @@ class RowProblem(Exception):
 
 
 def get_path(row: dict[str, Any], path: str) -> Any:
-    """A column, or a nested field by dotted path (`input.messages`); `_MISSING` when absent."""
-    value = row.get(path, _MISSING)
-    if value is not _MISSING or "." not in path:
+    """A column, or a nested field by dotted path (`input.messages`); `MISSING` when absent."""
+    value = row.get(path, MISSING)
+    if value is not MISSING or "." not in path:
         return value
     value = row
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
-            return _MISSING
+            return MISSING
         value = value[part]
     return value
 
 
 def has_path(row: dict[str, Any], path: str) -> bool:
-    return get_path(row, path) is not _MISSING
+    return get_path(row, path) is not MISSING
 
 
 def raw_field(row: dict[str, Any], column: str) -> Any:
     """The value of a column that must be present and not null."""
     value = get_path(row, column)
-    if value is _MISSING:
+    if value is MISSING:
         raise RowProblem("missing_field", f"`{column}`")
     if value is None:
         raise RowProblem("null_field", f"`{column}`")
@@ -65,9 +79,9 @@ def raw_field(row: dict[str, Any], column: str) -> Any:
 
 def text_field(row: dict[str, Any], column: str, allow_empty: bool = False) -> str:
     """A string column (chosen, rejected, prompt); empty or whitespace-only is an error unless allowed."""
-    value = row.get(column, _MISSING)
+    value = row.get(column, MISSING)
     if value.__class__ is not str:
-        if value is _MISSING or value is None:
+        if value is MISSING or value is None:
             value = raw_field(row, column)  # raises, or finds a nested (dotted) column
         if not isinstance(value, str):
             raise RowProblem("wrong_type", f"`{column}`: {type(value).__name__}, expected a string")
@@ -81,7 +95,7 @@ def optional_text(row: dict[str, Any], column: str | None) -> str:
     if column is None:
         return ""
     value = get_path(row, column)
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return ""
     if not isinstance(value, str):
         raise RowProblem("wrong_type", f"`{column}`: {type(value).__name__}, expected a string")
@@ -105,10 +119,15 @@ def content_text(value: Any, where: str) -> str:
                 texts.append(part)
                 continue
             kind = part.get("type", "text") if isinstance(part, dict) else None
-            text = next((part[k] for k in ("text", "value", "content") if isinstance(part.get(k), str)), None) \
-                if isinstance(part, dict) else None
+            text = (
+                next((part[k] for k in ("text", "value", "content") if isinstance(part.get(k), str)), None)
+                if isinstance(part, dict)
+                else None
+            )
             if kind != "text" or text is None:
-                raise RowProblem("unsupported_content", f"{where}: a {kind or type(part).__name__} part; only text trains")
+                raise RowProblem(
+                    "unsupported_content", f"{where}: a {kind or type(part).__name__} part; only text trains"
+                )
             texts.append(text)
         return "".join(texts)
     if value is None:

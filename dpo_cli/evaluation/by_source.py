@@ -13,8 +13,14 @@ import sys
 from typing import Any
 
 # TRL's eval keys (without the prefix) -> report names.
-KEYS = {"rewards/accuracies": "reward_accuracy", "rewards/margins": "reward_margin", "loss": "loss",
-        "logps/chosen": "logp_chosen", "logps/rejected": "logp_rejected", "kl": "kl"}
+KEYS = {
+    "rewards/accuracies": "reward_accuracy",
+    "rewards/margins": "reward_margin",
+    "loss": "loss",
+    "logps/chosen": "logp_chosen",
+    "logps/rejected": "logp_rejected",
+    "kl": "kl",
+}
 
 
 def evaluate_by_source(trainer: Any, datasets: dict[str, Any], tokenizer: Any, prefix: str = "eval") -> dict[str, Any]:
@@ -28,7 +34,7 @@ def evaluate_by_source(trainer: Any, datasets: dict[str, Any], tokenizer: Any, p
     """
     from transformers import TrainerCallback
 
-    from dpo_cli.callbacks import MetricsWriter
+    from dpo_cli.train.callbacks import MetricsWriter
 
     class Capture(TrainerCallback):
         def __init__(self) -> None:
@@ -57,8 +63,11 @@ def evaluate_by_source(trainer: Any, datasets: dict[str, Any], tokenizer: Any, p
     for name, ds in datasets.items():
         own = f"{prefix}_{name}_"
         record = next((r for r in capture.records if f"{own}loss" in r or f"{own}runtime" in r), {})
-        values = {k[len(own):] if k.startswith(own) else k[len("eval_"):]: v for k, v in record.items()
-                  if k.startswith((own, "eval_"))}
+        values = {
+            k[len(own) :] if k.startswith(own) else k[len("eval_") :]: v
+            for k, v in record.items()
+            if k.startswith((own, "eval_"))
+        }
         row = {label: float(values[key]) for key, label in KEYS.items() if key in values}
         row["rows"] = len(ds)
         out[name] = row

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,21 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
+from dpo_cli.fsio import append_jsonl
+from dpo_cli.generation import Prompt, fingerprint, generate_batch, generated_length, read_cache
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import EvalSection, RunConfig
 
 
-@dataclass(frozen=True)
-class EvalPrompt:
-    """One held-out prompt: as messages for the chat template, and as text for a judge."""
-
-    index: int
-    messages: list[dict[str, str]] | None
-    text: str
-
-
-def eval_prompts(dataset: Any, limit: int) -> list[EvalPrompt]:
+def eval_prompts(dataset: Any, limit: int) -> list[Prompt]:
     """The first `limit` prompts of the eval split, in either TRL format.
 
     Raises:
@@ -47,9 +39,9 @@ def eval_prompts(dataset: Any, limit: int) -> list[EvalPrompt]:
             prompt = row["chosen"][:-1]  # implicit prompt: the dialogue before the last answer
         if isinstance(prompt, list) and prompt:
             users = [m["content"] for m in prompt if m.get("role") == "user"]
-            prompts.append(EvalPrompt(index, list(prompt), users[-1] if users else prompt[-1]["content"]))
+            prompts.append(Prompt(index, list(prompt), users[-1] if users else prompt[-1]["content"]))
         elif isinstance(prompt, str) and prompt.strip():
-            prompts.append(EvalPrompt(index, [{"role": "user", "content": prompt}], prompt))
+            prompts.append(Prompt(index, [{"role": "user", "content": prompt}], prompt))
     if not prompts:
         raise DpoError(
             "eval: the held-out split has no prompts to generate for",
@@ -59,57 +51,23 @@ def eval_prompts(dataset: Any, limit: int) -> list[EvalPrompt]:
     return prompts
 
 
-def fingerprint(path: str | Path) -> str:
-    """Sizes and modification times of a model's files: changes when the weights change."""
-    root = Path(path)
-    if not root.is_dir():
-        return str(path)  # a Hub id: its name is all we know without the network
-    parts = [
-        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-        for p in sorted(root.iterdir())
-        if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".jinja"}
+def settings_key(settings: EvalSection, model_id: str, prompt: Prompt) -> str:
+    fields = [
+        model_id,
+        settings.max_new_tokens,
+        settings.temperature,
+        settings.top_p,
+        settings.seed,
+        settings.batch_size,
+        json.dumps(prompt.messages, sort_keys=True),
     ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
-def settings_key(settings: EvalSection, model_id: str, prompt: EvalPrompt) -> str:
-    fields = [model_id, settings.max_new_tokens, settings.temperature, settings.top_p, settings.seed,
-              settings.batch_size, json.dumps(prompt.messages, sort_keys=True)]
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:16]
-
-
-def read_cache(path: Path) -> dict[int, dict[str, Any]]:
-    """Rows already generated, by prompt index; a torn last line (killed mid-write) is ignored."""
-    rows: dict[int, dict[str, Any]] = {}
-    if not path.exists():
-        return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[row["index"]] = row
-    return rows
-
-
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def render(tokenizer: Any, prompt: EvalPrompt) -> str:
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
-    return prompt.text
 
 
 def generate(
     model: Any,
     tokenizer: Any,
-    prompts: list[EvalPrompt],
+    prompts: list[Prompt],
     settings: EvalSection,
     *,
     label: str,
@@ -129,9 +87,7 @@ def generate(
         out_path: JSONL file the rows are appended to.
         progress: Show a progress bar on stderr.
     """
-    import torch
     from tqdm.auto import tqdm
-    from transformers import set_seed
 
     cached = read_cache(out_path)
     keys = {p.index: settings_key(settings, model_id, p) for p in prompts}
@@ -146,22 +102,17 @@ def generate(
             if all(p.index in rows for p in batch):
                 bar.update(len(batch))
                 continue
-            eos_ids = _eos_ids(model, tokenizer)
-            device = next(model.parameters()).device
-            set_seed(settings.seed + batch[0].index)
-            texts = [render(tokenizer, p) for p in batch]
-            inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
-            with torch.no_grad():
-                out = model.generate(
-                    **inputs,
-                    max_new_tokens=settings.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    **(sampling if settings.temperature > 0 else {"do_sample": False}),
-                )
-            new = out[:, inputs["input_ids"].shape[1] :]
+            new, eos_ids = generate_batch(
+                model,
+                tokenizer,
+                batch,
+                max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                seed=settings.seed,
+            )
             fresh = []
-            for prompt, tokens in zip(batch, new.tolist()):
+            for prompt, tokens in zip(batch, new):
                 fresh.append(
                     {
                         "index": prompt.index,
@@ -169,29 +120,14 @@ def generate(
                         "prompt": prompt.text,
                         "response": tokenizer.decode(tokens, skip_special_tokens=True).strip(),
                         "finished": any(t in eos_ids for t in tokens),
-                        "new_tokens": _length(tokens, eos_ids, tokenizer.pad_token_id),
+                        "new_tokens": generated_length(tokens, eos_ids, tokenizer.pad_token_id),
                         "key": keys[prompt.index],
                     }
                 )
-            _append(out_path, fresh)
+            append_jsonl(out_path, fresh)
             rows.update({r["index"]: r for r in fresh})
             bar.update(len(batch))
     return [rows[p.index] for p in prompts]
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
-
-
-def _length(tokens: list[int], eos_ids: set[int], pad_id: int | None) -> int:
-    for n, token in enumerate(tokens):
-        if token in eos_ids:
-            return n + 1
-    return len([t for t in tokens if t != pad_id]) if pad_id not in eos_ids else len(tokens)
 
 
 @dataclass
@@ -213,30 +149,23 @@ def load_generation_models(cfg: RunConfig, weights: Path) -> GenerationModels:
     model with the adapter disabled (or switched to the starting adapter of `model.adapter`),
     as in training. A full model or `reference.kind: model` loads a second model.
     """
-    from transformers import AutoModelForCausalLM
-
-    from dpo_cli.build import _from_pretrained, load_tokenizer, model_load_kwargs
+    from dpo_cli.models import inference_device, load_causal_lm, load_tokenizer, with_adapter
 
     tokenizer = load_tokenizer(cfg)
-    device = _device()
-    base_kwargs = model_load_kwargs(cfg.model, cfg)
+    device = inference_device()
     ref_path = cfg.reference.name_or_path if cfg.reference.kind == "model" else cfg.model.name_or_path
     reference_id = fingerprint(ref_path) + (f"+{fingerprint(cfg.model.adapter)}" if cfg.model.adapter else "")
     if (weights / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **base_kwargs)
-        policy = PeftModel.from_pretrained(base, str(weights), adapter_name="default")
+        policy = with_adapter(load_causal_lm(cfg), weights, adapter_name="default")
         reference, context = policy, policy.disable_adapter
         if cfg.model.adapter:
             policy.load_adapter(cfg.model.adapter, adapter_name="start")
             context = _adapter_switch(policy, "start")
     else:
-        policy = _from_pretrained(AutoModelForCausalLM, str(weights), **base_kwargs)
+        policy = load_causal_lm(cfg, str(weights))
         reference, context = None, nullcontext
     if cfg.reference.kind == "model" or reference is None:
-        section = cfg.model.model_copy(update={"name_or_path": ref_path, "revision": cfg.reference.revision})
-        reference = _from_pretrained(AutoModelForCausalLM, ref_path, **model_load_kwargs(section, cfg))
+        reference = load_causal_lm(cfg, ref_path, revision=cfg.reference.revision)
         context = nullcontext
     for model in {id(policy): policy, id(reference): reference}.values():
         model.eval()
@@ -257,9 +186,3 @@ def _adapter_switch(model: Any, name: str) -> Any:
             model.set_adapter("default")
 
     return switch
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"

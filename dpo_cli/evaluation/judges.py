@@ -248,9 +248,7 @@ class LlmJudge:
         inputs = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.no_grad():
-            out = self.model.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad
-            )
+            out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
         reply = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return parse_verdict(reply), reply
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 # Openers that praise the asker or agree before answering. Matched at the start only: the
@@ -172,8 +172,13 @@ def compare(policy: dict[str, Any], reference: dict[str, Any]) -> list[dict[str,
     for key, label, _ in TABLE_ROWS:
         if key in policy and key in reference:
             rows.append(
-                {"metric": key, "label": label, "policy": policy[key], "reference": reference[key],
-                 "delta": policy[key] - reference[key]}
+                {
+                    "metric": key,
+                    "label": label,
+                    "policy": policy[key],
+                    "reference": reference[key],
+                    "delta": policy[key] - reference[key],
+                }
             )
     return rows
 
@@ -196,7 +201,3 @@ def findings(policy: dict[str, Any], reference: dict[str, Any]) -> list[str]:
     if rep_p - rep_r >= RATE_INCREASE:
         found.append(f"repetition: {rep_p:.0%} of the policy's 3-grams repeat vs {rep_r:.0%} of the reference's")
     return found
-
-
-def as_dict(check: ResponseCheck) -> dict[str, Any]:
-    return asdict(check)

@@ -1,6 +1,6 @@
 """Held-out preference metrics without generation, computed by TRL exactly as in training.
 
-The trainer is built by `dpo_cli.training.build_trainer`, the same function `dpo train`
+The trainer is built by `dpo_cli.train.trainer.build_trainer`, the same function `dpo train`
 uses: same data, tokenizer, chat template, truncation, beta and loss. Before the trained
 weights are loaded the policy *is* the reference (a fresh LoRA adapter is zero, a full model
 is its own starting point), so `DPOTrainer.evaluate()` at that moment gives the reference
@@ -58,8 +58,9 @@ def preference_metrics(cfg: RunConfig, weights: Path) -> dict[str, dict[str, flo
             details=["pass the config the weights were trained with"],
         )
     if cfg.data.eval is None and not cfg.data.eval_fraction:
-        raise DpoError("preference metrics need held-out pairs: set `data.eval` or `data.eval_fraction`",
-                       exit_code=EXIT_USAGE)
+        raise DpoError(
+            "preference metrics need held-out pairs: set `data.eval` or `data.eval_fraction`", exit_code=EXIT_USAGE
+        )
     if cfg.reference.kind == "model":
         reference_built = _built(_reference_as_policy(cfg))
         reference, reference_by = _evaluate(reference_built), _by_source(reference_built)
@@ -72,8 +73,11 @@ def preference_metrics(cfg: RunConfig, weights: Path) -> dict[str, dict[str, flo
     result: dict[str, Any] = {"reference": reference, "policy": policy}
     if policy_by:
         # With a list of eval sources: the same rows per source (`model [source]` in the report tables).
-        result["by_source"] = {name: {"reference": reference_by.get(name, {}), "policy": row}
-                               for name, row in policy_by.items() if isinstance(row, dict)}
+        result["by_source"] = {
+            name: {"reference": reference_by.get(name, {}), "policy": row}
+            for name, row in policy_by.items()
+            if isinstance(row, dict)
+        }
     return result
 
 
@@ -90,8 +94,9 @@ def weights_kind(weights: Path) -> str:
         return "lora"
     if (weights / "config.json").is_file():
         return "full"
-    raise DpoError(f"{weights}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)",
-                   exit_code=EXIT_USAGE)
+    raise DpoError(
+        f"{weights}: neither a LoRA adapter (adapter_config.json) nor a model (config.json)", exit_code=EXIT_USAGE
+    )
 
 
 def load_trained_weights(model: Any, weights: Path, kind: str) -> None:
@@ -103,8 +108,11 @@ def load_trained_weights(model: Any, weights: Path, kind: str) -> None:
         result = set_peft_model_state_dict(model, state, adapter_name="default")
         missing = [k for k in getattr(result, "unexpected_keys", []) if "lora" in k]
         if missing:
-            raise DpoError(f"{weights}: adapter weights do not match the config's `lora:` section",
-                           exit_code=EXIT_USAGE, details=missing[:3])
+            raise DpoError(
+                f"{weights}: adapter weights do not match the config's `lora:` section",
+                exit_code=EXIT_USAGE,
+                details=missing[:3],
+            )
         return
     from transformers import AutoModelForCausalLM
 
@@ -112,8 +120,9 @@ def load_trained_weights(model: Any, weights: Path, kind: str) -> None:
     try:
         model.load_state_dict(trained.state_dict())
     except RuntimeError as exc:
-        raise DpoError(f"{weights}: weights do not fit the config's model: {str(exc).splitlines()[0]}",
-                       exit_code=EXIT_USAGE) from None
+        raise DpoError(
+            f"{weights}: weights do not fit the config's model: {str(exc).splitlines()[0]}", exit_code=EXIT_USAGE
+        ) from None
     del trained
 
 
@@ -129,14 +138,18 @@ def _reference_as_policy(cfg: RunConfig) -> RunConfig:
 def _built(cfg: RunConfig) -> Any:
     import tempfile
 
-    from dpo_cli.callbacks import MetricsWriter
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.callbacks import MetricsWriter
+    from dpo_cli.train.trainer import build_trainer
 
     # Training rows are not needed, only loaded and tokenized by the trainer: keep one. The
     # held-out split is cut before `max_train_samples` applies, so it is unchanged.
     # Nor are the run's trackers: these evaluations are not steps of the training run they logged.
-    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"max_train_samples": 1}),
-                                 "training": cfg.training.model_copy(update={"report_to": "none"})})
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"max_train_samples": 1}),
+            "training": cfg.training.model_copy(update={"report_to": "none"}),
+        }
+    )
     # The run's metrics.jsonl belongs to training; eval writes its own report instead.
     built = build_trainer(cfg, Path(tempfile.gettempdir()) / "dpo-eval-unused.jsonl")
     built.trainer.remove_callback(MetricsWriter)

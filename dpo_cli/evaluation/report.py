@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.rundir import atomic_write_json, atomic_write_text
+from dpo_cli.fsio import atomic_write_json, atomic_write_text
 
 PREFERENCE_COLUMNS = (
     ("reward_accuracy", "reward acc"),
@@ -45,7 +45,9 @@ def preference_lines(preference: dict[str, Any]) -> list[str]:
     header = ["model", *[label for _, label in PREFERENCE_COLUMNS]]
     models = [(name, values) for name, values in preference.items() if name != "by_source"]
     for source, by_model in (preference.get("by_source") or {}).items():
-        models += [(f"{name} [{source}]", {**values, "dpo_loss": values.get("loss")}) for name, values in by_model.items()]
+        models += [
+            (f"{name} [{source}]", {**values, "dpo_loss": values.get("loss")}) for name, values in by_model.items()
+        ]
     rows = [[name, *[_num(values.get(key)) for key, _ in PREFERENCE_COLUMNS]] for name, values in models]
     return _table(header, rows)
 
@@ -54,8 +56,15 @@ def pathology_lines(table: list[dict[str, Any]]) -> list[str]:
     def fmt(key: str, value: float) -> str:
         return _num(value, 1) if "words" in key else _pct(value) if "rate" in key else _num(value)
 
-    rows = [[r["label"], fmt(r["metric"], r["policy"]), fmt(r["metric"], r["reference"]),
-             ("+" if r["delta"] >= 0 else "") + fmt(r["metric"], r["delta"])] for r in table]
+    rows = [
+        [
+            r["label"],
+            fmt(r["metric"], r["policy"]),
+            fmt(r["metric"], r["reference"]),
+            ("+" if r["delta"] >= 0 else "") + fmt(r["metric"], r["delta"]),
+        ]
+        for r in table
+    ]
     return _table(["check", "policy", "reference", "difference"], rows)
 
 
@@ -84,19 +93,35 @@ def winrate_notes(w: dict[str, Any]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     """The report of one run as Markdown."""
-    lines = [f"# dpo eval: {report['label']}", "", f"- weights: `{report['weights']}`", f"- config: `{report['config']}`"]
+    lines = [
+        f"# dpo eval: {report['label']}",
+        "",
+        f"- weights: `{report['weights']}`",
+        f"- config: `{report['config']}`",
+    ]
     if report.get("preference"):
         lines += ["", f"## Held-out preference metrics ({report['preference']['policy'].get('pairs')} pairs)", ""]
         lines += preference_lines(report["preference"])
-        lines += ["", ("The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
-                       "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
-                       "both rows on the same scale.")]
+        lines += [
+            "",
+            (
+                "The reference is the baseline row: its implicit rewards are 0 by definition, so it ties every "
+                "pair and its reward accuracy (chosen strictly above rejected) is 0; `logp margin` compares "
+                "both rows on the same scale."
+            ),
+        ]
     tax = report.get("alignment_tax")
     if tax:
         from dpo_cli.evaluation.tax import lines as tax_lines
 
-        lines += ["", "## Alignment tax (lm-evaluation-harness)", "", *tax_lines(tax), "",
-                  "Difference: policy minus reference, with the standard error of that difference."]
+        lines += [
+            "",
+            "## Alignment tax (lm-evaluation-harness)",
+            "",
+            *tax_lines(tax),
+            "",
+            "Difference: policy minus reference, with the standard error of that difference.",
+        ]
     w = report.get("winrate")
     if w:
         lines += ["", f"## Win rate against the reference ({report['judge']})", "", winrate_line(w), ""]
@@ -109,7 +134,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += pathology_lines(p["table"])
         lines += ["", *([f"- warning: {f}" for f in p["findings"]] or ["- no pathology flagged"])]
     if report.get("plots"):
-        lines += ["", "## Plots", "", *[f"![{Path(x).stem}]({Path(x).relative_to(report['dir'])})" for x in report["plots"]]]
+        lines += [
+            "",
+            "## Plots",
+            "",
+            *[f"![{Path(x).stem}]({Path(x).relative_to(report['dir'])})" for x in report["plots"]],
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -121,16 +151,20 @@ def console_text(report: dict[str, Any]) -> str:
     if report.get("alignment_tax"):
         from dpo_cli.evaluation.tax import lines as tax_lines
 
-        lines += ["alignment tax (lm-evaluation-harness; difference = policy - reference)",
-                  *["  " + line for line in tax_lines(report["alignment_tax"])]]
+        lines += [
+            "alignment tax (lm-evaluation-harness; difference = policy - reference)",
+            *["  " + line for line in tax_lines(report["alignment_tax"])],
+        ]
     if report.get("winrate"):
         lines += [f"win rate   {report['judge']}", "  " + winrate_line(report["winrate"])]
         lines += ["  " + note for note in winrate_notes(report["winrate"])]
     elif report.get("judge_skipped"):
         lines.append(f"win rate   {report['judge_skipped']}")
     if report.get("pathology"):
-        lines += ["pathology (policy vs reference generations)",
-                  *["  " + line for line in pathology_lines(report["pathology"]["table"])]]
+        lines += [
+            "pathology (policy vs reference generations)",
+            *["  " + line for line in pathology_lines(report["pathology"]["table"])],
+        ]
         lines += [f"  warning: {f}" for f in report["pathology"]["findings"]]
     lines.append(f"report     {Path(report['dir']) / 'report.md'}")
     return "\n".join(lines)
@@ -153,12 +187,25 @@ def write_comparison(out_dir: Path, reports: list[dict[str, Any]]) -> list[Path]
     for r in reports:
         pref = (r.get("preference") or {}).get("policy", {})
         w = r.get("winrate")
-        rows.append([
-            r["label"], _num(pref.get("reward_accuracy")), _num(pref.get("reward_margin")), _num(pref.get("dpo_loss")),
-            *([str(w["win"]), str(w["tie"]), str(w["loss"]),
-               f"{_pct(w['win_rate'])} [{_pct(w['win_ci95'][0])}, {_pct(w['win_ci95'][1])}]"] if w else ["n/a"] * 4),
-            str(len((r.get("pathology") or {}).get("findings", []))),
-        ])
+        rows.append(
+            [
+                r["label"],
+                _num(pref.get("reward_accuracy")),
+                _num(pref.get("reward_margin")),
+                _num(pref.get("dpo_loss")),
+                *(
+                    [
+                        str(w["win"]),
+                        str(w["tie"]),
+                        str(w["loss"]),
+                        f"{_pct(w['win_rate'])} [{_pct(w['win_ci95'][0])}, {_pct(w['win_ci95'][1])}]",
+                    ]
+                    if w
+                    else ["n/a"] * 4
+                ),
+                str(len((r.get("pathology") or {}).get("findings", []))),
+            ]
+        )
     lines = ["# dpo eval: side by side", "", *_table(header, rows), ""]
     lines += [f"- {r['label']}: `{Path(r['dir']) / 'report.md'}`" for r in reports]
     lines += ["", *[f"![{p.stem}]({p.relative_to(out_dir)})" for p in plots]]
@@ -174,15 +221,16 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.plots import _save
+    from dpo_cli.train.plots import save_figure
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     with_pref = [r for r in reports if r.get("preference")]
     if with_pref:
         fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-        for ax, (key, title) in zip(axes, [("reward_accuracy", "reward accuracy"), ("reward_margin", "reward margin"),
-                                          ("dpo_loss", "DPO loss")]):
+        for ax, (key, title) in zip(
+            axes, [("reward_accuracy", "reward accuracy"), ("reward_margin", "reward margin"), ("dpo_loss", "DPO loss")]
+        ):
             names, values = ["reference"], [with_pref[0]["preference"]["reference"].get(key, 0.0)]
             for r in with_pref:
                 names.append(r["label"] if len(with_pref) > 1 else "policy")
@@ -190,7 +238,7 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
             ax.bar(range(len(values)), values, color=["grey"] + ["C0"] * (len(values) - 1))
             ax.set_xticks(range(len(values)), names, rotation=20, ha="right", fontsize=8)
             ax.set_title(title, fontsize=10)
-        written.append(_finish(fig, plot_dir / "preference.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "preference.png", save_figure, plt))
     with_win = [r for r in reports if r.get("winrate")]
     if with_win:
         fig, ax = plt.subplots(figsize=(6, 0.9 + 0.5 * len(with_win)))
@@ -204,23 +252,31 @@ def write_plots(plot_dir: Path, reports: list[dict[str, Any]]) -> list[Path]:
         ax.set_xlim(0, 1)
         ax.set_title("policy vs reference (position-swapped judging)", fontsize=10)
         ax.legend(loc="lower right", fontsize=8)
-        written.append(_finish(fig, plot_dir / "winrate.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "winrate.png", save_figure, plt))
     with_path = [r for r in reports if r.get("pathology")]
     if with_path:
-        keys = ["truncated_rate", "sycophantic_opener_rate", "evasion_rate", "degenerate_rate",
-                "mean_repeated_3gram_fraction"]
+        keys = [
+            "truncated_rate",
+            "sycophantic_opener_rate",
+            "evasion_rate",
+            "degenerate_rate",
+            "mean_repeated_3gram_fraction",
+        ]
         fig, ax = plt.subplots(figsize=(8, 3.4))
         groups = [("reference", with_path[0]["pathology"]["reference"])]
         groups += [(r["label"] if len(with_path) > 1 else "policy", r["pathology"]["policy"]) for r in with_path]
         width = 0.8 / len(groups)
         for g, (name, summary) in enumerate(groups):
             ax.bar([k + g * width for k in range(len(keys))], [summary.get(k, 0.0) for k in keys], width, label=name)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))],
-                      ["cut off", "sycophantic", "evasive", "degenerate", "repeated 3-grams"], fontsize=8)
+        ax.set_xticks(
+            [k + 0.4 - width / 2 for k in range(len(keys))],
+            ["cut off", "sycophantic", "evasive", "degenerate", "repeated 3-grams"],
+            fontsize=8,
+        )
         ax.set_ylim(0, 1)
         ax.set_title("pathology rates of generations", fontsize=10)
         ax.legend(fontsize=8)
-        written.append(_finish(fig, plot_dir / "pathology.png", _save, plt))
+        written.append(_finish(fig, plot_dir / "pathology.png", save_figure, plt))
     return written
 
 

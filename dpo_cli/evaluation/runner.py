@@ -33,30 +33,40 @@ def resolve_target(path: Path, *, model: Path | None, overrides: list[str] | Non
     if path.is_dir():
         config_path = path / "config.yaml"
         if not config_path.is_file():
-            raise DpoError(f"{path}: not a run directory (no config.yaml); pass a run directory or a config file",
-                           exit_code=EXIT_USAGE)
+            raise DpoError(
+                f"{path}: not a run directory (no config.yaml); pass a run directory or a config file",
+                exit_code=EXIT_USAGE,
+            )
         cfg = load_config(config_path, overrides)
         weights = model or path / "final"
         if not weights.is_dir():
-            raise DpoError(f"{path}: the run has no final weights ({weights} is missing); did training finish?",
-                           exit_code=EXIT_USAGE, details=["pass --model PATH to evaluate a checkpoint instead"])
+            raise DpoError(
+                f"{path}: the run has no final weights ({weights} is missing); did training finish?",
+                exit_code=EXIT_USAGE,
+                details=["pass --model PATH to evaluate a checkpoint instead"],
+            )
         return EvalTarget(path.name, cfg, config_path, weights, path / "eval")
     if path.is_file():
         cfg = load_config(path, overrides)
         if model is None:
-            raise DpoError(f"{path}: a config needs --model PATH (a LoRA adapter or a model directory)",
-                           exit_code=EXIT_USAGE)
+            raise DpoError(
+                f"{path}: a config needs --model PATH (a LoRA adapter or a model directory)", exit_code=EXIT_USAGE
+            )
         if not model.is_dir():
             raise DpoError(f"--model {model}: directory not found", exit_code=EXIT_USAGE)
-        return EvalTarget(model.name if model.name != "final" else model.parent.name, cfg, path, model,
-                          Path(cfg.output_dir) / "eval")
+        return EvalTarget(
+            model.name if model.name != "final" else model.parent.name, cfg, path, model, Path(cfg.output_dir) / "eval"
+        )
     raise DpoError(f"{path}: no such run directory or config file", exit_code=EXIT_USAGE)
 
 
 def check_writable(out_dir: Path, name: str, overwrite: bool) -> None:
     if (out_dir / name).exists() and not overwrite:
-        raise DpoError(f"{out_dir / name}: an earlier eval report is there", exit_code=EXIT_USAGE,
-                       details=["pass --overwrite to replace it (cached generations with the same settings are reused)"])
+        raise DpoError(
+            f"{out_dir / name}: an earlier eval report is there",
+            exit_code=EXIT_USAGE,
+            details=["pass --overwrite to replace it (cached generations with the same settings are reused)"],
+        )
 
 
 def run_eval(
@@ -106,7 +116,7 @@ def run_eval(
 def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progress: bool = True) -> dict[str, Any]:
     """Preference metrics, generations, pathology checks and win rate of one target."""
     from dpo_cli.evaluation.judges import describe
-    from dpo_cli.rundir import atomic_write_text
+    from dpo_cli.fsio import atomic_write_text
 
     settings = target.cfg.eval
     report: dict[str, Any] = {
@@ -160,24 +170,41 @@ def evaluate_target(target: EvalTarget, judge: Any, judge_section: Any, *, progr
 
 
 def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from dpo_cli.algorithms import algorithm_of
+    from dpo_cli.config.algorithms import algorithm_of
     from dpo_cli.data import load_preference_data
     from dpo_cli.evaluation.generate import eval_prompts, generate, load_generation_models
 
     # KTO's held-out rows are unpaired; only their prompts are used here.
     data = load_preference_data(target.cfg.data, unpaired=not algorithm_of(target.cfg).paired)
     if data.eval is None:
-        raise DpoError("generation needs held-out prompts: set `data.eval` or `data.eval_fraction`",
-                       exit_code=EXIT_USAGE)
+        raise DpoError(
+            "generation needs held-out prompts: set `data.eval` or `data.eval_fraction`", exit_code=EXIT_USAGE
+        )
     prompts = eval_prompts(data.eval, target.cfg.eval.num_prompts)
     models = load_generation_models(target.cfg, target.weights)
     gen_dir = target.out_dir / "generations"
     common = {"progress": progress}
-    policy_rows = generate(models.policy, models.tokenizer, prompts, target.cfg.eval, label="policy",
-                           model_id=models.policy_id, out_path=gen_dir / "policy.jsonl", **common)
+    policy_rows = generate(
+        models.policy,
+        models.tokenizer,
+        prompts,
+        target.cfg.eval,
+        label="policy",
+        model_id=models.policy_id,
+        out_path=gen_dir / "policy.jsonl",
+        **common,
+    )
     with models.reference_context():
-        reference_rows = generate(models.reference, models.tokenizer, prompts, target.cfg.eval, label="reference",
-                                  model_id=models.reference_id, out_path=gen_dir / "reference.jsonl", **common)
+        reference_rows = generate(
+            models.reference,
+            models.tokenizer,
+            prompts,
+            target.cfg.eval,
+            label="reference",
+            model_id=models.reference_id,
+            out_path=gen_dir / "reference.jsonl",
+            **common,
+        )
     del models
     gc.collect()
     return policy_rows, reference_rows

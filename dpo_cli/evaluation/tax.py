@@ -59,29 +59,44 @@ def task_manager(settings: AlignmentTaxSection) -> tuple[Any, list[str]]:
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise DpoError("eval.alignment_tax needs lm-evaluation-harness: pip install 'dpo-cli[eval]' (or lm_eval)",
-                       exit_code=EXIT_USAGE) from None
+        raise DpoError(
+            "eval.alignment_tax needs lm-evaluation-harness: pip install 'dpo-cli[eval]' (or lm_eval)",
+            exit_code=EXIT_USAGE,
+        ) from None
     names, folders = task_names(settings.tasks)
     manager = TaskManager(include_path=folders or None, verbosity="ERROR")
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
-        raise DpoError(f"eval.alignment_tax.tasks: lm-evaluation-harness has no task {', '.join(unknown)}",
-                       exit_code=EXIT_USAGE, details=["list them with `lm_eval ls tasks`, or give a task YAML path"])
+        raise DpoError(
+            f"eval.alignment_tax.tasks: lm-evaluation-harness has no task {', '.join(unknown)}",
+            exit_code=EXIT_USAGE,
+            details=["list them with `lm_eval ls tasks`, or give a task YAML path"],
+        )
     return manager, names
 
 
-def run_tasks(model: Any, tokenizer: Any, settings: AlignmentTaxSection, manager: Any,
-              names: list[str]) -> dict[str, dict[str, float]]:
+def run_tasks(
+    model: Any, tokenizer: Any, settings: AlignmentTaxSection, manager: Any, names: list[str]
+) -> dict[str, dict[str, float]]:
     """`{task: {metric: value}}` (stderr keys included) for one model."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-request logging drowns the report
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size)
-    out = simple_evaluate(model=lm, tasks=names, num_fewshot=settings.num_fewshot, limit=settings.limit,
-                          task_manager=manager, log_samples=False, bootstrap_iters=1000)
-    return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            for task, metrics in out["results"].items()}
+    out = simple_evaluate(
+        model=lm,
+        tasks=names,
+        num_fewshot=settings.num_fewshot,
+        limit=settings.limit,
+        task_manager=manager,
+        log_samples=False,
+        bootstrap_iters=1000,
+    )
+    return {
+        task: {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for task, metrics in out["results"].items()
+    }
 
 
 def compare(reference: dict[str, dict[str, float]], policy: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -95,10 +110,21 @@ def compare(reference: dict[str, dict[str, float]], policy: dict[str, dict[str, 
             metric = key.split(",")[0]  # the harness names metrics `acc,none` (metric, filter)
             stderr_key = key.replace(metric, f"{metric}_stderr", 1)
             errors = [d[task].get(stderr_key) for d in (reference, policy)]
-            stderr = (math.sqrt(sum(e * e for e in errors))
-                      if all(isinstance(e, (int, float)) and math.isfinite(e) for e in errors) else None)
-            rows.append({"task": task, "metric": metric, "reference": reference[task][key], "policy": value,
-                         "delta": value - reference[task][key], "stderr": stderr})
+            stderr = (
+                math.sqrt(sum(e * e for e in errors))
+                if all(isinstance(e, (int, float)) and math.isfinite(e) for e in errors)
+                else None
+            )
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "reference": reference[task][key],
+                    "policy": value,
+                    "delta": value - reference[task][key],
+                    "stderr": stderr,
+                }
+            )
     return rows
 
 
@@ -107,8 +133,12 @@ def alignment_tax(models: Any, settings: AlignmentTaxSection, manager: Any, name
     with models.reference_context():
         reference = run_tasks(models.reference, models.tokenizer, settings, manager, names)
     policy = run_tasks(models.policy, models.tokenizer, settings, manager, names)
-    return {"tasks": settings.tasks, "limit": settings.limit, "num_fewshot": settings.num_fewshot,
-            "rows": compare(reference, policy)}
+    return {
+        "tasks": settings.tasks,
+        "limit": settings.limit,
+        "num_fewshot": settings.num_fewshot,
+        "rows": compare(reference, policy),
+    }
 
 
 def lines(tax: dict[str, Any]) -> list[str]:
@@ -116,6 +146,7 @@ def lines(tax: dict[str, Any]) -> list[str]:
     out = ["| task | metric | reference | policy | difference |", "| --- | --- | --- | --- | --- |"]
     for r in tax["rows"]:
         err = f" ± {r['stderr']:.3f}" if r["stderr"] is not None else ""
-        out.append(f"| {r['task']} | {r['metric']} | {r['reference']:.3f} | {r['policy']:.3f} | "
-                   f"{r['delta']:+.3f}{err} |")
+        out.append(
+            f"| {r['task']} | {r['metric']} | {r['reference']:.3f} | {r['policy']:.3f} | {r['delta']:+.3f}{err} |"
+        )
     return out

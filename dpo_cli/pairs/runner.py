@@ -13,14 +13,15 @@ import hashlib
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.evaluation.generate import EvalPrompt, _append, read_cache
+from dpo_cli.fsio import append_jsonl, atomic_write_json, atomic_write_text
+from dpo_cli.generation import Prompt, read_cache
 from dpo_cli.pairs.pairing import REASONS, distinct, pair_up
 from dpo_cli.pairs.sampling import Sampler, Sampling, sample_prompts
-from dpo_cli.rundir import atomic_write_json, atomic_write_text
 
 SUMMARY = "summary.json"
 PAIRS = "pairs.jsonl"
@@ -38,15 +39,20 @@ def check_output(out_dir: Path, overwrite: bool) -> None:
     """Refuse to replace finished pairs without `--overwrite` (the caches are reused either way)."""
     if (out_dir / SUMMARY).exists() and not overwrite:
         raise DpoError(
-            f"{out_dir}: finished pairs from an earlier run are there", exit_code=EXIT_USAGE,
-            details=["pass --overwrite to build them again (cached samples and scores with the same settings are "
-                     "reused), or choose another --output"],
+            f"{out_dir}: finished pairs from an earlier run are there",
+            exit_code=EXIT_USAGE,
+            details=[
+                (
+                    "pass --overwrite to build them again (cached samples and scores with the same settings are "
+                    "reused), or choose another --output"
+                )
+            ],
         )
 
 
 def generate_pairs(
     cfg: Any,
-    prompts: list[EvalPrompt],
+    prompts: list[Prompt],
     out_dir: Path,
     *,
     sampler: Sampler,
@@ -65,8 +71,9 @@ def generate_pairs(
     check_output(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     sampling = sampling_of(g)
-    rows, reused = sample_prompts(sampler, prompts, sampling, out_dir / "generations.jsonl", progress=progress,
-                                  desc="sample")
+    rows, reused = sample_prompts(
+        sampler, prompts, sampling, out_dir / "generations.jsonl", progress=progress, desc="sample"
+    )
     if reused:
         echo(f"reused {reused} of {len(prompts)} prompts' samples from {out_dir / 'generations.jsonl'}")
     scored = score_rows(rows, scorer, g.max_similarity, out_dir / "scores.jsonl", progress=progress)
@@ -104,15 +111,26 @@ def score_rows(
             continue
         texts = [s["text"].strip() for s in row["samples"]]
         kept = distinct(texts, max_similarity)
-        scores = scorer.rank(row["prompt"], [texts[i] for i in kept], where=f" (prompt row {row['index'] + 1})") \
-            if len(kept) >= 2 else []
-        _append(cache, [{"index": row["index"], "key": key, "kept": kept, "scores": scores}])
+        scores = (
+            scorer.rank(row["prompt"], [texts[i] for i in kept], where=f" (prompt row {row['index'] + 1})")
+            if len(kept) >= 2
+            else []
+        )
+        append_jsonl(cache, [{"index": row["index"], "key": key, "kept": kept, "scores": scores}])
         out.append((kept, scores))
     return out
 
 
-def _pair_row(row: dict[str, Any], chosen: str, rejected: str, chosen_score: float, rejected_score: float,
-              sampler: Sampler, scorer: Any, seed: int) -> dict[str, Any]:
+def _pair_row(
+    row: dict[str, Any],
+    chosen: str,
+    rejected: str,
+    chosen_score: float,
+    rejected_score: float,
+    sampler: Sampler,
+    scorer: Any,
+    seed: int,
+) -> dict[str, Any]:
     if sampler.chat:  # sampled through the chat template: train on the same conversation
         prompt: Any = row["messages"]
         chosen_v: Any = [{"role": "assistant", "content": chosen.strip()}]
@@ -120,14 +138,28 @@ def _pair_row(row: dict[str, Any], chosen: str, rejected: str, chosen_score: flo
     else:
         prompt, chosen_v, rejected_v = row["prompt"], chosen, rejected
     return {
-        "prompt": prompt, "chosen": chosen_v, "rejected": rejected_v,
-        "chosen_score": chosen_score, "rejected_score": rejected_score, "prompt_index": row["index"],
-        "judge": scorer.name, "model": getattr(sampler, "name", sampler.model_id), "seed": seed,
+        "prompt": prompt,
+        "chosen": chosen_v,
+        "rejected": rejected_v,
+        "chosen_score": chosen_score,
+        "rejected_score": rejected_score,
+        "prompt_index": row["index"],
+        "judge": scorer.name,
+        "model": getattr(sampler, "name", sampler.model_id),
+        "seed": seed,
     }
 
 
-def _summary(rows: list[dict[str, Any]], pairs: list[dict[str, Any]], skipped: dict[str, int], sampler: Sampler,
-             scorer: Any, cfg: Any, out_dir: Path, reused: int) -> dict[str, Any]:
+def _summary(
+    rows: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    skipped: dict[str, int],
+    sampler: Sampler,
+    scorer: Any,
+    cfg: Any,
+    out_dir: Path,
+    reused: int,
+) -> dict[str, Any]:
     g = cfg.generate
     samples = [s for r in rows for s in r["samples"]]
 
@@ -166,8 +198,20 @@ def _summary(rows: list[dict[str, Any]], pairs: list[dict[str, Any]], skipped: d
         "judge": scorer.name,
         "model": getattr(sampler, "name", sampler.model_id),
         "model_id": sampler.model_id,
-        "settings": {k: getattr(g, k) for k in ("num_samples", "max_new_tokens", "temperature", "top_p", "seed",
-                                                "batch_size", "pairing", "min_score_gap", "max_similarity")},
+        "settings": {
+            k: getattr(g, k)
+            for k in (
+                "num_samples",
+                "max_new_tokens",
+                "temperature",
+                "top_p",
+                "seed",
+                "batch_size",
+                "pairing",
+                "min_score_gap",
+                "max_similarity",
+            )
+        },
         "pairs_file": str(out_dir / PAIRS),
     }
 
@@ -181,12 +225,18 @@ def summary_markdown(s: dict[str, Any]) -> str:
         return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
     lines = [
-        "# Generated pairs", "",
-        f"- model: {s['model']}", f"- scored by: {s['judge']}",
-        f"- settings: {', '.join(f'{k}={v}' for k, v in s['settings'].items())}", "",
-        "| | |", "| --- | --- |",
-        f"| prompts | {s['prompts']} |", f"| prompts with pairs | {s['prompts_with_pairs']} |",
-        f"| pairs | {s['pairs']} |", f"| samples (unfinished) | {s['samples']} ({s['unfinished_samples']}) |",
+        "# Generated pairs",
+        "",
+        f"- model: {s['model']}",
+        f"- scored by: {s['judge']}",
+        f"- settings: {', '.join(f'{k}={v}' for k, v in s['settings'].items())}",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| prompts | {s['prompts']} |",
+        f"| prompts with pairs | {s['prompts_with_pairs']} |",
+        f"| pairs | {s['pairs']} |",
+        f"| samples (unfinished) | {s['samples']} ({s['unfinished_samples']}) |",
         f"| mean score chosen / rejected | {num(s['mean_chosen_score'])} / {num(s['mean_rejected_score'])} |",
         f"| mean words chosen / rejected | {num(s['mean_chosen_words'])} / {num(s['mean_rejected_words'])} |",
     ]
@@ -199,12 +249,16 @@ def summary_markdown(s: dict[str, Any]) -> str:
 
 def console_lines(s: dict[str, Any]) -> list[str]:
     lines = [
-        f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts "
-        f"({s['samples']} samples; scored by {s['judge']})",
+        (
+            f"{s['pairs']} pairs from {s['prompts_with_pairs']} of {s['prompts']} prompts "
+            f"({s['samples']} samples; scored by {s['judge']})"
+        ),
     ]
     if s["pairs"]:
-        lines.append(f"  mean score gap {s['mean_score_gap']:.3f}; words chosen/rejected "
-                     f"{s['mean_chosen_words']:.1f}/{s['mean_rejected_words']:.1f}")
+        lines.append(
+            f"  mean score gap {s['mean_score_gap']:.3f}; words chosen/rejected "
+            f"{s['mean_chosen_words']:.1f}/{s['mean_rejected_words']:.1f}"
+        )
     lines += [f"  no pair for {n} prompt(s): {reason}" for reason, n in s["skipped"].items()]
     lines += [f"  warning: {w}" for w in s["warnings"]]
     lines.append(f"  pairs: {s['pairs_file']}")

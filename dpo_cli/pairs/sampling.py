@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dpo_cli.evaluation.generate import EvalPrompt, _append, _eos_ids, _length, fingerprint, read_cache, render
+from dpo_cli.fsio import append_jsonl
+from dpo_cli.generation import Prompt, fingerprint, generate_batch, generated_length, read_cache
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import EndpointSection, RunConfig
@@ -39,59 +40,51 @@ class Sampler(Protocol):
     model_id: str  # identifies the weights (or the endpoint and model) in caches and metadata
     chat: bool  # prompts go through a chat template (pairs are then written as conversations)
 
-    def sample(self, batch: list[EvalPrompt], sampling: Sampling) -> list[list[dict[str, Any]]]: ...
+    def sample(self, batch: list[Prompt], sampling: Sampling) -> list[list[dict[str, Any]]]: ...
 
 
 class LocalSampler:
     """The config's model (`model.name_or_path`, with `model.adapter` when set), on the GPU when there is one."""
 
     def __init__(self, cfg: RunConfig):
-        from transformers import AutoModelForCausalLM
-
-        from dpo_cli.build import _from_pretrained, load_tokenizer, model_load_kwargs
-        from dpo_cli.evaluation.generate import _device
+        from dpo_cli.models import inference_device, load_causal_lm, load_tokenizer, with_adapter
 
         self.tokenizer = load_tokenizer(cfg)
-        model = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **model_load_kwargs(cfg.model, cfg))
+        model = load_causal_lm(cfg)
         self.model_id = fingerprint(cfg.model.name_or_path)
         if cfg.model.adapter:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, cfg.model.adapter)
+            model = with_adapter(model, cfg.model.adapter)
             if cfg.quantization is None:
                 model = model.merge_and_unload()  # one matmul per layer instead of two: faster sampling
             self.model_id += f"+{fingerprint(cfg.model.adapter)}"
         if cfg.quantization is None:
-            model.to(_device())
+            model.to(inference_device())
         self.model = model.eval()
         self.chat = bool(self.tokenizer.chat_template)
         self.name = cfg.model.name_or_path + (f" + adapter {cfg.model.adapter}" if cfg.model.adapter else "")
 
-    def sample(self, batch: list[EvalPrompt], sampling: Sampling) -> list[list[dict[str, Any]]]:
-        import torch
-        from transformers import set_seed
-
+    def sample(self, batch: list[Prompt], sampling: Sampling) -> list[list[dict[str, Any]]]:
         tokenizer = self.tokenizer
-        tokenizer.padding_side = "left"  # generation appends on the right; prompts must end there
-        eos_ids = _eos_ids(self.model, tokenizer)
-        device = next(self.model.parameters()).device
-        set_seed(sampling.seed + batch[0].index)
-        inputs = tokenizer([render(tokenizer, p) for p in batch], return_tensors="pt", padding=True,
-                           add_special_tokens=False).to(device)
-        if sampling.temperature > 0:
-            mode = {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                    "num_return_sequences": sampling.n}
-        else:
-            mode = {"do_sample": False}
-        with torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=sampling.max_new_tokens,
-                                      pad_token_id=tokenizer.pad_token_id, **mode)
-        new = out[:, inputs["input_ids"].shape[1]:].tolist()
+        new, eos_ids = generate_batch(
+            self.model,
+            tokenizer,
+            batch,
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            num_return_sequences=sampling.n,
+        )
         per_prompt = len(new) // len(batch)
         return [
-            [_sample(tokenizer.decode(t, skip_special_tokens=True), any(x in eos_ids for x in t),
-                     _length(t, eos_ids, tokenizer.pad_token_id))
-             for t in new[i * per_prompt:(i + 1) * per_prompt]]
+            [
+                _sample(
+                    tokenizer.decode(t, skip_special_tokens=True),
+                    any(x in eos_ids for x in t),
+                    generated_length(t, eos_ids, tokenizer.pad_token_id),
+                )
+                for t in new[i * per_prompt : (i + 1) * per_prompt]
+            ]
             for i in range(len(batch))
         ]
 
@@ -111,8 +104,8 @@ class EndpointSampler:
         """One short call, so that a dead endpoint fails in seconds."""
         self.endpoint.complete([{"role": "user", "content": "Reply with the single word: ready"}], max_tokens=1)
 
-    def sample(self, batch: list[EvalPrompt], sampling: Sampling) -> list[list[dict[str, Any]]]:
-        def one(job: tuple[EvalPrompt, int]) -> dict[str, Any]:
+    def sample(self, batch: list[Prompt], sampling: Sampling) -> list[list[dict[str, Any]]]:
+        def one(job: tuple[Prompt, int]) -> dict[str, Any]:
             prompt, k = job
             params: dict[str, Any] = {"temperature": sampling.temperature}
             if sampling.temperature > 0:
@@ -124,8 +117,7 @@ class EndpointSampler:
         jobs = [(p, k) for p in batch for k in range(sampling.n)]
         with ThreadPoolExecutor(max_workers=min(len(jobs), 32)) as pool:
             done = list(pool.map(one, jobs))
-        return [done[i * sampling.n:(i + 1) * sampling.n] for i in range(len(batch))]
-
+        return [done[i * sampling.n : (i + 1) * sampling.n] for i in range(len(batch))]
 
 
 def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
@@ -134,23 +126,24 @@ def make_sampler(cfg: RunConfig) -> LocalSampler | EndpointSampler:
         sampler = EndpointSampler(cfg.generate.endpoint)
         sampler.check()
         return sampler
-    from dpo_cli.training import quiet_known_noise
+    from dpo_cli.models import quiet_known_noise
 
     quiet_known_noise()
     return LocalSampler(cfg)
+
 
 def _sample(text: str, finished: bool, new_tokens: int | None) -> dict[str, Any]:
     return {"text": text, "finished": finished, "new_tokens": new_tokens}
 
 
-def cache_key(model_id: str, sampling: Sampling, prompt: EvalPrompt) -> str:
+def cache_key(model_id: str, sampling: Sampling, prompt: Prompt) -> str:
     fields = [model_id, asdict(sampling), prompt.messages]
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def sample_prompts(
     sampler: Sampler,
-    prompts: list[EvalPrompt],
+    prompts: list[Prompt],
     sampling: Sampling,
     cache: Path,
     *,
@@ -166,7 +159,7 @@ def sample_prompts(
 
     keys = {p.index: cache_key(sampler.model_id, sampling, p) for p in prompts}
     rows = {i: r for i, r in read_cache(cache).items() if i in keys and r.get("key") == keys[i]}
-    batches = [prompts[i:i + sampling.batch_size] for i in range(0, len(prompts), sampling.batch_size)]
+    batches = [prompts[i : i + sampling.batch_size] for i in range(0, len(prompts), sampling.batch_size)]
     reused = 0
     with tqdm(total=len(prompts), desc=desc, unit="prompt", file=sys.stderr, disable=not progress) as bar:
         for batch in batches:
@@ -178,7 +171,7 @@ def sample_prompts(
                 {"index": p.index, "prompt": p.text, "messages": p.messages, "samples": samples, "key": keys[p.index]}
                 for p, samples in zip(batch, sampler.sample(batch, sampling))
             ]
-            _append(cache, fresh)
+            append_jsonl(cache, fresh)
             rows.update({r["index"]: r for r in fresh})
             bar.update(len(batch))
     return [rows[p.index] for p in prompts], reused

@@ -14,9 +14,10 @@ import importlib.util
 import math
 import numbers
 import sys
+from collections.abc import Callable
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
@@ -45,9 +46,10 @@ def load_function(reference: str, *, key: str = "generate.scorer") -> Callable[.
             module = importlib.import_module(target)
     except DpoError:
         raise
-    except Exception as exc:  # a user's module can fail to import in any way; say which and why
-        raise DpoError(f"{key}: {reference}: importing `{target}` failed: {type(exc).__name__}: {exc}",
-                       exit_code=EXIT_USAGE) from None
+    except Exception as exc:  # noqa: BLE001  (a user's module can fail to import in any way; say which and why)
+        raise DpoError(
+            f"{key}: {reference}: importing `{target}` failed: {type(exc).__name__}: {exc}", exit_code=EXIT_USAGE
+        ) from None
     function = getattr(module, name, None)
     if not callable(function):
         raise DpoError(f"{key}: {reference}: `{target}` has no function `{name}`", exit_code=EXIT_USAGE)
@@ -80,7 +82,7 @@ class FunctionScorer(_Pointwise):
     def score(self, prompt: str, response: str, *, where: str = "") -> float:
         try:
             value = self.function(prompt, response)
-        except Exception as exc:  # the user's code; report where it failed and stop
+        except Exception as exc:  # noqa: BLE001  (the user's code; report where it failed and stop)
             raise DpoError(f"generate.scorer: {self.reference} raised {type(exc).__name__}: {exc}{where}") from None
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise DpoError(

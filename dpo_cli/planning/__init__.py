@@ -1,5 +1,5 @@
-"""Know before launch: memory and compute estimates (`dpo plan`) and stack checks (`dpo doctor`).
+"""Know before launch: memory and compute estimates (`dpo plan`).
 
-Nothing here imports torch or loads weights at import time; `doctor` imports the libraries it
-reports on inside its functions.
+Nothing here imports torch or loads weights at import time. The stack checks of `dpo doctor`
+live in the core (`dpo_cli.doctor`): training's preflight uses them too.
 """

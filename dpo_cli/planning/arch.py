@@ -115,7 +115,11 @@ def shape_from_config(raw: dict[str, Any], source: str) -> ModelShape:
     layers = pick("num_hidden_layers", "n_layer", "num_layers")
     heads = pick("num_attention_heads", "n_head")
     vocab = pick("vocab_size")
-    missing = [n for n, v in (("hidden size", hidden), ("layers", layers), ("heads", heads), ("vocab_size", vocab)) if v is None]
+    missing = [
+        n
+        for n, v in (("hidden size", hidden), ("layers", layers), ("heads", heads), ("vocab_size", vocab))
+        if v is None
+    ]
     if missing:
         raise DpoError(
             f"{source}: not a decoder-only transformer config dpo can plan (missing {', '.join(missing)})",
@@ -144,7 +148,9 @@ def shape_from_config(raw: dict[str, Any], source: str) -> ModelShape:
     )
 
 
-def load_model_shape(name_or_path: str, model_config: str | Path | None = None, revision: str | None = None) -> ModelShape:
+def load_model_shape(
+    name_or_path: str, model_config: str | Path | None = None, revision: str | None = None
+) -> ModelShape:
     """Find and read the model's config.json without loading weights or importing torch.
 
     Args:
@@ -184,7 +190,7 @@ def _hub_config(repo_id: str, revision: str | None) -> Path:
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
         return Path(hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=offline))
-    except Exception as exc:  # huggingface_hub raises a dozen types for "not there"; all mean the same here
+    except Exception as exc:  # noqa: BLE001  (huggingface_hub raises a dozen types for "not there"; all mean the same)
         shipped = ", ".join(sorted(p.stem.replace("--", "/") for p in KNOWN_CONFIGS.glob("*.json")))
         raise DpoError(
             f"{repo_id}: could not read its config.json ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",

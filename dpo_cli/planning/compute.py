@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.planning.arch import ModelShape
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.planning.arch import ModelShape
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 GIB = 1024**3
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -166,9 +166,7 @@ def lora_params(shape: ModelShape, cfg: RunConfig) -> int:
     if lora is None:
         return 0
     targets = lora.target_modules
-    linears = [
-        layer for layer in shape.block_linears() if targets == "all-linear" or layer.name in targets
-    ]
+    linears = [layer for layer in shape.block_linears() if targets == "all-linear" or layer.name in targets]
     per_block = sum(lora.r * (layer.fan_in + layer.fan_out) for layer in linears)
     if lora.use_dora:
         per_block += sum(layer.fan_out for layer in linears)
@@ -276,7 +274,9 @@ def estimate_memory(
 
     # Weights.
     label = {"full": "weights", "lora": "base weights (frozen)", "qlora": "base weights, 4-bit (frozen)"}[run.mode]
-    dtype_note = "4-bit NF4 packed linears, fp32 embeddings/norms" if run.mode == "qlora" else f"{run.weight_bytes} B/param"
+    dtype_note = (
+        "4-bit NF4 packed linears, fp32 embeddings/norms" if run.mode == "qlora" else f"{run.weight_bytes} B/param"
+    )
     note = f"{shape.params / 1e9:.2f}B params, {dtype_note}" + (f", ZeRO-3 / {n}" if zero3 else "")
     if run.offload_param:
         rows.append(Row(label, 0.0, note + ", offloaded to CPU", cpu_bytes=base / shard))
@@ -299,14 +299,20 @@ def estimate_memory(
     grad_shard = n if run.zero_stage >= 2 else 1
     grad_bytes = param_bytes + (4 if deepspeed and param_bytes == 2 else 0)  # DS adds an fp32 partition
     rows.append(
-        Row("gradients", trainable * grad_bytes / grad_shard, f"{grad_bytes} B/param" + (f", ZeRO / {n}" if grad_shard > 1 else ""))
+        Row(
+            "gradients",
+            trainable * grad_bytes / grad_shard,
+            f"{grad_bytes} B/param" + (f", ZeRO / {n}" if grad_shard > 1 else ""),
+        )
     )
     state = run.optimizer_state_bytes
     if state == 8.0 and param_bytes == 2 and not deepspeed:
         state = 4.0  # torch's AdamW keeps m and v in the parameters' own 16-bit dtype
     master = 4 if deepspeed and param_bytes == 2 else 0  # DeepSpeed's fp32 master copy of 16-bit params
     optim_bytes = trainable * (state + master) / (n if deepspeed else 1)
-    optim_note = f"{state:g} B/param states" + (" + 4 B fp32 master" if master else "") + (f", ZeRO / {n}" if deepspeed else "")
+    optim_note = (
+        f"{state:g} B/param states" + (" + 4 B fp32 master" if master else "") + (f", ZeRO / {n}" if deepspeed else "")
+    )
     if run.offload_optimizer:
         rows.append(Row("optimizer states", 0.0, optim_note + ", offloaded to CPU", cpu_bytes=optim_bytes))
     else:
@@ -320,8 +326,10 @@ def estimate_memory(
         rows.append(Row("reference model", lora_params(shape, cfg) * 4, "frozen copy of model.adapter"))
     else:
         why = (
-            "precomputed log-probs" if precompute_choice(cfg)[0]
-            else "reference-free" if cfg.reference.kind == "none"
+            "precomputed log-probs"
+            if precompute_choice(cfg)[0]
+            else "reference-free"
+            if cfg.reference.kind == "none"
             else "LoRA: policy with adapters disabled"
         )
         rows.append(Row("reference model", 0.0, f"none ({why})"))

@@ -14,7 +14,18 @@ from dpo_cli.planning.compute import ComputePlan, estimate_compute
 from dpo_cli.planning.memory import GIB, MemoryPlan, estimate_memory
 from dpo_cli.planning.suggest import Suggestion, suggest
 
-_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str) -> float:
@@ -105,7 +116,12 @@ def make_plan(
     ds_json = _deepspeed_json(cfg)
     memory = estimate_memory(cfg, shape, gpus, deepspeed_json=ds_json)
     compute = estimate_compute(
-        cfg, shape, gpus, rows=rows if rows is not None else count_rows(cfg), peak_tflops=peak_tflops, utilization=utilization
+        cfg,
+        shape,
+        gpus,
+        rows=rows if rows is not None else count_rows(cfg),
+        peak_tflops=peak_tflops,
+        utilization=utilization,
     )
     return Plan(
         shape=shape,
@@ -145,15 +161,26 @@ def to_dict(plan: Plan) -> dict:
         "headroom_gib": gib(plan.gpu_memory - m.gpu_total),
         "cpu_offload_gib": gib(m.cpu_total),
         "memory": [
-            {"label": r.label, "gpu_bytes": int(r.gpu_bytes), "gpu_gib": gib(r.gpu_bytes), "cpu_gib": gib(r.cpu_bytes),
-             "note": r.note}
+            {
+                "label": r.label,
+                "gpu_bytes": int(r.gpu_bytes),
+                "gpu_gib": gib(r.gpu_bytes),
+                "cpu_gib": gib(r.cpu_bytes),
+                "note": r.note,
+            }
             for r in m.rows
         ],
         "gradient_checkpointing": m.checkpointing,
         "assumptions": list(m.assumptions),
         "model": {
-            "source": s.source, "params": s.params, "layers": s.layers, "hidden": s.hidden, "heads": s.heads,
-            "kv_heads": s.kv_heads, "intermediate": s.intermediate, "vocab": s.vocab,
+            "source": s.source,
+            "params": s.params,
+            "layers": s.layers,
+            "hidden": s.hidden,
+            "heads": s.heads,
+            "kv_heads": s.kv_heads,
+            "intermediate": s.intermediate,
+            "vocab": s.vocab,
         },
         "compute": {
             "forward_flops_per_token": c.forward_flops_per_token,
@@ -220,7 +247,9 @@ def render(plan: Plan) -> str:
             f"  at {plan.utilization:.0%} of {plan.peak_tflops:g} TFLOP/s per GPU: {_duration(c.seconds_per_step)} per step"
         )
         if c.seconds_per_epoch is not None:
-            lines.append(f"  {c.rows_per_epoch} pairs -> {c.steps_per_epoch} steps -> {_duration(c.seconds_per_epoch)} per epoch")
+            lines.append(
+                f"  {c.rows_per_epoch} pairs -> {c.steps_per_epoch} steps -> {_duration(c.seconds_per_epoch)} per epoch"
+            )
         else:
             lines.append("  time per epoch: pass --rows N (the training set is not a local JSONL file)")
         if c.precompute_seconds is not None:

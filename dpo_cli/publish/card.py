@@ -16,14 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dpo_cli.config.algorithms import ALGORITHMS
+from dpo_cli.fsio import atomic_write_text, read_json
 from dpo_cli.publish.record import RunRecord, read_run
 from dpo_cli.publish.render import render
-from dpo_cli.rundir import atomic_write_text, read_json
 
 CARD_FILE = "README.md"
 PLOTS_DIR = "plots"  # inside final/ (or the merged model): the card's images travel with the weights
 
-ALGORITHM_NAMES = {"dpo": "DPO", "kto": "KTO", "orpo": "ORPO", "cpo": "CPO", "simpo": "SimPO"}
+ALGORITHM_NAMES = {name: a.label for name, a in ALGORITHMS.items()}
 MODE_NAMES = {"full": "full fine-tuning", "lora": "LoRA", "qlora": "QLoRA (4-bit base + LoRA)"}
 
 
@@ -84,7 +85,13 @@ def card_data(rec: RunRecord, *, merged: bool = False) -> Any:
     base = rec.provenance.get("base_model_hub_id")
     datasets = [d for d in dict.fromkeys((rec.provenance.get("dataset_hub_ids") or {}).values()) if d]
     adapter = rec.adapter and not merged
-    tags = ["dpo-cli", "trl", rec.cfg.algorithm, *([] if merged else [rec.cfg.mode]), *(["merged-lora"] if merged else [])]
+    tags = [
+        "dpo-cli",
+        "trl",
+        rec.cfg.algorithm,
+        *([] if merged else [rec.cfg.mode]),
+        *(["merged-lora"] if merged else []),
+    ]
     extra = {"base_model_relation": "adapter" if adapter else "finetune"} if base else {}
     return ModelCardData(
         base_model=base,
@@ -109,8 +116,6 @@ def _base_rows(rec: RunRecord) -> list[tuple[str, str]]:
 
 
 def _reference_text(rec: RunRecord) -> str:
-    from dpo_cli.algorithms import ALGORITHMS
-
     ref = rec.cfg.reference
     if not ALGORITHMS[rec.cfg.algorithm].reference or ref.kind == "none":
         return "none (the loss is reference-free)"
@@ -147,21 +152,35 @@ def _training_rows(rec: RunRecord) -> list[tuple[str, str]]:
         ("loss", _loss_text(rec)),
         ("beta", num(_hyperparameter(rec, "beta"))),
         ("learning rate", num(_hyperparameter(rec, "learning_rate"))),
-        ("schedule", code(_hyperparameter(rec, "lr_scheduler_type")) + f", warm-up {num(_hyperparameter(rec, 'warmup_steps'))}"),
+        (
+            "schedule",
+            code(_hyperparameter(rec, "lr_scheduler_type")) + f", warm-up {num(_hyperparameter(rec, 'warmup_steps'))}",
+        ),
         ("optimizer steps", num(s.get("steps"))),
     ]
     per_device = _hyperparameter(rec, "per_device_train_batch_size")
     accumulation = _hyperparameter(rec, "gradient_accumulation_steps") or 1
     world = hp.get("world_size", 1)
     if isinstance(per_device, int):
-        rows.append(("batch", (f"{per_device} per device x {accumulation} accumulation x {world} process(es) = "
-                               f"{per_device * accumulation * world} pairs per step")))
+        rows.append(
+            (
+                "batch",
+                (
+                    f"{per_device} per device x {accumulation} accumulation x {world} process(es) = "
+                    f"{per_device * accumulation * world} pairs per step"
+                ),
+            )
+        )
     rows.append(("max length", num(_hyperparameter(rec, "max_length"))))
     precision = "bf16" if hp.get("bf16") else "fp16" if hp.get("fp16") else "fp32"
     rows.append(("mixed precision", precision if hp else "see the config"))
-    for name, label in (("label_smoothing", "label smoothing"), ("desirable_weight", "desirable weight"),
-                        ("undesirable_weight", "undesirable weight"), ("simpo_gamma", "SimPO gamma"),
-                        ("cpo_alpha", "CPO alpha")):
+    for name, label in (
+        ("label_smoothing", "label smoothing"),
+        ("desirable_weight", "desirable weight"),
+        ("undesirable_weight", "undesirable weight"),
+        ("simpo_gamma", "SimPO gamma"),
+        ("cpo_alpha", "CPO alpha"),
+    ):
         value = hp[name] if name in hp else getattr(t, name, None)  # present only where the algorithm has it
         if value is not None and not (name == "label_smoothing" and value == 0):
             rows.append((label, num(value)))
@@ -176,8 +195,13 @@ def _adapter_rows(rec: RunRecord) -> list[tuple[str, str]]:
     if rec.cfg.lora is not None:
         lora = rec.cfg.lora
         targets = lora.target_modules if isinstance(lora.target_modules, str) else ", ".join(lora.target_modules)
-        rows += [("rank r", str(lora.r)), ("lora_alpha", str(lora.lora_alpha)), ("lora_dropout", num(lora.lora_dropout)),
-                 ("target modules", code(targets)), ("bias", code(lora.bias))]
+        rows += [
+            ("rank r", str(lora.r)),
+            ("lora_alpha", str(lora.lora_alpha)),
+            ("lora_dropout", num(lora.lora_dropout)),
+            ("target modules", code(targets)),
+            ("bias", code(lora.bias)),
+        ]
         if lora.modules_to_save:
             rows.append(("modules saved in full", code(", ".join(lora.modules_to_save))))
         if lora.use_rslora:
@@ -186,8 +210,14 @@ def _adapter_rows(rec: RunRecord) -> list[tuple[str, str]]:
             rows.append(("DoRA", "yes"))
     q = rec.cfg.quantization
     if q is not None:
-        rows += [("base weights", f"4-bit {code(q.bnb_4bit_quant_type)}" + (", double quantization" if q.bnb_4bit_use_double_quant else "")),
-                 ("compute dtype", code(q.bnb_4bit_compute_dtype))]
+        rows += [
+            (
+                "base weights",
+                f"4-bit {code(q.bnb_4bit_quant_type)}"
+                + (", double quantization" if q.bnb_4bit_use_double_quant else ""),
+            ),
+            ("compute dtype", code(q.bnb_4bit_compute_dtype)),
+        ]
     return rows
 
 
@@ -202,12 +232,21 @@ def result_rows(rec: RunRecord) -> list[tuple[str, str]]:
             ("held-out reward margin", num(s.get("eval_reward_margin"))),
             ("held-out loss", num(s.get("eval_loss"))),
         ]
-        for key, label in (("eval_rewards/chosen", "held-out reward, chosen"), ("eval_rewards/rejected", "held-out reward, rejected"),
-                           ("eval_logps/chosen", "held-out log-prob, chosen"), ("eval_logps/rejected", "held-out log-prob, rejected")):
+        for key, label in (
+            ("eval_rewards/chosen", "held-out reward, chosen"),
+            ("eval_rewards/rejected", "held-out reward, rejected"),
+            ("eval_logps/chosen", "held-out log-prob, chosen"),
+            ("eval_logps/rejected", "held-out log-prob, rejected"),
+        ):
             if key in last:
                 rows.append((label, num(last[key])))
     expected = s.get("expected_initial_loss")
-    rows.append(("training loss, step 1", num(s.get("initial_loss")) + (f" (closed form at step 0: {num(expected)})" if expected else "")))
+    rows.append(
+        (
+            "training loss, step 1",
+            num(s.get("initial_loss")) + (f" (closed form at step 0: {num(expected)})" if expected else ""),
+        )
+    )
     rows.append(("training loss, last step", num(s.get("final_loss"))))
     if s.get("final_train_reward_accuracy") is not None:
         rows.append(("training reward accuracy, last step", num(s.get("final_train_reward_accuracy"))))
@@ -223,20 +262,35 @@ def _eval_markdown(report: dict[str, Any] | None) -> str:
     parts = []
     if report.get("preference"):
         pairs = report["preference"]["policy"].get("pairs")
-        parts += [f"### Preference metrics ({num(pairs)} held-out pairs, policy against its reference)", "",
-                  *preference_lines(report["preference"])]
+        parts += [
+            f"### Preference metrics ({num(pairs)} held-out pairs, policy against its reference)",
+            "",
+            *preference_lines(report["preference"]),
+        ]
     if report.get("alignment_tax"):
         from dpo_cli.evaluation.tax import lines as tax_lines
 
         parts += ["", "### Alignment tax (lm-evaluation-harness)", "", *tax_lines(report["alignment_tax"])]
     if report.get("winrate"):
         w = report["winrate"]
-        parts += ["", f"### Win rate against the reference (judge: {code(report.get('judge') or 'n/a')})", "",
-                  winrate_line(w), "", *[f"- {n}" for n in winrate_notes(w)]]
+        parts += [
+            "",
+            f"### Win rate against the reference (judge: {code(report.get('judge') or 'n/a')})",
+            "",
+            winrate_line(w),
+            "",
+            *[f"- {n}" for n in winrate_notes(w)],
+        ]
     if report.get("pathology"):
         p = report["pathology"]
-        parts += ["", f"### Pathology checks ({num(p['policy'].get('n'))} generations each)", "", *pathology_lines(p["table"]),
-                  "", *([f"- warning: {f}" for f in p["findings"]] or ["- no pathology flagged"])]
+        parts += [
+            "",
+            f"### Pathology checks ({num(p['policy'].get('n'))} generations each)",
+            "",
+            *pathology_lines(p["table"]),
+            "",
+            *([f"- warning: {f}" for f in p["findings"]] or ["- no pathology flagged"]),
+        ]
     return "\n".join(parts)
 
 
@@ -261,7 +315,7 @@ def _selection(rec: RunRecord) -> dict[str, Any] | None:
     sweep = rec.sweep
     if sweep is None:
         return None
-    from dpo_cli.sweep_report import COLUMNS, format_cell
+    from dpo_cli.sweep.report import COLUMNS, format_cell
 
     columns = [(k, title) for k, title in COLUMNS if k != "final_dir"]
     rows = []
@@ -276,8 +330,13 @@ def _selection(rec: RunRecord) -> dict[str, Any] | None:
         verdict = f"This run is one of {len(sweep.rows)} points of a sweep; the chosen point is {code(sweep.winner)}."
     else:
         verdict = f"This run is one of {len(sweep.rows)} points of a sweep; no point qualified under the rule."
-    return {"verdict": verdict, "rule": cell(sweep.rule), "swept": sweep.swept, "header": [t for _, t in columns],
-            "rows": rows}
+    return {
+        "verdict": verdict,
+        "rule": cell(sweep.rule),
+        "swept": sweep.swept,
+        "header": [t for _, t in columns],
+        "rows": rows,
+    }
 
 
 def _versions(rec: RunRecord) -> list[tuple[str, str]]:
@@ -307,7 +366,9 @@ def _copy_images(rec: RunRecord, dest: Path) -> dict[str, list[str]]:
 # --------------------------------------------------------------------------- cards
 
 
-def build_card(rec: RunRecord, dest: Path, *, merge_info: dict[str, Any] | None = None, merge_command: str | None = None) -> Any:
+def build_card(
+    rec: RunRecord, dest: Path, *, merge_info: dict[str, Any] | None = None, merge_command: str | None = None
+) -> Any:
     """The `huggingface_hub.ModelCard` of the run, for weights that will sit in `dest`.
 
     Args:
@@ -321,7 +382,9 @@ def build_card(rec: RunRecord, dest: Path, *, merge_info: dict[str, Any] | None 
     merged = merge_info is not None
     hub_id = rec.provenance.get("hub_model_id")
     algorithm = ALGORITHM_NAMES.get(rec.cfg.algorithm, rec.cfg.algorithm)
-    what = "model merged from a LoRA adapter" if merged else "LoRA adapter" if rec.adapter else "model (full fine-tuning)"
+    what = (
+        "model merged from a LoRA adapter" if merged else "LoRA adapter" if rec.adapter else "model (full fine-tuning)"
+    )
     base = code(rec.cfg.model.name_or_path)
     train_rows = rec.info.get("train_rows")
     intro = (
@@ -357,8 +420,10 @@ def build_card(rec: RunRecord, dest: Path, *, merge_info: dict[str, Any] | None 
 def _commands(rec: RunRecord, merge_command: str | None) -> list[str]:
     lines = ["# the command that trained this run"]
     lines.append(rec.provenance.get("command") or f"dpo train {rec.info.get('config') or 'CONFIG'}")
-    lines += ["# or with the resolved config below, saved as config.yaml (the run directory has it):",
-              "dpo train config.yaml --set output_dir=NEW_RUN_DIR"]
+    lines += [
+        "# or with the resolved config below, saved as config.yaml (the run directory has it):",
+        "dpo train config.yaml --set output_dir=NEW_RUN_DIR",
+    ]
     if merge_command:
         lines += ["# then the merge", merge_command]
     return lines
@@ -368,15 +433,37 @@ def _merge_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     v = info.get("verification") or {}
     return [
         ("adapter", code(info.get("adapter"))),
-        ("merged into", code(info.get("base")) + (f" at revision {code(info['revision'])}" if info.get("revision") else "")),
+        (
+            "merged into",
+            code(info.get("base")) + (f" at revision {code(info['revision'])}" if info.get("revision") else ""),
+        ),
         ("dtype", code(info.get("dtype"))),
-        ("verification", (f"max abs logit difference {num(v.get('max_abs_diff'), 3)} against the adapter on its base "
-                          f"(tolerance {num(v.get('tolerance'), 3)}), over {num(v.get('prompts'))} prompts; "
-                          f"the adapter itself moves logits by {num(v.get('adapter_effect'), 3)}")),
-        *([("note", "merged with --force into a base that differs from the recorded one")] if info.get("forced") else []),
-        *([("note", (f"merged from {code(Path(str(info.get('adapter'))).name)}, not the run's final weights: the "
-                     "results below describe the run's `final/`"))]
-          if info.get("adapter") and Path(str(info["adapter"])).name != "final" else []),
+        (
+            "verification",
+            (
+                f"max abs logit difference {num(v.get('max_abs_diff'), 3)} against the adapter on its base "
+                f"(tolerance {num(v.get('tolerance'), 3)}), over {num(v.get('prompts'))} prompts; "
+                f"the adapter itself moves logits by {num(v.get('adapter_effect'), 3)}"
+            ),
+        ),
+        *(
+            [("note", "merged with --force into a base that differs from the recorded one")]
+            if info.get("forced")
+            else []
+        ),
+        *(
+            [
+                (
+                    "note",
+                    (
+                        f"merged from {code(Path(str(info.get('adapter'))).name)}, not the run's final weights: the "
+                        "results below describe the run's `final/`"
+                    ),
+                )
+            ]
+            if info.get("adapter") and Path(str(info["adapter"])).name != "final"
+            else []
+        ),
     ]
 
 
@@ -404,34 +491,40 @@ def write_merged_card(model_dir: Path, *, run_dir: Path | None, merge_command: s
         card = build_card(read_run(Path(run_dir)), model_dir, merge_info=info, merge_command=merge_command)
     else:
         base = hub_model_id(info.get("base"))
-        data = ModelCardData(base_model=base, library_name="transformers", pipeline_tag="text-generation",
-                             tags=["dpo-cli", "merged-lora"], **({"base_model_relation": "finetune"} if base else {}))
-        card = ModelCard(render(
-            "merged_card.md",
-            card_data=data.to_yaml(),
-            title=cell(model_dir.name),
-            base=code(info.get("base")),
-            merge=_merge_rows(info),
-            usage=fenced("from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-                         "model = AutoModelForCausalLM.from_pretrained('PATH/TO/MERGED')\n"
-                         "tokenizer = AutoTokenizer.from_pretrained('PATH/TO/MERGED')", "python"),
-            command=fenced(merge_command, "bash"),
-            versions=[(name, code(v)) for name, v in _installed_versions().items()],
-        ))
+        data = ModelCardData(
+            base_model=base,
+            library_name="transformers",
+            pipeline_tag="text-generation",
+            tags=["dpo-cli", "merged-lora"],
+            **({"base_model_relation": "finetune"} if base else {}),
+        )
+        card = ModelCard(
+            render(
+                "merged_card.md",
+                card_data=data.to_yaml(),
+                title=cell(model_dir.name),
+                base=code(info.get("base")),
+                merge=_merge_rows(info),
+                usage=fenced(
+                    "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+                    "model = AutoModelForCausalLM.from_pretrained('PATH/TO/MERGED')\n"
+                    "tokenizer = AutoTokenizer.from_pretrained('PATH/TO/MERGED')",
+                    "python",
+                ),
+                command=fenced(merge_command, "bash"),
+                versions=[(name, code(v)) for name, v in _installed_versions().items()],
+            )
+        )
     path = model_dir / CARD_FILE
     atomic_write_text(path, str(card))
     return path
 
 
 def _installed_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     from dpo_cli import __version__
+    from dpo_cli.doctor import installed_versions
 
-    found = {"dpo-cli": __version__}
-    for name in ("torch", "transformers", "peft", "safetensors"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return {
+        "dpo-cli": __version__,
+        **installed_versions(("torch", "transformers", "peft", "safetensors"), python=False),
+    }

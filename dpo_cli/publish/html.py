@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dpo_cli.fsio import atomic_write_text
 from dpo_cli.publish.record import RunRecord, SweepContext
 from dpo_cli.publish.render import render
-from dpo_cli.rundir import atomic_write_text
 
 REPORT_FILE = "report.html"
 
@@ -51,21 +51,34 @@ def _eval_context(report: dict[str, Any] | None) -> dict[str, Any] | None:
     out: dict[str, Any] = {"tables": [], "notes": [], "winrate": None}
     if report.get("preference"):
         pairs = report["preference"]["policy"].get("pairs")
-        out["tables"].append({"title": f"Preference metrics ({pairs} held-out pairs)",
-                              **markdown_table(preference_lines(report["preference"]))})
+        out["tables"].append(
+            {
+                "title": f"Preference metrics ({pairs} held-out pairs)",
+                **markdown_table(preference_lines(report["preference"])),
+            }
+        )
     if report.get("alignment_tax"):
         from dpo_cli.evaluation.tax import lines as tax_lines
 
-        out["tables"].append({"title": "Alignment tax (lm-evaluation-harness)", **markdown_table(tax_lines(report["alignment_tax"]))})
+        out["tables"].append(
+            {"title": "Alignment tax (lm-evaluation-harness)", **markdown_table(tax_lines(report["alignment_tax"]))}
+        )
     if report.get("winrate"):
-        out["winrate"] = {"judge": report.get("judge") or "", "line": winrate_line(report["winrate"]),
-                          "notes": winrate_notes(report["winrate"])}
+        out["winrate"] = {
+            "judge": report.get("judge") or "",
+            "line": winrate_line(report["winrate"]),
+            "notes": winrate_notes(report["winrate"]),
+        }
     elif report.get("judge_skipped"):
         out["notes"].append(f"Win rate {report['judge_skipped']}")
     if report.get("pathology"):
         p = report["pathology"]
-        out["tables"].append({"title": f"Pathology checks ({p['policy'].get('n')} generations each)",
-                              **markdown_table(pathology_lines(p["table"]))})
+        out["tables"].append(
+            {
+                "title": f"Pathology checks ({p['policy'].get('n')} generations each)",
+                **markdown_table(pathology_lines(p["table"])),
+            }
+        )
         out["notes"] += [f"warning: {f}" for f in p["findings"]] or ["no pathology flagged"]
     return out
 
@@ -73,11 +86,15 @@ def _eval_context(report: dict[str, Any] | None) -> dict[str, Any] | None:
 def _settings(rec: RunRecord) -> list[tuple[str, str]]:
     rows = [("algorithm", rec.cfg.algorithm), ("mode", rec.cfg.mode), ("base model", rec.cfg.model.name_or_path)]
     hp = rec.provenance.get("hyperparameters") or {
-        k: getattr(rec.cfg.training, k) for k in ("beta", "learning_rate", "max_length", "seed") if hasattr(rec.cfg.training, k)
+        k: getattr(rec.cfg.training, k)
+        for k in ("beta", "learning_rate", "max_length", "seed")
+        if hasattr(rec.cfg.training, k)
     }
     rows += [(k, _text(v)) for k, v in hp.items() if v is not None]
     if rec.cfg.lora is not None:
-        rows += [(f"lora.{k}", _text(v)) for k, v in rec.cfg.lora.model_dump(mode="json").items() if v not in (None, False)]
+        rows += [
+            (f"lora.{k}", _text(v)) for k, v in rec.cfg.lora.model_dump(mode="json").items() if v not in (None, False)
+        ]
     if rec.cfg.quantization is not None:
         rows += [(f"quantization.{k}", _text(v)) for k, v in rec.cfg.quantization.model_dump(mode="json").items()]
     return rows
@@ -96,9 +113,15 @@ def run_report(rec: RunRecord) -> str:
     from dpo_cli.publish.card import result_rows
 
     splits = [
-        {"split": s.split, "source": s.source, "hub_id": s.hub_id, "kept": s.rows_kept,
-         "dropped": "not recorded" if s.rows_dropped is None else s.rows_dropped,
-         "reasons": s.dropped_reasons, "notes": s.notes}
+        {
+            "split": s.split,
+            "source": s.source,
+            "hub_id": s.hub_id,
+            "kept": s.rows_kept,
+            "dropped": "not recorded" if s.rows_dropped is None else s.rows_dropped,
+            "reasons": s.dropped_reasons,
+            "notes": s.notes,
+        }
         for s in rec.data_splits()
     ]
     from dpo_cli.publish.card import ALGORITHM_NAMES, MODE_NAMES, num
@@ -107,9 +130,11 @@ def run_report(rec: RunRecord) -> str:
     s = rec.summary
     headline = [("steps", num(s.get("steps")))]
     if "eval_loss" in s:
-        headline += [("held-out reward accuracy", num(s.get("eval_reward_accuracy"), 3)),
-                     ("held-out reward margin", num(s.get("eval_reward_margin"), 3)),
-                     ("held-out loss", num(s.get("eval_loss"), 4))]
+        headline += [
+            ("held-out reward accuracy", num(s.get("eval_reward_accuracy"), 3)),
+            ("held-out reward margin", num(s.get("eval_reward_margin"), 3)),
+            ("held-out loss", num(s.get("eval_loss"), 4)),
+        ]
     else:
         headline += [("final training loss", num(s.get("final_loss"), 4))]
     return render(
@@ -151,20 +176,30 @@ def write_run_report(rec: RunRecord) -> Path:
 
 
 def write_sweep_report(
-    sweep_dir: Path, rows: list[dict[str, Any]], winner: dict[str, Any] | None, rule: str, swept: str | None,
+    sweep_dir: Path,
+    rows: list[dict[str, Any]],
+    winner: dict[str, Any] | None,
+    rule: str,
+    swept: str | None,
     plot: Path | None,
 ) -> Path:
     """Write `SWEEP_DIR/report.html`: the table, the plot, the rule and the choice."""
-    from dpo_cli.sweep_report import COLUMNS, format_cell
+    from dpo_cli.sweep.report import COLUMNS, format_cell
 
     columns = [(k, t) for k, t in COLUMNS if k != "final_dir"]
     table = []
     for row in rows:
         point = row["point"]
         link = f"{point}/{REPORT_FILE}" if (sweep_dir / point / REPORT_FILE).is_file() else None
-        table.append({"point": point, "link": link, "chosen": bool(winner and point == winner["point"]),
-                      "cells": [format_cell(row.get(k)) for k, _ in columns[1:]],
-                      "error": str(row.get("error") or "").splitlines()[0] if row.get("error") else ""})
+        table.append(
+            {
+                "point": point,
+                "link": link,
+                "chosen": bool(winner and point == winner["point"]),
+                "cells": [format_cell(row.get(k)) for k, _ in columns[1:]],
+                "error": str(row.get("error") or "").splitlines()[0] if row.get("error") else "",
+            }
+        )
     page = render(
         "sweep_report.html",
         title=sweep_dir.name,

@@ -19,7 +19,12 @@ COMMIT_MESSAGE = "dpo-cli: final weights and model card"
 
 
 def push_folder(
-    repo_id: str, folder: Path, *, token: str | None = None, revision: str | None = None, private: bool | None = None,
+    repo_id: str,
+    folder: Path,
+    *,
+    token: str | None = None,
+    revision: str | None = None,
+    private: bool | None = None,
     create: bool = False,
 ) -> str:
     """Upload `folder` as one commit to the model repository `repo_id`; returns `repo_id`.
@@ -41,8 +46,9 @@ def push_folder(
     try:
         if create:
             repo_id = api.create_repo(repo_id, token=token, private=private, exist_ok=True).repo_id
-        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=COMMIT_MESSAGE, token=token,
-                          revision=revision)
+        api.upload_folder(
+            repo_id=repo_id, folder_path=str(folder), commit_message=COMMIT_MESSAGE, token=token, revision=revision
+        )
     except (OSError, ValueError) as exc:  # huggingface_hub's HTTP and offline errors are OSErrors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DpoError(
@@ -67,9 +73,14 @@ def push_run(run_dir: Path) -> str | None:
     if not getattr(t, "push_to_hub", None):
         return None
     repo_id = getattr(t, "hub_model_id", None) or default_repo_name(Path(run_dir))
-    return push_folder(repo_id, Path(run_dir) / "final", token=getattr(t, "hub_token", None),
-                       revision=getattr(t, "hub_revision", None), private=getattr(t, "hub_private_repo", None),
-                       create=True)
+    return push_folder(
+        repo_id,
+        Path(run_dir) / "final",
+        token=getattr(t, "hub_token", None),
+        revision=getattr(t, "hub_revision", None),
+        private=getattr(t, "hub_private_repo", None),
+        create=True,
+    )
 
 
 def default_repo_name(run_dir: Path) -> str:

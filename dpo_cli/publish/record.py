@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import read_json, read_metrics
+from dpo_cli.fsio import read_json
+from dpo_cli.rundir import read_metrics
 
 # TRL config fields the card's training table shows, in this order, where the algorithm has them.
 HYPERPARAMETERS = (
@@ -47,7 +48,7 @@ HYPERPARAMETERS = (
     "seed",
 )
 
-# The training curves `dpo_cli.plots.write_plots` draws, in reading order.
+# The training curves `dpo_cli.train.plots.write_plots` draws, in reading order.
 CURVES = ("loss.png", "reward_margins.png", "reward_accuracy.png", "rewards.png")
 
 
@@ -114,7 +115,9 @@ def provenance(cfg: Any, trainer_args: Any, *, config_path: str | None, override
         "dataset_hub_ids": {"train": hub_dataset_id(cfg.data.train), "eval": hub_dataset_id(cfg.data.eval)},
         "hyperparameters": hyperparameters(trainer_args),
         "command": train_command(config_path, overrides),
-        "hub_model_id": getattr(trainer_args, "hub_model_id", None) if getattr(trainer_args, "push_to_hub", False) else None,
+        "hub_model_id": getattr(trainer_args, "hub_model_id", None)
+        if getattr(trainer_args, "push_to_hub", False)
+        else None,
     }
 
 

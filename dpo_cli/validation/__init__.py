@@ -11,7 +11,6 @@ checks and their severities), `tokens` (tokenizer checks), `unpaired` (KTO rows)
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
 from dpo_cli.validation.checks import ERROR, NEAR_IDENTICAL, WARNING
-from dpo_cli.validation.runner import SplitReport, ValidationReport, validate_data
+from dpo_cli.validation.results import SplitReport, ValidationReport
+from dpo_cli.validation.runner import validate_data
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataSection, RunConfig
@@ -42,7 +42,7 @@ __all__ = [
 
 def token_checker_for(cfg: RunConfig) -> TokenChecker:
     """The run's tokenizer (as `dpo train` loads it) with its `max_length` and truncation mode."""
-    from dpo_cli.build import load_tokenizer
+    from dpo_cli.models import load_tokenizer
     from dpo_cli.validation.tokens import TokenChecker
 
     mode = getattr(cfg.training, "truncation_mode", None) or "keep_start"
@@ -78,8 +78,9 @@ def data_section(
 
     extra = {"max_row_bytes": max_row_bytes} if max_row_bytes else {}
     try:
-        return DataSection(train=train, eval=eval, eval_fraction=None, columns=DataColumns(**columns), format=format,
-                           **extra)
+        return DataSection(
+            train=train, eval=eval, eval_fraction=None, columns=DataColumns(**columns), format=format, **extra
+        )
     except ValidationError:
         choices = ", ".join(("auto", "standard", "conversational", *LAYOUT_NAMES))
         raise DpoError(f"--format {format}: not a layout; choose from {choices}", exit_code=EXIT_USAGE) from None
@@ -87,8 +88,8 @@ def data_section(
 
 def token_checker_from_name(name: str, max_length: int | None, truncation_mode: str = "keep_start") -> TokenChecker:
     """A tokenizer by path or Hub id, set up exactly as `dpo train` would set up that model's."""
-    from dpo_cli.build import load_tokenizer
     from dpo_cli.config.schema import ModelSection, RunConfig
+    from dpo_cli.models import load_tokenizer
     from dpo_cli.validation.tokens import TokenChecker
 
     run = RunConfig(output_dir=".", model=ModelSection(name_or_path=name), data={"train": "unused"})
@@ -107,8 +108,12 @@ def validate_config(
     name = cfg.model.tokenizer_name_or_path or cfg.model.name_or_path
     kto = (cfg.training.desirable_weight, cfg.training.undesirable_weight) if cfg.algorithm == "kto" else None
     return validate_data(
-        cfg.data, token_checker=checker, tokenizer_name=name if tokens else None, writer=writer,
-        near_identical=near_identical, kto_weights=kto,
+        cfg.data,
+        token_checker=checker,
+        tokenizer_name=name if tokens else None,
+        writer=writer,
+        near_identical=near_identical,
+        kto_weights=kto,
     )
 
 
@@ -134,13 +139,12 @@ class DataCheck:
     def save(self, run_dir: Path) -> None:
         """`data/rejects.jsonl`, `data/excluded.json` and `data/check.json` into a run (or sweep) directory."""
         from dpo_cli.data import EXCLUDED_FILE, save_exclusions
-        from dpo_cli.rundir import atomic_write_json
+        from dpo_cli.fsio import atomic_save, atomic_write_json
 
         target = Path(run_dir) / EXCLUDED_FILE.parent
         target.mkdir(parents=True, exist_ok=True)
         if Path(self.rejects).resolve() != (target / "rejects.jsonl").resolve():
-            shutil.copyfile(self.rejects, target / "rejects.jsonl.tmp")
-            os.replace(target / "rejects.jsonl.tmp", target / "rejects.jsonl")
+            atomic_save(target / "rejects.jsonl", lambda tmp: shutil.copyfile(self.rejects, tmp))
         save_exclusions(run_dir, self.data, self.excluded)
         atomic_write_json(target / "check.json", self.summary)
 
@@ -152,13 +156,16 @@ class DataCheck:
             DpoError: Nothing usable there, or it was made for other data.
         """
         from dpo_cli.data import read_exclusions
-        from dpo_cli.rundir import read_json
+        from dpo_cli.fsio import read_json
 
         excluded = read_exclusions(folder, data)
         target = Path(folder) / "data"
         if excluded is None or not (target / "check.json").is_file():
-            raise DpoError(f"{folder}: no data check for this data there (data/excluded.json, data/check.json)",
-                           exit_code=EXIT_USAGE, details=["run without --data-check to check the data again"])
+            raise DpoError(
+                f"{folder}: no data check for this data there (data/excluded.json, data/check.json)",
+                exit_code=EXIT_USAGE,
+                details=["run without --data-check to check the data again"],
+            )
         return cls(data, excluded, target / "rejects.jsonl", read_json(target / "check.json"))
 
 
@@ -192,17 +199,24 @@ def check_before_training(cfg: RunConfig, config_path: str | None = None, *, str
         print(f"  warning: {line}", file=sys.stderr)
     command = f"dpo validate-data {config_path or 'CONFIG'}"
     limit = cfg.data.max_drop_fraction
-    fatal = [f"{s.name} {f.check.id}: {f.message}" for s in report.splits for f in s.findings
-             if f.check.id in FATAL_CHECKS]
+    fatal = [
+        f"{s.name} {f.check.id}: {f.message}" for s in report.splits for f in s.findings if f.check.id in FATAL_CHECKS
+    ]
     over = [s for s in report.splits if s.error_share > limit]
-    fatal += [f"{s.name}: all {s.rows} rows would be dropped" for s in report.splits if s.rows and not s.kept
-              and not any(f.check.id in FATAL_CHECKS for f in s.findings)]
+    fatal += [
+        f"{s.name}: all {s.rows} rows would be dropped"
+        for s in report.splits
+        if s.rows and not s.kept and not any(f.check.id in FATAL_CHECKS for f in s.findings)
+    ]
     if fatal or over or (strict and report.errors):
         if fatal:
             reason = "the data cannot train"
         elif over:
-            reason = "; ".join(f"{s.error_rows} of {s.rows} {s.name} rows ({s.error_share:.1%}) have errors, more than "
-                               f"data.max_drop_fraction {limit:.0%}" for s in over)
+            reason = "; ".join(
+                f"{s.error_rows} of {s.rows} {s.name} rows ({s.error_share:.1%}) have errors, more than "
+                f"data.max_drop_fraction {limit:.0%}"
+                for s in over
+            )
         else:
             reason = f"--strict: {report.errors} row error(s)"
         raise DpoError(
@@ -217,11 +231,19 @@ def check_before_training(cfg: RunConfig, config_path: str | None = None, *, str
     for split in report.splits:
         if split.dropped:
             reasons = ", ".join(f"{c} x{n}" for c, n in split.dropped_by.items())
-            print(f"  dropped: {split.dropped} of {split.rows} {split.name} rows ({reasons}), {split.kept} left; "
-                  f"each is listed in {cfg.output_dir}/data/rejects.jsonl", file=sys.stderr)
+            print(
+                f"  dropped: {split.dropped} of {split.rows} {split.name} rows ({reasons}), {split.kept} left; "
+                f"each is listed in {cfg.output_dir}/data/rejects.jsonl",
+                file=sys.stderr,
+            )
     summary = {
-        s.name: {"rows": s.rows, "kept": s.kept, "dropped": s.dropped, "dropped_by": s.dropped_by,
-                 "sources": [src.to_json() for src in s.sources]}
+        s.name: {
+            "rows": s.rows,
+            "kept": s.kept,
+            "dropped": s.dropped,
+            "dropped_by": s.dropped_by,
+            "sources": [src.to_json() for src in s.sources],
+        }
         for s in report.splits
     }
     return DataCheck(cfg.data, report.excluded(), Path(tmp.name) / "rejects.jsonl", summary, report, tmp)

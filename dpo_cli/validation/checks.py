@@ -32,7 +32,12 @@ CHECKS: dict[str, Check] = {
     c.id: c
     for c in (
         # Whole-dataset problems: the rows cannot be read as preference pairs at all.
-        Check("layout", ERROR, "not a layout this run can train on", "map the columns or name the layout (see the message)"),
+        Check(
+            "layout",
+            ERROR,
+            "not a layout this run can train on",
+            "map the columns or name the layout (see the message)",
+        ),
         Check("format_mismatch", ERROR, "sources cannot share one representation (strings or messages)"),
         Check("no_rows", ERROR, "no usable rows"),
         # Row errors: the row cannot train.
@@ -73,7 +78,9 @@ CHECKS: dict[str, Check] = {
         Check("duplicate_prompt", WARNING, "prompt seen in an earlier row", "fine for several pairs per prompt"),
         Check("near_identical", WARNING, "chosen and rejected nearly identical", "weak preference signal"),
         Check("no_shared_prompt", WARNING, "implicit prompt: chosen and rejected share no prefix", "empty prompt"),
-        Check("leakage", WARNING, "eval prompt also in train", "held-out metrics overestimate; --write-clean drops them"),
+        Check(
+            "leakage", WARNING, "eval prompt also in train", "held-out metrics overestimate; --write-clean drops them"
+        ),
         Check(
             "truncated",
             WARNING,
@@ -280,7 +287,9 @@ def length_bias_message(bias: dict[str, float], unit: str) -> str | None:
 KTO_RATIO_RANGE = (1.0, 4.0 / 3.0)
 
 
-def kto_weight_advice(desirable: int, undesirable: int, desirable_weight: float, undesirable_weight: float) -> str | None:
+def kto_weight_advice(
+    desirable: int, undesirable: int, desirable_weight: float, undesirable_weight: float
+) -> str | None:
     """A sentence suggesting `desirable_weight` / `undesirable_weight` for these label counts, or None when fine.
 
     One weight is moved at a time (the paper's advice is to adjust one, not both).

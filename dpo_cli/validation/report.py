@@ -14,7 +14,7 @@ from dpo_cli.validation.checks import CHECKS, DROPPED, ERROR, WARNING, Lengths
 
 if TYPE_CHECKING:
     from dpo_cli.data import RawRow
-    from dpo_cli.validation.runner import SplitReport, ValidationReport
+    from dpo_cli.validation.results import SplitReport, ValidationReport
 
 CLEAN_FILES = ("train.jsonl", "eval.jsonl", "rejects.jsonl")
 _SEVERITY_ORDER = {ERROR: 0, DROPPED: 1, WARNING: 2}
@@ -37,9 +37,13 @@ def format_report(report: ValidationReport, strict: bool = False) -> str:
     lines.append(f"result     {verdict} in {report.seconds:.1f} s -> exit {code}")
     dropped = sum(s.dropped for s in report.splits)
     if dropped:
-        share = ", ".join(f"{s.name} {s.dropped} of {s.rows} ({s.dropped / s.rows:.1%})" for s in report.splits if s.rows)
-        lines.append(f"dropped    {share}: `dpo train` leaves these rows out (and stops past "
-                     "data.max_drop_fraction of errors, or on any with --strict)")
+        share = ", ".join(
+            f"{s.name} {s.dropped} of {s.rows} ({s.dropped / s.rows:.1%})" for s in report.splits if s.rows
+        )
+        lines.append(
+            f"dropped    {share}: `dpo train` leaves these rows out (and stops past "
+            "data.max_drop_fraction of errors, or on any with --strict)"
+        )
     if report.clean_dir is not None:
         kept = ", ".join(f"{_taken(s)} {s.name}" for s in report.splits)
         lines.append(f"clean      {report.clean_dir}: kept {kept}; {dropped} row(s) in rejects.jsonl with reasons")
@@ -69,7 +73,9 @@ def _split_lines(split: SplitReport) -> list[str]:
     for unit, lengths in tables:
         if not lengths["chosen"].n:
             continue
-        lines.append(f"{'':<10} {'length (' + unit + ')':<22}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'mean':>10}")
+        lines.append(
+            f"{'':<10} {'length (' + unit + ')':<22}{'min':>8}{'p50':>8}{'p90':>8}{'p99':>8}{'max':>8}{'mean':>10}"
+        )
         for name, dist in lengths.items():
             s = dist.summary()
             if not s:
@@ -202,8 +208,9 @@ class CleanWriter:
         offsets.append(handle.tell())
         handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
 
-    def reject(self, split: str, source: str, raw: RawRow, k: int, row: dict[str, Any] | None,
-               problems: list[tuple[str, str]]) -> None:
+    def reject(
+        self, split: str, source: str, raw: RawRow, k: int, row: dict[str, Any] | None, problems: list[tuple[str, str]]
+    ) -> None:
         record: dict[str, Any] = {
             "split": split,
             "source": source,
@@ -222,7 +229,8 @@ class CleanWriter:
         if raw.data is None and raw.text is not None:
             record["line"] = raw.text
         self._handle("rejects.jsonl").write(
-            json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass") + b"\n")
+            json.dumps(record, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass") + b"\n"
+        )
 
     def commit(self, splits: list[SplitReport], seed: int) -> None:
         """Write each split's kept rows in training order, then move every file into place.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rapidfuzz.distance import Indel
@@ -24,15 +22,13 @@ from dpo_cli.validation.checks import (
     ERROR,
     MIN_ROWS,
     NEAR_IDENTICAL,
-    WARNING,
-    Findings,
     Lengths,
-    PairStats,
     digest,
     length_bias_message,
     normalized,
     text_problems,
 )
+from dpo_cli.validation.results import SourceReport, SplitReport, ValidationReport
 from dpo_cli.validation.unpaired import UnpairedRows
 
 if TYPE_CHECKING:
@@ -46,102 +42,6 @@ DROPPED_WARNINGS = {"duplicate_pair", "leakage"}
 # the exact measure is quadratic in length, and a warning needs no more.
 NEAR_IDENTICAL_CHARS = 20_000
 Problem = tuple[str, str]
-
-
-@dataclass
-class SourceReport:
-    """One source of a split: what it is and what became of its rows."""
-
-    name: str
-    label: str
-    described: str
-    layout: str | None
-    rows: int = 0  # input rows (lines) read
-    pairs: int = 0  # TRL rows they became, or failed to become (an OASST tree yields several)
-    dropped: int = 0
-    taken: int | None = None  # after `fraction` / `max_samples`
-    fraction: float | None = None
-    max_samples: int | None = None
-    ignored_columns: list[str] = field(default_factory=list)
-
-    @property
-    def kept(self) -> int:
-        return self.pairs - self.dropped
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.label, "layout": self.layout, "described": self.described,
-                "rows": self.rows, "pairs": self.pairs, "dropped": self.dropped, "kept": self.kept,
-                "taken": self.kept if self.taken is None else self.taken, "ignored_columns": self.ignored_columns}
-
-
-@dataclass
-class SplitReport:
-    """Everything found in one split (train or eval)."""
-
-    name: str
-    source: str
-    format: str = "standard"
-    kind: str = "pairs"
-    sources: list[SourceReport] = field(default_factory=list)
-    rows: int = 0  # TRL rows (pairs), kept or dropped, plus input rows that failed as a whole
-    error_rows: int = 0
-    dropped: int = 0
-    dropped_by: dict[str, int] = field(default_factory=dict)
-    findings: Findings = field(default_factory=Findings)
-    chars: dict[str, Lengths] = field(default_factory=lambda: {k: Lengths() for k in ("prompt", "chosen", "rejected")})
-    tokens: dict[str, Lengths] | None = None
-    char_pairs: PairStats = field(default_factory=PairStats)
-    token_pairs: PairStats = field(default_factory=PairStats)
-    recognised: bool = True
-    # Keys (row index, pair index) of rows dropped for reasons only validation sees, per source position.
-    excluded: dict[int, set[tuple[int, int]]] = field(default_factory=dict)
-
-    @property
-    def kept(self) -> int:
-        return self.rows - self.dropped
-
-    @property
-    def ignored_columns(self) -> list[str]:
-        return self.sources[0].ignored_columns if self.sources else []
-
-    @property
-    def error_share(self) -> float:
-        return self.error_rows / self.rows if self.rows else 0.0
-
-
-@dataclass
-class ValidationReport:
-    """The result of `validate_data`: per-split findings and what the exit code should be."""
-
-    splits: list[SplitReport]
-    tokenizer: str | None = None
-    max_length: int | None = None
-    truncation_mode: str = "keep_start"
-    clean_dir: Path | None = None
-    seconds: float = 0.0
-
-    def count(self, severity: str) -> int:
-        return sum(s.findings.count(severity) for s in self.splits)
-
-    @property
-    def errors(self) -> int:
-        return self.count(ERROR)
-
-    @property
-    def warnings(self) -> int:
-        return self.count(WARNING)
-
-    def exit_code(self, strict: bool = False) -> int:
-        """0 clean, 2 with errors, 1 with warnings under `strict`."""
-        if self.errors:
-            return 2
-        if strict and self.warnings:
-            return 1
-        return 0
-
-    def excluded(self) -> dict[str, dict[int, frozenset[tuple[int, int]]]]:
-        """Rows `dpo train` must leave out beyond what its converters drop (see `dpo_cli.data.loader`)."""
-        return {s.name: {pos: frozenset(keys) for pos, keys in s.excluded.items()} for s in self.splits}
 
 
 def validate_data(
@@ -241,9 +141,15 @@ class _SplitChecker:
     def run(self) -> None:
         report, findings = self.report, self.report.findings
         for planned in self.plan.sources:
-            source = SourceReport(planned.name, planned.source.label, planned.describe(),
-                                  planned.match.layout if planned.match else None, fraction=planned.fraction,
-                                  max_samples=planned.max_samples, ignored_columns=planned.ignored_columns())
+            source = SourceReport(
+                planned.name,
+                planned.source.label,
+                planned.describe(),
+                planned.match.layout if planned.match else None,
+                fraction=planned.fraction,
+                max_samples=planned.max_samples,
+                ignored_columns=planned.ignored_columns(),
+            )
             report.sources.append(source)
             prefix = f"{planned.name}: " if self.plan.mixture else ""
             if planned.error:
@@ -255,8 +161,9 @@ class _SplitChecker:
                 report.recognised = False
                 continue
             run = planned.converter(self.options) if planned.match is not None else _unreadable
-            for batch in iter_batches(planned.source, split=planned.hf_split, subset=planned.subset,
-                                      max_row_bytes=self.data.max_row_bytes):
+            for batch in iter_batches(
+                planned.source, split=planned.hf_split, subset=planned.subset, max_row_bytes=self.data.max_row_bytes
+            ):
                 self._batch(batch, planned, source, run)
         self._finish()
 
@@ -322,8 +229,9 @@ class _SplitChecker:
             problems.append((check_id, ""))
         # Indel similarity is what difflib's ratio approximates, computed exactly and bit-parallel in C++;
         # the cutoff lets rapidfuzz stop early on the (usual) clearly different pairs.
-        similarity = Indel.normalized_similarity(chosen_text[:NEAR_IDENTICAL_CHARS], rejected_text[:NEAR_IDENTICAL_CHARS],
-                                                 score_cutoff=self.threshold)
+        similarity = Indel.normalized_similarity(
+            chosen_text[:NEAR_IDENTICAL_CHARS], rejected_text[:NEAR_IDENTICAL_CHARS], score_cutoff=self.threshold
+        )
         if similarity:
             problems.append(("near_identical", f"similarity {similarity:.2f}"))
         ref = self.ref(raw)

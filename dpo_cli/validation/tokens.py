@@ -48,10 +48,6 @@ class TokenChecker:
         self._backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
         self._verified: set[bool] = set()
 
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
     def check(self, pairs: list[tuple[Any, Any, Any]], conversational: bool) -> list[TokenResult]:
         """Check a batch of (prompt, chosen, rejected) triples of one format."""
         if not pairs:
@@ -89,7 +85,9 @@ class TokenChecker:
     def _chat(self, conversations: list[list[dict]], generation_prompt: bool = False) -> list[list[int]]:
         # What `apply_chat_template(tokenize=True)`, which TRL calls per row, does: render the
         # template, then tokenize the text without adding special tokens. Here in one batch.
-        texts = self.tokenizer.apply_chat_template(conversations, add_generation_prompt=generation_prompt, tokenize=False)
+        texts = self.tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=generation_prompt, tokenize=False
+        )
         return self._encode(texts, add_special_tokens=False)
 
     def _encode(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:

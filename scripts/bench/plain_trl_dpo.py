@@ -42,10 +42,17 @@ def main(model_dir: str, train_file: str, out_file: str, max_steps: int, output_
         report_to="none",
         seed=42,
     )
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["c_attn", "c_proj"])
+    peft_config = LoraConfig(
+        task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["c_attn", "c_proj"]
+    )
     timer = StepTimes()
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config, callbacks=[timer]
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[timer],
     )
     trainer.train()
     with open(out_file, "w") as handle:

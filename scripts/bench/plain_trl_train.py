@@ -58,7 +58,9 @@ def main() -> None:
         from transformers import BitsAndBytesConfig
 
         load_kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -85,8 +87,13 @@ def main() -> None:
     )
     timer = StepTimes()
     trainer = DPOTrainer(
-        model=model, args=config, train_dataset=train, eval_dataset=held_out, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[timer],
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[timer],
     )
     output = trainer.train()
     metrics = trainer.evaluate() if held_out is not None else {}

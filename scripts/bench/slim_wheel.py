@@ -25,10 +25,20 @@ from pathlib import Path
 # Per distribution: members (glob on the path inside the wheel) that are dropped.
 DROP = {
     "pyarrow": [
-        "pyarrow/libarrow_flight.so*", "pyarrow/_flight.*", "pyarrow/libarrow_python_flight.so*", "pyarrow/flight.py",
-        "pyarrow/libarrow_s3.so*", "pyarrow/_s3fs.*",
-        "pyarrow/include/*", "pyarrow/tests/*", "pyarrow/src/*", "pyarrow/includes/*",
-        "pyarrow/*.pyx", "pyarrow/*.pxd", "pyarrow/*.pxi", "pyarrow/_pyarrow_cpp_tests.*",
+        "pyarrow/libarrow_flight.so*",
+        "pyarrow/_flight.*",
+        "pyarrow/libarrow_python_flight.so*",
+        "pyarrow/flight.py",
+        "pyarrow/libarrow_s3.so*",
+        "pyarrow/_s3fs.*",
+        "pyarrow/include/*",
+        "pyarrow/tests/*",
+        "pyarrow/src/*",
+        "pyarrow/includes/*",
+        "pyarrow/*.pyx",
+        "pyarrow/*.pxd",
+        "pyarrow/*.pxi",
+        "pyarrow/_pyarrow_cpp_tests.*",
     ],
     "pandas": ["pandas/tests/*", "pandas/conftest.py"],
 }
@@ -48,8 +58,11 @@ def slim(wheel: Path) -> tuple[int, int]:
     with zipfile.ZipFile(wheel) as src:
         members = [m for m in src.infolist() if not m.is_dir()]
         record_name = next(m.filename for m in members if m.filename.endswith(".dist-info/RECORD"))
-        kept = [m for m in members if m.filename != record_name
-                and not any(fnmatch.fnmatch(m.filename, p) for p in patterns)]
+        kept = [
+            m
+            for m in members
+            if m.filename != record_name and not any(fnmatch.fnmatch(m.filename, p) for p in patterns)
+        ]
         fd, tmp = tempfile.mkstemp(dir=wheel.parent, suffix=".whl")
         os.close(fd)
         rows = []

@@ -28,7 +28,12 @@ CPU_VOCAB = 8192
 
 
 def build_tiny_llama(
-    out: Path, size: str = "cpu", tokenizer_dir: Path = SMOLLM2, seed: int = 0, device: str = "cpu", dtype: str = "float32"
+    out: Path,
+    size: str = "cpu",
+    tokenizer_dir: Path = SMOLLM2,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> Path:
     """Save a randomly initialised `LlamaForCausalLM` and the tokenizer at `tokenizer_dir` to `out`.
 

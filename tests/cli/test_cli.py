@@ -55,7 +55,9 @@ def test_config_schema_is_json() -> None:
 
 def test_bad_config_exit_code_and_one_line_per_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("output_dir: r\nmodel:\n  name_or_path: m\ndata:\n  train: t.jsonl\ntraining:\n  betta: 1\n  beta: 0\n")
+    bad.write_text(
+        "output_dir: r\nmodel:\n  name_or_path: m\ndata:\n  train: t.jsonl\ntraining:\n  betta: 1\n  beta: 0\n"
+    )
     result = runner.invoke(app, ["train", str(bad)])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
@@ -100,8 +102,16 @@ def test_resume_refuses_to_guess_without_the_runs_config(tmp_path: Path) -> None
     """Issue 15, item 14: with config.yaml gone, --resume accepted a different beta and learning rate."""
     run = finished_run(tmp_path / "run")
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--resume", "--skip-validation",
-            "--set", f"output_dir={run}", "--set", "training.beta=0.5"]
+    args = [
+        "train",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--resume",
+        "--skip-validation",
+        "--set",
+        f"output_dir={run}",
+        "--set",
+        "training.beta=0.5",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "config.yaml: missing, so the config cannot be checked" in result.stderr
@@ -117,23 +127,37 @@ def test_overwrite_refuses_a_run_whose_folder_holds_the_training_data(tmp_path: 
     (folder / "train.jsonl").write_text(data)
     (folder / "notes.txt").write_text("mine")
     (folder / "run.json").write_text('{"status": "completed"}\n')
-    args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--overwrite", "--skip-validation",
-            "--set", f"output_dir={folder}", "--set", f"data.train={folder / 'train.jsonl'}"]
+    args = [
+        "train",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--overwrite",
+        "--skip-validation",
+        "--set",
+        f"output_dir={folder}",
+        "--set",
+        f"data.train={folder / 'train.jsonl'}",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "--overwrite would delete files that are not the earlier run's own" in result.stderr
     assert "data.train:" in result.stderr and "notes.txt: not a file dpo writes" in result.stderr
-    assert (folder / "train.jsonl").read_text() == data and (folder / "notes.txt").exists() and (folder / "sub").is_dir()
+    assert (
+        (folder / "train.jsonl").read_text() == data and (folder / "notes.txt").exists() and (folder / "sub").is_dir()
+    )
 
 
 def test_a_moved_run_directory_passes_the_resume_config_check(tmp_path: Path) -> None:
     """A run copied to another disk differs from its config.yaml only in output_dir: not a refusal."""
-    from dpo_cli.config.loader import load_config
-    from dpo_cli.training import check_resume_compatible, config_to_yaml
+    from dpo_cli.config.loader import config_to_yaml, load_config
+    from dpo_cli.train.resume import check_resume_compatible
 
     smoke = ROOT / "configs" / "smoke.yaml"
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / "config.yaml").write_text(config_to_yaml(load_config(smoke, [f"output_dir={tmp_path / 'old'}"])))
+    (tmp_path / "old" / "config.yaml").write_text(
+        config_to_yaml(load_config(smoke, [f"output_dir={tmp_path / 'old'}"]))
+    )
     check_resume_compatible(load_config(smoke, [f"output_dir={tmp_path / 'new'}"]), tmp_path / "old")
     with pytest.raises(Exception, match="differs from the run being resumed"):
-        check_resume_compatible(load_config(smoke, [f"output_dir={tmp_path / 'new'}", "training.beta=0.5"]), tmp_path / "old")
+        check_resume_compatible(
+            load_config(smoke, [f"output_dir={tmp_path / 'new'}", "training.beta=0.5"]), tmp_path / "old"
+        )

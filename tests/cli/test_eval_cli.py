@@ -75,8 +75,19 @@ def test_dead_judge_endpoint_stops_before_any_work(tmp_path: Path) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    result = runner.invoke(app, ["eval", str(run), "--judge", f"endpoint:http://127.0.0.1:{port}/v1",
-                                 "--judge-model", "m", "--set", "eval.judge.max_retries=0"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run),
+            "--judge",
+            f"endpoint:http://127.0.0.1:{port}/v1",
+            "--judge-model",
+            "m",
+            "--set",
+            "eval.judge.max_retries=0",
+        ],
+    )
     assert result.exit_code == 1
     assert "unreachable" in result.stderr and "Traceback" not in result.output
     assert not (run / "eval").exists()
@@ -89,10 +100,15 @@ def test_model_with_several_runs_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("judge", "model", "expected"),
-    [("endpoint:http://h:1/v1", "m", ["eval.judge.kind=endpoint", "eval.judge.base_url=http://h:1/v1",
-                                       "eval.judge.model=m"]),
-     ("reward_model:/rm", None, ["eval.judge.kind=reward_model", "eval.judge.path=/rm"]),
-     (None, None, [])],
+    [
+        (
+            "endpoint:http://h:1/v1",
+            "m",
+            ["eval.judge.kind=endpoint", "eval.judge.base_url=http://h:1/v1", "eval.judge.model=m"],
+        ),
+        ("reward_model:/rm", None, ["eval.judge.kind=reward_model", "eval.judge.path=/rm"]),
+        (None, None, []),
+    ],
 )
 def test_judge_overrides(judge, model, expected) -> None:
     assert judge_overrides(judge, model) == expected

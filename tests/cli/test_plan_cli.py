@@ -38,9 +38,22 @@ def test_mistral_plans_for_8x80gb_offline_without_torch(monkeypatch):
 
 
 FULL_7B_ON_ONE_24GB = [
-    "plan", str(ROOT / "configs" / "mistral.yaml"), "--gpus", "1", "--gpu-memory", "24GiB",
-    "--set", "quantization=null", "--set", "lora=null", "--set", "launch.deepspeed=null", "--set", "launch.num_processes=1",
-    "--set", "training.precompute_ref_log_probs=false",
+    "plan",
+    str(ROOT / "configs" / "mistral.yaml"),
+    "--gpus",
+    "1",
+    "--gpu-memory",
+    "24GiB",
+    "--set",
+    "quantization=null",
+    "--set",
+    "lora=null",
+    "--set",
+    "launch.deepspeed=null",
+    "--set",
+    "launch.num_processes=1",
+    "--set",
+    "training.precompute_ref_log_probs=false",
 ]
 
 
@@ -86,8 +99,18 @@ def test_plan_errors_are_clear(tmp_path, monkeypatch):
 
 def test_plan_with_explicit_model_config(tmp_path):
     config_json = tmp_path / "config.json"
-    config_json.write_text(json.dumps({"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 4,
-                                       "num_attention_heads": 4, "intermediate_size": 512, "vocab_size": 1000}))
+    config_json.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 256,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "intermediate_size": 512,
+                "vocab_size": 1000,
+            }
+        )
+    )
     result = runner.invoke(app, ["plan", str(ROOT / "configs" / "mistral.yaml"), "--model-config", str(config_json)])
     assert result.exit_code == 0, result.output
     assert str(config_json) in result.output and "4 layers, hidden 256" in result.output

@@ -29,8 +29,9 @@ def config(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("verb", ["train", "sweep-beta"])
 def test_missing_tracker_stops_before_the_model_loads(verb: str, config: Path, tmp_path: Path, monkeypatch) -> None:
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("tensorboard") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("tensorboard") else real(name, *a)
+    )
     result = runner.invoke(app, [verb, str(config)])
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [

@@ -15,8 +15,10 @@ runner = CliRunner()
 
 
 def rows(n: int = 120) -> list[dict]:
-    return [{"prompt": f"Question {i}?", "chosen": f"Answer {i} in a few words.", "rejected": f"No idea about {i * 3}!"}
-            for i in range(n)]
+    return [
+        {"prompt": f"Question {i}?", "chosen": f"Answer {i} in a few words.", "rejected": f"No idea about {i * 3}!"}
+        for i in range(n)
+    ]
 
 
 def write(path: Path, items: list) -> Path:
@@ -72,27 +74,56 @@ def test_report_and_write_clean(tmp_path: Path) -> None:
 
 
 def test_kto_rows_are_named_as_such(tmp_path: Path) -> None:
-    path = write(tmp_path / "kto.jsonl", [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2 == 0}
-                                          for i in range(10)])
+    path = write(
+        tmp_path / "kto.jsonl", [{"prompt": f"p{i}", "completion": f"c{i}", "label": i % 2 == 0} for i in range(10)]
+    )
     alone = runner.invoke(app, ["validate-data", "--data", str(path)])  # no config: validated as the KTO data it is
     assert alone.exit_code == 0 and "10 rows, standard (unpaired rows, KTO)" in alone.output
-    for_dpo = runner.invoke(app, ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens",
-                                  "--set", f"data.train={path}", "--set", "data.eval=null"])
+    for_dpo = runner.invoke(
+        app,
+        [
+            "validate-data",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--no-tokens",
+            "--set",
+            f"data.train={path}",
+            "--set",
+            "data.eval=null",
+        ],
+    )
     assert for_dpo.exit_code == 2 and "unpaired rows" in for_dpo.output and "algorithm: kto" in for_dpo.output
 
 
 def test_column_options(tmp_path: Path) -> None:
     path = write(tmp_path / "t.jsonl", [{"q": r["prompt"], "good": r["chosen"], "bad": r["rejected"]} for r in rows()])
-    args = ["validate-data", "--data", str(path), "--prompt-column", "q", "--chosen-column", "good",
-            "--rejected-column", "bad"]
+    args = [
+        "validate-data",
+        "--data",
+        str(path),
+        "--prompt-column",
+        "q",
+        "--chosen-column",
+        "good",
+        "--rejected-column",
+        "bad",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
 
 
 def test_config_without_tokens() -> None:
-    result = runner.invoke(app, ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens",
-                                 "--set", f"data.train={SAMPLE / 'train.jsonl'}",
-                                 "--set", f"data.eval={SAMPLE / 'eval.jsonl'}"])
+    result = runner.invoke(
+        app,
+        [
+            "validate-data",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--no-tokens",
+            "--set",
+            f"data.train={SAMPLE / 'train.jsonl'}",
+            "--set",
+            f"data.eval={SAMPLE / 'eval.jsonl'}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "train" in result.output and "eval" in result.output
 
@@ -114,8 +145,18 @@ def test_train_drops_a_few_bad_rows_and_refuses_many_before_loading_a_model(tmp_
     tokenizer = "model.tokenizer_name_or_path=" + str(_tokenizer_dir(tmp_path))
 
     def train(path: Path, *extra: str):
-        args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--set", f"output_dir={out}", "--set",
-                f"data.train={path}", "--set", f"data.eval={evals}", "--set", "model.name_or_path=/nonexistent"]
+        args = [
+            "train",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--set",
+            f"output_dir={out}",
+            "--set",
+            f"data.train={path}",
+            "--set",
+            f"data.eval={evals}",
+            "--set",
+            "model.name_or_path=/nonexistent",
+        ]
         return runner.invoke(app, [*args, *extra])
 
     # 20 of 120 rows (17%) is past data.max_drop_fraction (10%): a mapping mistake, not noise
@@ -144,8 +185,9 @@ def _tokenizer_dir(tmp_path: Path) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tok.train_from_iterator([r["chosen"] + r["rejected"] for r in rows()], trainer)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     out = tmp_path / "tok"
@@ -175,8 +217,9 @@ def test_one_huge_line_is_an_error_naming_it_in_bounded_memory(tmp_path: Path) -
     )
     log = tmp_path / "out.txt"
     with open(log, "w") as out:
-        subprocess.run([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, timeout=120,
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, timeout=120, check=True
+        )
     text = log.read_text()
     exit_code, peak_kb = text.split("exit ")[-1].split(" peak_kb ")
     assert int(exit_code) == 2 and f"{path}:121 (line is 47.7 MiB, over the per-row limit of 4.0 MiB" in text, text
@@ -194,8 +237,10 @@ def test_bad_input_is_one_clear_message(tmp_path: Path) -> None:
     bad_format = runner.invoke(app, ["validate-data", "--data", str(SAMPLE / "train.jsonl"), "--format", "sharegtp"])
     assert bad_format.exit_code == 2 and "--format sharegtp: not a layout" in bad_format.output
     wrong_layout = runner.invoke(app, ["validate-data", "--data", str(SAMPLE / "train.jsonl"), "--format", "sharegpt"])
-    assert wrong_layout.exit_code == 2 and "`format: sharegpt` (ShareGPT ranking (LLaMA-Factory)) expects" in \
-        wrong_layout.output
+    assert (
+        wrong_layout.exit_code == 2
+        and "`format: sharegpt` (ShareGPT ranking (LLaMA-Factory)) expects" in wrong_layout.output
+    )
     for out in (result, bad_format, wrong_layout):
         assert "Traceback" not in out.output
 
@@ -203,8 +248,15 @@ def test_bad_input_is_one_clear_message(tmp_path: Path) -> None:
 def test_mixtures_name_the_sources_that_cannot_mix(tmp_path: Path) -> None:
     plain = write(tmp_path / "plain.jsonl", [{"chosen": f"Yes {i}", "rejected": f"No way {i}"} for i in range(20)])
     mixture = json.dumps([{"path": str(SAMPLE / "train_chat.jsonl"), "name": "chat"}, {"path": str(plain)}])
-    args = ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens", "--set", f"data.train={mixture}",
-            "--set", "data.eval=null"]
+    args = [
+        "validate-data",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--no-tokens",
+        "--set",
+        f"data.train={mixture}",
+        "--set",
+        "data.eval=null",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "format_mismatch" in result.output
     assert "chat (" in result.output and "plain" in result.output and "implicit prompt" in result.output
@@ -218,13 +270,30 @@ def test_mixtures_name_the_sources_that_cannot_mix(tmp_path: Path) -> None:
 
 
 def test_mixture_report_counts_rows_per_source(tmp_path: Path) -> None:
-    mixture = json.dumps([{"path": str(SAMPLE / "train_chat.jsonl"), "fraction": 0.5, "name": "chat"},
-                          {"path": str(ROOT / "data" / "formats" / "sharegpt_ranking.json")}])
-    result = runner.invoke(app, ["validate-data", str(ROOT / "configs" / "smoke.yaml"), "--no-tokens",
-                                 "--set", f"data.train={mixture}", "--set", "data.eval=null",
-                                 "--write-clean", str(tmp_path / "clean")])
+    mixture = json.dumps(
+        [
+            {"path": str(SAMPLE / "train_chat.jsonl"), "fraction": 0.5, "name": "chat"},
+            {"path": str(ROOT / "data" / "formats" / "sharegpt_ranking.json")},
+        ]
+    )
+    result = runner.invoke(
+        app,
+        [
+            "validate-data",
+            str(ROOT / "configs" / "smoke.yaml"),
+            "--no-tokens",
+            "--set",
+            f"data.train={mixture}",
+            "--set",
+            "data.eval=null",
+            "--write-clean",
+            str(tmp_path / "clean"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert "source chat: trl:" in result.output and "400 input rows -> 400 pairs, 0 dropped, 400 kept, 200 taken" \
-        in result.output
+    assert (
+        "source chat: trl:" in result.output
+        and "400 input rows -> 400 pairs, 0 dropped, 400 kept, 200 taken" in result.output
+    )
     assert "source sharegpt_ranking: sharegpt:" in result.output
     assert len((tmp_path / "clean" / "train.jsonl").read_text().splitlines()) == 206

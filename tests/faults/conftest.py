@@ -71,7 +71,7 @@ def adapter(out: Path) -> dict:
 @pytest.fixture(scope="session")
 def reference_run(tiny_model_dir: Path, tmp_path_factory) -> Path:
     """The fault run trained once without any fault."""
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path_factory.mktemp("faults") / "reference"
     train(config(tiny_model_dir, out))
@@ -110,8 +110,15 @@ def hooks(tmp_path: Path, code: str) -> dict[str, str]:
 def run_child(args: list[str], env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
     """`python -m dpo_cli ARGS` with its output in `log` (never an unread pipe)."""
     with log.open("w") as handle:
-        return subprocess.run([sys.executable, "-m", "dpo_cli", *args], cwd=ROOT, env=env, stdout=handle,
-                              stderr=subprocess.STDOUT, timeout=LIMIT_S, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "dpo_cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=LIMIT_S,
+            check=False,
+        )
 
 
 @pytest.fixture()
@@ -138,8 +145,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command here")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.strip()[:200]}")
     try:

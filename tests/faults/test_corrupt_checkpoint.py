@@ -41,7 +41,7 @@ FAST = {"truncated_adapter", "empty_rng_state"}
 @pytest.fixture(scope="module")
 def finished(tiny_model_dir: Path, tmp_path_factory) -> Path:
     """The fault run with every checkpoint kept (2, 4, 6), as `save_total_limit: null` leaves it."""
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path_factory.mktemp("faults") / "finished"
     train(config(tiny_model_dir, out, "training.save_total_limit=null"))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 def fill_at_step(monkeypatch, disk: Path, step: int, leave: int) -> Path:
     """Just before `step`'s save, fill `disk` until `leave` bytes are free."""
-    from dpo_cli.callbacks import GracefulStop
+    from dpo_cli.train.callbacks import GracefulStop
 
     filler = disk / "filler"
     original = GracefulStop.on_step_end
@@ -40,12 +40,13 @@ def fill_at_step(monkeypatch, disk: Path, step: int, leave: int) -> Path:
 # How much room is left decides which file the save fails on: the adapter weights
 # (safetensors' IoError), the tokenizer (tokenizers' bare Exception) or the optimizer state
 # (torch's "unexpected pos").
-@pytest.mark.parametrize("leave", [30_000, pytest.param(110_000, marks=pytest.mark.slow),
-                                   pytest.param(210_000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "leave", [30_000, pytest.param(110_000, marks=pytest.mark.slow), pytest.param(210_000, marks=pytest.mark.slow)]
+)
 def test_a_full_disk_during_a_save_is_one_message_and_the_run_resumes(
     leave: int, small_disk: Path, tiny_model_dir: Path, reference_run: Path, monkeypatch
 ) -> None:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = small_disk / "run"
     filler = fill_at_step(monkeypatch, small_disk, 4, leave)

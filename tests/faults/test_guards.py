@@ -67,20 +67,23 @@ def test_an_alias_bomb_in_a_run_config_is_refused_before_anything_loads(tmp_path
     config = tmp_path / "bomb.yaml"
     lines = ["      a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"      a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
-    config.write_text((ROOT / "configs" / "smoke.yaml").read_text() + "  lr_scheduler_kwargs:\n    bomb:\n"
-                      + "\n".join(lines) + "\n")
+    config.write_text(
+        (ROOT / "configs" / "smoke.yaml").read_text() + "  lr_scheduler_kwargs:\n    bomb:\n" + "\n".join(lines) + "\n"
+    )
     code = textwrap.dedent(
         f"""
         import resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
         from typer.testing import CliRunner
         from dpo_cli.cli.main import app
-        r = CliRunner().invoke(app, ["train", {str(config)!r}, "--set", "output_dir={tmp_path / 'run'}"])
+        r = CliRunner().invoke(app, ["train", {str(config)!r}, "--set", "output_dir={tmp_path / "run"}"])
         print(r.output)
         sys.exit(r.exit_code)
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
     assert done.returncode == 2, (done.stdout + done.stderr)[-2000:]
     assert "through aliases" in done.stdout and "Traceback" not in done.stdout + done.stderr
     assert not (tmp_path / "run").exists()
@@ -92,8 +95,10 @@ def test_a_model_that_needs_remote_code_names_the_setting(tiny_model_dir: Path, 
     shutil.copytree(tiny_model_dir, model)
     config = json.loads((model / "config.json").read_text())
     config["model_type"] = "dpo-test-custom"
-    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig",
-                          "AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    config["auto_map"] = {
+        "AutoConfig": "configuration_custom.CustomConfig",
+        "AutoModelForCausalLM": "modeling_custom.CustomModel",
+    }
     (model / "config.json").write_text(json.dumps(config))
     (model / "configuration_custom.py").write_text(
         "from transformers import PretrainedConfig\n\n\nclass CustomConfig(PretrainedConfig):\n"

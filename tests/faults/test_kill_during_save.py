@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 KILL = "import os, signal\ndef die():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
 STAGES = {
     # After the adapter weights, before the optimizer state.
-    "after_weights": KILL + """
+    "after_weights": KILL
+    + """
 import transformers.trainer as t
 orig = t.Trainer._save_optimizer_and_scheduler
 def save(self, output_dir):
@@ -34,7 +35,8 @@ def save(self, output_dir):
 t.Trainer._save_optimizer_and_scheduler = save
 """,
     # Weights, optimizer, scheduler and RNG state written; trainer_state.json not yet.
-    "before_trainer_state": KILL + """
+    "before_trainer_state": KILL
+    + """
 import transformers.trainer_callback as tc
 orig = tc.TrainerState.save_to_json
 def save(self, path):
@@ -45,7 +47,8 @@ tc.TrainerState.save_to_json = save
 """,
     # Every file of the save written, the marker not yet: the window where the Trainer's
     # rotation used to have removed checkpoint-2 already.
-    "before_marker": KILL + """
+    "before_marker": KILL
+    + """
 import dpo_cli.rundir as r
 orig = r.atomic_write_text
 def write(path, text):
@@ -55,7 +58,8 @@ def write(path, text):
 r.atomic_write_text = write
 """,
     # checkpoint-4 marked; checkpoint-2 half deleted by the rotation.
-    "mid_rotation": KILL + """
+    "mid_rotation": KILL
+    + """
 import shutil
 orig = shutil.rmtree
 def rmtree(path, *args, **kwargs):
@@ -70,13 +74,11 @@ shutil.rmtree = rmtree
 FAST = {"before_marker"}
 
 
-@pytest.mark.parametrize(
-    "stage", [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in STAGES]
-)
+@pytest.mark.parametrize("stage", [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in STAGES])
 def test_a_kill_at_any_stage_of_a_save_leaves_a_checkpoint_and_resume_is_exact(
     stage: str, tiny_model_dir: Path, tmp_path: Path, reference_run: Path
 ) -> None:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path / "run"
     killed = run_child(cli_args(tiny_model_dir, out), hooks(tmp_path, STAGES[stage]), tmp_path / "child.log")

@@ -23,21 +23,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("signal_guard")]
 
 def test_sigterm_while_the_model_loads_leaves_nothing_behind(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Before the fix: killed with no message, and an output_dir that both a rerun and --resume refused."""
-    import dpo_cli.build
-    from dpo_cli.training import train
+    import dpo_cli.models
+    from dpo_cli.train.run import train
 
-    original = dpo_cli.build.load_policy
+    original = dpo_cli.models.load_policy
 
     def load_policy(cfg):
         os.kill(os.getpid(), signal.SIGTERM)
         return original(cfg)
 
-    monkeypatch.setattr(dpo_cli.build, "load_policy", load_policy)
+    monkeypatch.setattr(dpo_cli.models, "load_policy", load_policy)
     out = tmp_path / "run"
     with pytest.raises(DpoError) as info:
         train(config(tiny_model_dir, out))
     assert info.value.exit_code == EXIT_INTERRUPTED
-    assert info.value.message == "interrupted before training started; nothing was written, so there is nothing to resume"
+    assert (
+        info.value.message == "interrupted before training started; nothing was written, so there is nothing to resume"
+    )
     assert not out.exists()
     check_run_dir(out, overwrite=False, resume=False)  # the same command may simply run again
 
@@ -48,9 +50,9 @@ def test_a_second_ctrl_c_during_the_save_says_what_was_kept(
     """Before the fix: exit 130 with no marker and run.json still "running"."""
     import transformers.trainer
 
-    from dpo_cli.callbacks import GracefulStop
     from dpo_cli.interrupts import RunSignals
-    from dpo_cli.training import train
+    from dpo_cli.train.callbacks import GracefulStop
+    from dpo_cli.train.run import train
 
     original_step_end = GracefulStop.on_step_end
     original_save = transformers.trainer.Trainer._save_optimizer_and_scheduler
@@ -88,7 +90,7 @@ def test_a_signal_during_the_final_save_keeps_the_last_checkpoint(
     tiny_model_dir: Path, tmp_path: Path, reference_run: Path, monkeypatch
 ) -> None:
     from dpo_cli import rundir
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     original = rundir.mark_complete
 
@@ -98,7 +100,7 @@ def test_a_signal_during_the_final_save_keeps_the_last_checkpoint(
         return original(folder, **extra)
 
     monkeypatch.setattr(rundir, "mark_complete", mark_complete)
-    monkeypatch.setattr("dpo_cli.training.mark_complete", mark_complete)
+    monkeypatch.setattr("dpo_cli.train.run.mark_complete", mark_complete)
     out = tmp_path / "run"
     with pytest.raises(DpoError) as info:
         train(config(tiny_model_dir, out))

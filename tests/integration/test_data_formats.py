@@ -31,15 +31,30 @@ def hh_rows(n: int, long_prompts: tuple[int, ...]) -> list[dict]:
         turns = f"\n\nHuman: {question}"
         if i % 4 == 1:
             turns = f"\n\nHuman: Hello.\n\nAssistant: Hi, how can I help?{turns}"
-        rows.append({"chosen": f"{turns}\n\nAssistant: Try {WORDS[(i + 3) % 10].title()}, it is short and warm.",
-                     "rejected": f"{turns}\n\nAssistant: No."})
+        rows.append(
+            {
+                "chosen": f"{turns}\n\nAssistant: Try {WORDS[(i + 3) % 10].title()}, it is short and warm.",
+                "rejected": f"{turns}\n\nAssistant: No.",
+            }
+        )
     return rows
 
 
 def train(tiny_model_dir: Path, out: Path, *sets: str):
-    args = ["train", str(SMOKE), "--set", f"model.name_or_path={tiny_model_dir}", "--set", f"output_dir={out}",
-            "--set", "training.max_steps=2", "--set", "training.per_device_train_batch_size=4",
-            "--set", "training.save_steps=100"]
+    args = [
+        "train",
+        str(SMOKE),
+        "--set",
+        f"model.name_or_path={tiny_model_dir}",
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        "training.max_steps=2",
+        "--set",
+        "training.per_device_train_batch_size=4",
+        "--set",
+        "training.save_steps=100",
+    ]
     for item in sets:
         args += ["--set", item]
     return CliRunner().invoke(app, args)
@@ -47,11 +62,18 @@ def train(tiny_model_dir: Path, out: Path, *sets: str):
 
 def test_hh_jsonl_gz_drops_the_three_prompts_over_max_length_and_says_so(tiny_model_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "hh.jsonl.gz"
-    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in hh_rows(256, (17, 101, 230))).encode(),
-                                   mtime=0))
+    path.write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in hh_rows(256, (17, 101, 230))).encode(), mtime=0)
+    )
     out = tmp_path / "run"
-    result = train(tiny_model_dir, out, f"data.train={path}", "data.eval=null", "data.eval_fraction=null",
-                   "training.max_length=512")
+    result = train(
+        tiny_model_dir,
+        out,
+        f"data.train={path}",
+        "data.eval=null",
+        "data.eval_fraction=null",
+        "training.max_length=512",
+    )
     assert result.exit_code == 0, result.output
     assert "dropped: 3 of 256 train rows (response_cut_off x3), 253 left" in result.output
     run = json.loads((out / "run.json").read_text())
@@ -83,14 +105,23 @@ def test_hh_prompts_are_cut_exactly_as_trls_extract_prompt_cuts_them(tmp_path: P
 
 def test_trains_straight_from_a_sharegpt_ranking_file(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = train(tiny_model_dir, out, f"data.train={FORMATS / 'sharegpt_ranking.json'}", "data.eval=null",
-                   "data.eval_fraction=null", "training.per_device_train_batch_size=2")
+    result = train(
+        tiny_model_dir,
+        out,
+        f"data.train={FORMATS / 'sharegpt_ranking.json'}",
+        "data.eval=null",
+        "data.eval_fraction=null",
+        "training.per_device_train_batch_size=2",
+    )
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
     assert run["data_format"] == "conversational" and run["train_rows"] == 6
     assert run["data"]["sources"]["train"][0]["layout"] == "sharegpt"
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in line and "train_runtime" not in line]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in line and "train_runtime" not in line
+    ]
     assert abs(losses[0] - math.log(2)) < 0.01  # a fresh LoRA starts exactly at the reference
 
 
@@ -100,11 +131,18 @@ def test_a_mixture_of_layouts_with_metrics_per_eval_source(tiny_model_dir: Path,
         {"path": str(FORMATS / "sharegpt_ranking.json")},
         {"path": str(FORMATS / "hh_rlhf.jsonl.gz"), "max_samples": 4},  # text transcripts, parsed into turns
     ]
-    evals = [{"path": str(SAMPLE / "eval_chat.jsonl"), "max_samples": 8, "name": "held"},
-             {"path": str(FORMATS / "openai_preference.jsonl"), "name": "openai"}]
+    evals = [
+        {"path": str(SAMPLE / "eval_chat.jsonl"), "max_samples": 8, "name": "held"},
+        {"path": str(FORMATS / "openai_preference.jsonl"), "name": "openai"},
+    ]
     out = tmp_path / "run"
-    result = train(tiny_model_dir, out, f"data.train={json.dumps(mixture)}", f"data.eval={json.dumps(evals)}",
-                   "training.eval_steps=100")
+    result = train(
+        tiny_model_dir,
+        out,
+        f"data.train={json.dumps(mixture)}",
+        f"data.eval={json.dumps(evals)}",
+        "training.eval_steps=100",
+    )
     assert result.exit_code == 0, result.output
     run = json.loads((out / "run.json").read_text())
     taken = {s["name"]: (s["layout"], s["taken"]) for s in run["data"]["sources"]["train"]}

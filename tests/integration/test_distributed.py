@@ -3,7 +3,7 @@
 `dpo train --num-processes 2` re-runs itself under accelerate, exactly as on a GPU node. The
 ZeRO-3 run sets nothing CPU-specific: with no GPU visible, a launched run trains on the CPU by
 itself (issue 15, item 15); the others set `training.use_cpu` (and with it DS_ACCELERATOR=cpu,
-set by dpo_cli.launch), as a user forcing the CPU on a GPU machine would.
+set by dpo_cli.train.launch), as a user forcing the CPU on a GPU machine would.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import COMPLETE_MARKER, read_metrics
-from tests.conftest import ROOT, SAMPLE, smoke_overrides
+from tests.conftest import ROOT, SAMPLE, output, run_logged, smoke_overrides, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,23 @@ def dpo_train(
         "data.max_eval_samples=16",
         *extra,
     )
-    argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), "--num-processes", "2",
-            *([] if validate else ["--skip-validation"])]
+    argv = [
+        sys.executable,
+        "-m",
+        "dpo_cli",
+        "train",
+        str(SMOKE),
+        "--num-processes",
+        "2",
+        *([] if validate else ["--skip-validation"]),
+    ]
     for item in overrides:
         argv += ["--set", item]
     # A port of its own, so that a concurrent test run on the same machine cannot collide.
     port = 20000 + os.getpid() % 20000
     argv += ["--set", f"launch.main_process_port={port}"]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S, check=False)
+    return run_logged(argv, out.parent, f"{out.name}-train", cwd=ROOT, env=full_env, timeout=HANG_LIMIT_S)
 
 
 def assert_complete_run(out: Path, done: subprocess.CompletedProcess) -> None:
@@ -83,8 +91,14 @@ def zero3_run(tiny_model_dir: Path, tmp_path_factory):
     out = folder / "zero3"
     # No `training.use_cpu`: before the fix DeepSpeed refused to start ("train_batch_size is not
     # equal to micro_batch_per_gpu * gradient_acc_step * world_size 4 != 4 * 1 * 2").
-    return out, dpo_train(tiny_model_dir, out, "launch.deepspeed={zero_stage: 3}", f"data.train={folder / 'train.jsonl'}",
-                          use_cpu=False, validate=True)
+    return out, dpo_train(
+        tiny_model_dir,
+        out,
+        "launch.deepspeed={zero_stage: 3}",
+        f"data.train={folder / 'train.jsonl'}",
+        use_cpu=False,
+        validate=True,
+    )
 
 
 def test_zero3_two_processes_train_and_save(zero3_run) -> None:
@@ -96,8 +110,10 @@ def test_zero3_two_processes_train_and_save(zero3_run) -> None:
     assert "note: no GPU visible: the 2 processes train on the CPU" in done.stderr
     assert "dropped: 2 of 402 train rows (duplicate_pair x2), 400 left" in done.stderr
     for rank in (0, 1):
-        assert f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)" \
+        assert (
+            f"data (rank {rank}): {out.parent / 'train.jsonl'}: 2 row(s) left out (found by the data check x2)"
             in done.stderr
+        )
     assert json.loads((out / "run.json").read_text())["train_rows"] == 400
     # Each rank wrote its own ZeRO shard of the checkpoint.
     shards = sorted(p.name for p in (out / "checkpoints" / "checkpoint-4" / "global_step4").iterdir())
@@ -218,7 +234,7 @@ def test_a_signal_to_one_rank_stops_all_at_a_checkpoint(tiny_model_dir: Path, tm
                                 f"launch.main_process_port={20000 + (os.getpid() + 7) % 20000}"):  # fmt: skip
         argv += ["--set", item]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = spawn(argv, out.parent, f"{out.name}-train", cwd=ROOT, env=env)
     deadline = time.monotonic() + HANG_LIMIT_S
     signalled = False
     while time.monotonic() < deadline and process.poll() is None and not signalled:
@@ -229,7 +245,8 @@ def test_a_signal_to_one_rank_stops_all_at_a_checkpoint(tiny_model_dir: Path, tm
             os.kill(pid, signal.SIGTERM)
             signalled = True
         time.sleep(0.1)
-    _, stderr = process.communicate(timeout=HANG_LIMIT_S)
+    process.wait(timeout=HANG_LIMIT_S)
+    stderr = output(process)[1]
     assert signalled, stderr[-3000:]
     assert process.returncode == 130, stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"

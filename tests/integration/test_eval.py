@@ -8,7 +8,6 @@ import math
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -42,16 +41,23 @@ def free_port() -> int:
 
 def start_server(model: Path, timeout: float = 180.0):
     """`transformers serve` on loopback with `model` preloaded; returns (process, base_url)."""
+    import tempfile
+
+    from tests.conftest import output, spawn
+
     port = free_port()
     serve = Path(sys.executable).parent / "transformers"
-    proc = subprocess.Popen(
+    proc = spawn(
         [str(serve), "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        Path(tempfile.mkdtemp(prefix="dpo-serve-")),
+        "serve",
+        combined=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited: {proc.stderr.read().decode()[-2000:]}")
+            raise RuntimeError(f"transformers serve exited: {output(proc)[0][-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
                 if reply.status == 200:
@@ -72,7 +78,7 @@ def served_tiny(tiny_model_dir: Path):
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_model_dir: Path, tmp_path_factory) -> Path:
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     out = tmp_path_factory.mktemp("eval-runs") / "lora"
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, out, "training.save_steps=100"))
@@ -84,12 +90,14 @@ def test_fresh_lora_scores_exactly_like_the_reference(tiny_model_dir: Path, tmp_
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.build import to_lora_config
     from dpo_cli.evaluation.preference import preference_metrics
+    from dpo_cli.train.trl_args import to_lora_config
 
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "run", "data.max_eval_samples=32"))
     fresh = tmp_path / "fresh-adapter"
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(fresh)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(
+        fresh
+    )
     rows = preference_metrics(cfg, fresh)
     ref, pol = rows["reference"], rows["policy"]
     for key in ("reward_accuracy", "reward_margin", "dpo_loss", "logp_chosen", "logp_rejected"):
@@ -158,8 +166,11 @@ def test_dead_endpoint_ends_with_a_clear_message() -> None:
 def test_missing_api_key_variable_is_named(monkeypatch) -> None:
     monkeypatch.delenv("DPO_TEST_NO_SUCH_KEY", raising=False)
     with pytest.raises(DpoError, match="DPO_TEST_NO_SUCH_KEY"):
-        EndpointJudge(JudgeSection(kind="endpoint", base_url="http://127.0.0.1:1/v1", model="m",
-                                   api_key_env="DPO_TEST_NO_SUCH_KEY"))
+        EndpointJudge(
+            JudgeSection(
+                kind="endpoint", base_url="http://127.0.0.1:1/v1", model="m", api_key_env="DPO_TEST_NO_SUCH_KEY"
+            )
+        )
 
 
 def test_generation_is_seeded_and_cached(trained_run: Path, tmp_path: Path) -> None:
@@ -169,29 +180,72 @@ def test_generation_is_seeded_and_cached(trained_run: Path, tmp_path: Path) -> N
     cfg = load_config(trained_run / "config.yaml", ["eval.num_prompts=3", "eval.batch_size=2", "eval.max_new_tokens=8"])
     prompts = eval_prompts(load_preference_data(cfg.data).eval, cfg.eval.num_prompts)
     models = load_generation_models(cfg, trained_run / "final")
-    first = generate(models.policy, models.tokenizer, prompts, cfg.eval, label="policy",
-                     model_id=models.policy_id, out_path=tmp_path / "a.jsonl", progress=False)
-    again = generate(models.policy, models.tokenizer, prompts, cfg.eval, label="policy",
-                     model_id=models.policy_id, out_path=tmp_path / "b.jsonl", progress=False)
+    first = generate(
+        models.policy,
+        models.tokenizer,
+        prompts,
+        cfg.eval,
+        label="policy",
+        model_id=models.policy_id,
+        out_path=tmp_path / "a.jsonl",
+        progress=False,
+    )
+    again = generate(
+        models.policy,
+        models.tokenizer,
+        prompts,
+        cfg.eval,
+        label="policy",
+        model_id=models.policy_id,
+        out_path=tmp_path / "b.jsonl",
+        progress=False,
+    )
     assert [r["response"] for r in first] == [r["response"] for r in again]  # same seed, same text
     lines = (tmp_path / "a.jsonl").read_text().splitlines()
     # A rerun with everything cached reads the file and never touches a model (none is given).
-    reread = generate(None, models.tokenizer, prompts, cfg.eval, label="policy",
-                      model_id=models.policy_id, out_path=tmp_path / "a.jsonl", progress=False)
+    reread = generate(
+        None,
+        models.tokenizer,
+        prompts,
+        cfg.eval,
+        label="policy",
+        model_id=models.policy_id,
+        out_path=tmp_path / "a.jsonl",
+        progress=False,
+    )
     assert (tmp_path / "a.jsonl").read_text().splitlines() == lines and reread == first
     with models.reference_context():
-        ref = generate(models.reference, models.tokenizer, prompts, cfg.eval, label="reference",
-                       model_id=models.reference_id, out_path=tmp_path / "r.jsonl", progress=False)
+        ref = generate(
+            models.reference,
+            models.tokenizer,
+            prompts,
+            cfg.eval,
+            label="reference",
+            model_id=models.reference_id,
+            out_path=tmp_path / "r.jsonl",
+            progress=False,
+        )
     assert [r["response"] for r in ref] != [r["response"] for r in first]  # the adapter is off for the reference
 
 
-def test_dpo_eval_cli_with_reward_model_judge_and_side_by_side(trained_run: Path, tiny_reward_model_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_dpo_eval_cli_with_reward_model_judge_and_side_by_side(
+    trained_run: Path, tiny_reward_model_dir: Path, tmp_path: Path
+) -> None:
     second = tmp_path / "lora-copy"
     shutil.copytree(trained_run, second, ignore=shutil.ignore_patterns("eval"))
-    args = ["eval", str(trained_run), str(second), "--judge", f"reward_model:{tiny_reward_model_dir}",
-            "--compare-dir", str(tmp_path / "cmp"), "--no-progress", "--set", "eval.preference=false",
-            *[x for o in FAST_EVAL for x in ("--set", o)]]
+    args = [
+        "eval",
+        str(trained_run),
+        str(second),
+        "--judge",
+        f"reward_model:{tiny_reward_model_dir}",
+        "--compare-dir",
+        str(tmp_path / "cmp"),
+        "--no-progress",
+        "--set",
+        "eval.preference=false",
+        *[x for o in FAST_EVAL for x in ("--set", o)],
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "win rate" in result.stdout and "pathology" in result.stdout
@@ -210,9 +264,21 @@ def test_dpo_eval_cli_end_to_end_with_served_judge(trained_run: Path, served_tin
     shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("eval"))
     secret = "sk-dpo-test-secret-0123456789"
     monkeypatch.setenv("DPO_TEST_JUDGE_KEY", secret)
-    result = runner.invoke(app, ["eval", str(run), "--judge", f"endpoint:{url}", "--judge-model", model, "--no-progress",
-                                 "--set", "eval.judge.api_key_env=DPO_TEST_JUDGE_KEY",
-                                 *[x for o in FAST_EVAL for x in ("--set", o)]])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(run),
+            "--judge",
+            f"endpoint:{url}",
+            "--judge-model",
+            model,
+            "--no-progress",
+            "--set",
+            "eval.judge.api_key_env=DPO_TEST_JUDGE_KEY",
+            *[x for o in FAST_EVAL for x in ("--set", o)],
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "reward acc" in result.stdout and "could not be parsed" in result.stdout
     report = json.loads((run / "eval" / "report.json").read_text())
@@ -260,8 +326,8 @@ def arithmetic_task(tmp_path: Path) -> Path:
         f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
-        "doc_to_text: \"Question: {{question}}\\nAnswer:\"\n"
-        "doc_to_choice: \"{{choices}}\"\n"
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\n'
+        'doc_to_choice: "{{choices}}"\n'
         "doc_to_target: answer\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
     )
@@ -272,17 +338,23 @@ def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from dpo_cli.build import to_lora_config
+    from dpo_cli.train.trl_args import to_lora_config
 
     task = arithmetic_task(tmp_path)
-    tax = [f"eval.alignment_tax.tasks=[{task}]", "eval.alignment_tax.batch_size=4",
-           "eval.preference=false", "eval.generate=false"]
+    tax = [
+        f"eval.alignment_tax.tasks=[{task}]",
+        "eval.alignment_tax.batch_size=4",
+        "eval.preference=false",
+        "eval.generate=false",
+    ]
     args = ["--no-progress", *[x for o in tax for x in ("--set", o)]]
 
     # A fresh adapter (B = 0) is the reference exactly: the tax must be 0 to the last digit.
     cfg = load_config(SMOKE, smoke_overrides(tiny_model_dir, tmp_path / "run"))
     fresh = tmp_path / "fresh"
-    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(fresh)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), to_lora_config(cfg.lora)).save_pretrained(
+        fresh
+    )
     config = tmp_path / "fresh.yaml"
     data = yaml.safe_load((trained_run / "config.yaml").read_text())
     config.write_text(yaml.safe_dump({**data, "output_dir": str(tmp_path / "fresh-run")}))
@@ -304,7 +376,19 @@ def test_alignment_tax_on_a_task_over_a_local_file(trained_run: Path, tiny_model
 
 
 def test_unknown_alignment_tax_task_is_named(trained_run: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", str(trained_run), "--overwrite", "--no-progress",
-                                 "--set", "eval.alignment_tax.tasks=[no_such_task_xyz]",
-                                 "--set", "eval.preference=false", "--set", "eval.generate=false"])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(trained_run),
+            "--overwrite",
+            "--no-progress",
+            "--set",
+            "eval.alignment_tax.tasks=[no_such_task_xyz]",
+            "--set",
+            "eval.preference=false",
+            "--set",
+            "eval.generate=false",
+        ],
+    )
     assert result.exit_code == 2 and "no_such_task_xyz" in result.output and "Traceback" not in result.output

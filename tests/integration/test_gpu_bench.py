@@ -28,10 +28,13 @@ def probe_wheel(folder: Path) -> Path:
         "dpo_gpu_bench_probe-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
         b"Tag: py3-none-any\n",
     }
-    record = "".join(
-        f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
-        for name, data in files.items()
-    ) + "dpo_gpu_bench_probe-1.0.dist-info/RECORD,,\n"
+    record = (
+        "".join(
+            f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+            for name, data in files.items()
+        )
+        + "dpo_gpu_bench_probe-1.0.dist-info/RECORD,,\n"
+    )
     wheel = folder / "dpo_gpu_bench_probe-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for name, data in files.items():
@@ -41,12 +44,20 @@ def probe_wheel(folder: Path) -> Path:
 
 
 def run(tmp_path: Path, *args: str, wheels: str = "") -> tuple[int, str]:
-    env = {**os.environ, "GPU_SITE": str(tmp_path / "site"), "GPU_WHEELS": wheels, "PYTHON": os.sys.executable,
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env = {
+        **os.environ,
+        "GPU_SITE": str(tmp_path / "site"),
+        "GPU_WHEELS": wheels,
+        "PYTHON": os.sys.executable,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     log = tmp_path / "gpu_bench.log"
     with log.open("w") as out:
-        code = subprocess.call([str(SCRIPT), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               timeout=900)
+        code = subprocess.call(
+            [str(SCRIPT), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900
+        )
     return code, log.read_text()
 
 

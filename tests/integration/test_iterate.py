@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from dpo_cli.cli.main import app
-from dpo_cli.rundir import read_json
-from tests.conftest import ROOT, SAMPLE
+from dpo_cli.fsio import read_json
+from tests.conftest import ROOT, SAMPLE, output, run_logged, spawn
 from tests.integration.test_eval import start_server
 
 pytestmark = pytest.mark.integration
@@ -32,11 +31,26 @@ def loop_config(tmp_path: Path, model: Path, **changes) -> Path:
         "output_dir": str(tmp_path / "loop"),
         "model": {"name_or_path": str(model), "dtype": "float32"},
         "data": {"train": str(SAMPLE / "train.jsonl"), "eval": str(SAMPLE / "eval.jsonl")},
-        "training": {"beta": 0.1, "learning_rate": 1e-3, "num_train_epochs": 2, "per_device_train_batch_size": 8,
-                     "max_length": 96, "logging_steps": 1, "save_steps": 4, "bf16": False,
-                     "gradient_checkpointing": False},
-        "generate": {"prompts": str(SAMPLE / "train.jsonl"), "num_samples": 4, "max_new_tokens": 16,
-                     "temperature": 1.0, "top_p": 1.0, "batch_size": 16, "scorer": "dpo_cli.scorers:concise"},
+        "training": {
+            "beta": 0.1,
+            "learning_rate": 1e-3,
+            "num_train_epochs": 2,
+            "per_device_train_batch_size": 8,
+            "max_length": 96,
+            "logging_steps": 1,
+            "save_steps": 4,
+            "bf16": False,
+            "gradient_checkpointing": False,
+        },
+        "generate": {
+            "prompts": str(SAMPLE / "train.jsonl"),
+            "num_samples": 4,
+            "max_new_tokens": 16,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "batch_size": 16,
+            "scorer": "dpo_cli.scorers:concise",
+        },
         "eval": {"num_prompts": 32, "max_new_tokens": 16, "temperature": 1.0, "batch_size": 32},
         "iterate": {"rounds": 2, "prompts_per_round": 64},
     }
@@ -86,23 +100,23 @@ def test_two_rounds_raise_the_scored_metric_and_a_finished_round_is_never_redone
 
 def test_interrupted_loop_resumes_where_it_stopped(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Real SIGINT in the middle of round 1's training; the rerun resumes from its checkpoint.
-    config = loop_config(tmp_path, tiny_model_dir, iterate={"rounds": 1},
-                         training={"num_train_epochs": 6, "save_steps": 2})
+    config = loop_config(
+        tmp_path, tiny_model_dir, iterate={"rounds": 1}, training={"num_train_epochs": 6, "save_steps": 2}
+    )
     out = tmp_path / "loop"
     command = [sys.executable, "-m", "dpo_cli", "iterate", str(config), "--no-progress"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = spawn(command, tmp_path, "first", combined=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     checkpoints = out / "round-1" / "run" / "checkpoints"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(checkpoints.glob("checkpoint-*/.complete")):
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert proc.poll() is None, output(proc)[0][-3000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 130, output[-3000:]
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, output(proc)[0][-3000:]
     assert read_json(out / "iterate.json")["rounds"].get("1", {}).get("status") != "completed"
 
-    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = run_logged(command, tmp_path, "again", cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "reused 64 of 64 prompts' samples" not in again.stdout  # the pairs were finished, not resampled
     assert read_json(out / "round-1" / "run" / "run.json").get("resumed_from")
@@ -114,8 +128,14 @@ def pairs_config(tmp_path: Path, model: Path, **generate) -> Path:
         "output_dir": str(tmp_path / "unused"),
         "model": {"name_or_path": str(model), "dtype": "float32"},
         "data": {"train": str(SAMPLE / "train.jsonl")},
-        "generate": {"num_samples": 3, "max_new_tokens": 12, "temperature": 1.0, "batch_size": 4, "max_prompts": 10,
-                     **generate},
+        "generate": {
+            "num_samples": 3,
+            "max_new_tokens": 12,
+            "temperature": 1.0,
+            "batch_size": 4,
+            "max_prompts": 10,
+            **generate,
+        },
     }
     path = tmp_path / "pairs.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -127,8 +147,17 @@ def test_generate_pairs_caches_samples_and_resumes_after_a_crash(tiny_model_dir:
     scorer.write_text("def vowels(prompt, response):\n    return sum(c in 'aeiou' for c in response)\n")
     config = pairs_config(tmp_path, tiny_model_dir, pairing="all")
     out = tmp_path / "pairs"
-    args = ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval_chat.jsonl"), "--output", str(out),
-            "--scorer", f"{scorer}:vowels", "--no-progress"]
+    args = [
+        "generate-pairs",
+        str(config),
+        "--prompts",
+        str(SAMPLE / "eval_chat.jsonl"),
+        "--output",
+        str(out),
+        "--scorer",
+        f"{scorer}:vowels",
+        "--no-progress",
+    ]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
     summary = read_json(out / "summary.json")
@@ -158,11 +187,27 @@ def test_generate_pairs_caches_samples_and_resumes_after_a_crash(tiny_model_dir:
 def test_generate_pairs_from_a_served_endpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     proc, url = start_server(tiny_model_dir)
     try:
-        config = pairs_config(tmp_path, tiny_model_dir, endpoint={"base_url": url, "model": str(tiny_model_dir)},
-                              scorer="dpo_cli.scorers:concise", max_prompts=4, min_score_gap=0.5)
+        config = pairs_config(
+            tmp_path,
+            tiny_model_dir,
+            endpoint={"base_url": url, "model": str(tiny_model_dir)},
+            scorer="dpo_cli.scorers:concise",
+            max_prompts=4,
+            min_score_gap=0.5,
+        )
         out = tmp_path / "served"
-        result = runner.invoke(app, ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"),
-                                     "--output", str(out), "--no-progress"])
+        result = runner.invoke(
+            app,
+            [
+                "generate-pairs",
+                str(config),
+                "--prompts",
+                str(SAMPLE / "eval.jsonl"),
+                "--output",
+                str(out),
+                "--no-progress",
+            ],
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -179,8 +224,9 @@ def test_missing_scorer_and_prompts_are_clear_errors(tiny_model_dir: Path, tmp_p
     config = pairs_config(tmp_path, tiny_model_dir)
     no_prompts = runner.invoke(app, ["generate-pairs", str(config), "--output", str(tmp_path / "o")])
     assert no_prompts.exit_code == 2 and "--prompts" in no_prompts.output
-    no_scorer = runner.invoke(app, ["generate-pairs", str(config), "--output", str(tmp_path / "o"),
-                                    "--prompts", str(SAMPLE / "eval.jsonl")])
+    no_scorer = runner.invoke(
+        app, ["generate-pairs", str(config), "--output", str(tmp_path / "o"), "--prompts", str(SAMPLE / "eval.jsonl")]
+    )
     assert no_scorer.exit_code == 2 and "generate.scorer is not set" in no_scorer.output
     assert "Traceback" not in no_scorer.output
 
@@ -193,8 +239,10 @@ def test_pairwise_llm_judge_scores_every_answer_and_ties_are_reported(tiny_model
     data["eval"] = {"judge": {"kind": "llm", "path": str(tiny_model_dir), "max_new_tokens": 8}}
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "judged"
-    result = runner.invoke(app, ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"),
-                                 "--output", str(out), "--no-progress"])
+    result = runner.invoke(
+        app,
+        ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"), "--output", str(out), "--no-progress"],
+    )
     assert result.exit_code == 0, result.output
     summary = read_json(out / "summary.json")
     assert summary["judge"] == f"judge llm {tiny_model_dir}"
@@ -210,8 +258,9 @@ def test_iterate_with_a_pairwise_judge_reports_the_win_rate_against_the_start(
     # A local LLM judge (the tiny model, whose replies never parse: every judgement a tie): the
     # held-out metric is the win rate against round 0's answers, 0.5 at the start by definition.
     # Ties everywhere make no pairs, so the loop must stop with the reason, not train on nothing.
-    config = loop_config(tmp_path, tiny_model_dir, iterate={"rounds": 1, "prompts_per_round": 4},
-                         eval={"num_prompts": 4})
+    config = loop_config(
+        tmp_path, tiny_model_dir, iterate={"rounds": 1, "prompts_per_round": 4}, eval={"num_prompts": 4}
+    )
     data = yaml.safe_load(config.read_text())
     data["generate"].pop("scorer")
     data["eval"]["judge"] = {"kind": "llm", "path": str(tiny_model_dir), "max_new_tokens": 4}
@@ -224,8 +273,9 @@ def test_iterate_with_a_pairwise_judge_reports_the_win_rate_against_the_start(
     assert state["metric"] == "heldout_win_rate" and state["rounds"]["0"]["heldout_win_rate"] == 0.5
 
 
-def test_generate_pairs_scored_by_a_reward_model(tiny_model_dir: Path, tiny_reward_model_dir: Path,
-                                                 tmp_path: Path) -> None:
+def test_generate_pairs_scored_by_a_reward_model(
+    tiny_model_dir: Path, tiny_reward_model_dir: Path, tmp_path: Path
+) -> None:
     from dpo_cli.config.schema import JudgeSection
     from dpo_cli.evaluation.judges import RewardModelJudge
 
@@ -234,8 +284,10 @@ def test_generate_pairs_scored_by_a_reward_model(tiny_model_dir: Path, tiny_rewa
     data["eval"] = {"judge": {"kind": "reward_model", "path": str(tiny_reward_model_dir)}}
     config.write_text(yaml.safe_dump(data))
     out = tmp_path / "rm"
-    result = runner.invoke(app, ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"),
-                                 "--output", str(out), "--no-progress"])
+    result = runner.invoke(
+        app,
+        ["generate-pairs", str(config), "--prompts", str(SAMPLE / "eval.jsonl"), "--output", str(out), "--no-progress"],
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 4  # a random reward model never ties exactly
@@ -251,7 +303,7 @@ def test_heldout_win_rate_compares_with_round_zero_answers_as_written(tiny_model
     # shorter answer decides. The win rate must be computed against round 0's answers on file,
     # and round 0's file must not grow (it would if round 0 were sampled again with round 1's model).
     from dpo_cli.config.loader import load_config
-    from dpo_cli.iterate import HeldOut
+    from dpo_cli.iterate.runner import HeldOut
     from dpo_cli.pairs.prompts import load_prompts
     from dpo_cli.pairs.sampling import LocalSampler
     from dpo_cli.pairs.scoring import PairwiseScorer
@@ -273,7 +325,9 @@ def test_heldout_win_rate_compares_with_round_zero_answers_as_written(tiny_model
     assert zero_file.read_text() == zero_lines
 
     def answers(k: int) -> list[str]:
-        rows = [json.loads(line) for line in (tmp_path / "loop" / f"round-{k}" / "heldout.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in (tmp_path / "loop" / f"round-{k}" / "heldout.jsonl").read_text().splitlines()
+        ]
         return [r["samples"][0]["text"].strip() for r in rows]
 
     points = [1.0 if len(n) < len(o) else 0.0 if len(n) > len(o) else 0.5 for n, o in zip(answers(1), answers(0))]

@@ -10,8 +10,8 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.errors import DpoError
-from dpo_cli.merge import TOLERANCE, merge_adapter, verification_inputs
-from dpo_cli.training import train
+from dpo_cli.merge.runner import TOLERANCE, merge_adapter, verification_inputs
+from dpo_cli.train.run import train
 from tests.conftest import ROOT, smoke_overrides
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,9 @@ def adapter_logits(base: Path, adapter: Path):
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])
-def test_merge_matches_adapter_and_loads_with_plain_transformers(runs, tiny_model_dir: Path, tmp_path: Path, mode: str) -> None:
+def test_merge_matches_adapter_and_loads_with_plain_transformers(
+    runs, tiny_model_dir: Path, tmp_path: Path, mode: str
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

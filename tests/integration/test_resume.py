@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dpo_cli.rundir import COMPLETE_MARKER, checkpoint_step, latest_checkpoint, read_metrics
-from tests.conftest import ROOT, smoke_overrides
+from tests.conftest import ROOT, output, run_logged, smoke_overrides, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def train_steps(out: Path) -> list[dict]:
 
 def start_and_stop(cmd: list[str], out: Path, after_step: int, sig: int, *, when=None) -> subprocess.Popen:
     """Start `dpo train`, wait until it has logged `after_step` (and `when()` holds), then send `sig`."""
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = spawn(cmd, out.parent, f"{out.name}-first", cwd=ROOT, env=env())
     deadline = time.monotonic() + LIMIT_S
     while time.monotonic() < deadline and process.poll() is None:
         logged = train_steps(out) if (out / "metrics.jsonl").exists() else []
@@ -65,7 +65,7 @@ def start_and_stop(cmd: list[str], out: Path, after_step: int, sig: int, *, when
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_model_dir: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("resume") / "straight"
-    done = subprocess.run(argv(tiny_model_dir, out), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=LIMIT_S)
+    done = run_logged(argv(tiny_model_dir, out), out.parent, f"{out.name}-train", cwd=ROOT, env=env(), timeout=LIMIT_S)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -80,10 +80,13 @@ def assert_same_run(resumed: Path, straight: Path) -> None:
     assert json.loads((resumed / "run.json").read_text())["status"] == "completed"
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tiny_model_dir: Path, tmp_path: Path, uninterrupted) -> None:
+def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(
+    tiny_model_dir: Path, tmp_path: Path, uninterrupted
+) -> None:
     out = tmp_path / "run"
     process = start_and_stop(argv(tiny_model_dir, out), out, after_step=3, sig=signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=LIMIT_S)
+    process.wait(timeout=LIMIT_S)
+    stderr = output(process)[1]
     assert process.returncode == 130, stderr[-3000:]
     assert "interrupted at step" in stderr
     assert "resume with: dpo train" in stderr and "--resume" in stderr
@@ -95,8 +98,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(tiny_model_dir: 
     assert train_steps(out)[-1]["step"] == stopped_at
     assert not (out / "final").exists()
 
-    done = subprocess.run(argv(tiny_model_dir, out, "--resume"), cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=LIMIT_S)  # fmt: skip
+    done = run_logged(
+        argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(), timeout=LIMIT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["resumed_from"].endswith(f"checkpoint-{stopped_at}")
     assert_same_run(out, uninterrupted)
@@ -108,7 +112,7 @@ def test_kill_9_falls_back_to_the_last_complete_checkpoint(tiny_model_dir: Path,
     out = tmp_path / "run"
     first_done = out / "checkpoints" / "checkpoint-5" / COMPLETE_MARKER
     process = start_and_stop(argv(tiny_model_dir, out), out, after_step=6, sig=signal.SIGKILL, when=first_done.exists)
-    process.communicate(timeout=LIMIT_S)
+    process.wait(timeout=LIMIT_S)
     assert process.returncode == -signal.SIGKILL
     good = latest_checkpoint(out)
     assert good is not None
@@ -120,8 +124,9 @@ def test_kill_9_falls_back_to_the_last_complete_checkpoint(tiny_model_dir: Path,
         (torn / "adapter_model.safetensors").write_bytes(b"\0" * 10)
     assert latest_checkpoint(out) == good
 
-    done = subprocess.run(argv(tiny_model_dir, out, "--resume"), cwd=ROOT, env=env(), capture_output=True, text=True,
-                          timeout=LIMIT_S)  # fmt: skip
+    done = run_logged(
+        argv(tiny_model_dir, out, "--resume"), out.parent, f"{out.name}-resume", cwd=ROOT, env=env(), timeout=LIMIT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "run.json").read_text())["resumed_from"] == str(good)
     assert_same_run(out, uninterrupted)

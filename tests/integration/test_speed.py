@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.training import build_trainer
+from dpo_cli.train.trainer import build_trainer
 from tests.conftest import ROOT, SAMPLE
 
 pytestmark = pytest.mark.integration
@@ -28,9 +28,16 @@ def tiny_llama_dir(tiny_model_dir: Path, tmp_path_factory) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert len(tokenizer) > 1000  # transformers 5 tokenizer trap
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
@@ -40,11 +47,19 @@ def tiny_llama_dir(tiny_model_dir: Path, tmp_path_factory) -> Path:
 
 def config(model_dir: Path, out: Path, *extra: str):
     targets = "[c_attn,c_proj]" if "gpt2" in model_dir.name else "all-linear"
-    return load_config(SMOKE, [
-        f"model.name_or_path={model_dir}", f"output_dir={out}", f"data.train={SAMPLE / 'train.jsonl'}",
-        f"data.eval={SAMPLE / 'eval.jsonl'}", "data.max_train_samples=32", "data.max_eval_samples=8",
-        f"lora.target_modules={targets}", *extra,
-    ])
+    return load_config(
+        SMOKE,
+        [
+            f"model.name_or_path={model_dir}",
+            f"output_dir={out}",
+            f"data.train={SAMPLE / 'train.jsonl'}",
+            f"data.eval={SAMPLE / 'eval.jsonl'}",
+            "data.max_train_samples=32",
+            "data.max_eval_samples=8",
+            f"lora.target_modules={targets}",
+            *extra,
+        ],
+    )
 
 
 def built_pair(model_dir: Path, tmp_path: Path, *extra: str):
@@ -55,7 +70,9 @@ def built_pair(model_dir: Path, tmp_path: Path, *extra: str):
     for name, packed in (("padded", "false"), ("packed", "true")):
         out = tmp_path / name
         out.mkdir()
-        trainer = build_trainer(config(model_dir, out, f"training.padding_free={packed}", *extra), out / "m.jsonl").trainer
+        trainer = build_trainer(
+            config(model_dir, out, f"training.padding_free={packed}", *extra), out / "m.jsonl"
+        ).trainer
         generator = torch.Generator().manual_seed(1)
         with torch.no_grad():
             for pname, param in sorted(trainer.model.named_parameters()):
@@ -76,23 +93,36 @@ def mixed_batch(trainer, rows: int = 6):
 def policy_logps(trainer, batch):
     """Per-pair policy log-probs, computed the way TRL's `_compute_loss` does."""
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    out = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
-                        fused_lm_head=True, use_cache=False)
+    out = trainer.model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=labels,
+        fused_lm_head=True,
+        use_cache=False,
+    )
     return out.log_probs.sum(dim=1).chunk(2)
 
 
 # Losses that read every per-token output: sums (sigmoid), per-token means (ipo), WPO's log-sum of
 # squared probs (use_weighting), LD-DPO's shared/tail split (ld_alpha); the chosen NLL (sft) and
 # length-normalised sums (sigmoid_norm). (TRL 1.16 cannot combine sft with use_weighting.)
-WEIGHTED = ("training.loss_type=[sigmoid,ipo]", "training.loss_weights=[1.0,0.5]", "training.use_weighting=true",
-            "training.ld_alpha=0.5")
+WEIGHTED = (
+    "training.loss_type=[sigmoid,ipo]",
+    "training.loss_weights=[1.0,0.5]",
+    "training.use_weighting=true",
+    "training.ld_alpha=0.5",
+)
 NORMALISED = ("training.loss_type=[sft,sigmoid_norm]", "training.loss_weights=[0.3,1.0]")
 
 
 @pytest.mark.parametrize(
     ("model", "attn", "losses"),
-    [("gpt2", "sdpa", WEIGHTED), ("gpt2", "eager", NORMALISED), ("llama", "sdpa", NORMALISED),
-     ("llama", "eager", WEIGHTED)],
+    [
+        ("gpt2", "sdpa", WEIGHTED),
+        ("gpt2", "eager", NORMALISED),
+        ("llama", "sdpa", NORMALISED),
+        ("llama", "eager", WEIGHTED),
+    ],
     ids=["gpt2-sdpa", "gpt2-eager", "llama-sdpa", "llama-eager"],
 )
 def test_padding_free_log_probs_loss_and_grads_equal_padded(
@@ -106,7 +136,10 @@ def test_padding_free_log_probs_loss_and_grads_equal_padded(
     batch = mixed_batch(padded)
     assert (batch["attention_mask"] == 0).any()  # there is padding to remove
     for name, (a, b) in {
-        "reference": (padded.compute_ref_log_probs(padded.model, batch), packed.compute_ref_log_probs(packed.model, batch)),
+        "reference": (
+            padded.compute_ref_log_probs(padded.model, batch),
+            packed.compute_ref_log_probs(packed.model, batch),
+        ),
         "policy": (policy_logps(padded, batch), policy_logps(packed, batch)),
     }.items():
         for side, x, y in zip(("chosen", "rejected"), a, b, strict=True):
@@ -155,9 +188,16 @@ def recorded_train(cfg, metrics: Path, resume_from: Path | None = None) -> list[
 def test_resume_sees_exactly_the_batches_of_the_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     # 12 batches an epoch, three epochs; the resume starts in the middle of the second epoch,
     # where a permutation drawn from torch's global random state would differ.
-    extra = ["training.max_steps=-1", "training.num_train_epochs=3", "training.per_device_train_batch_size=4",
-             "training.save_steps=18", "training.logging_steps=6", "data.eval=null", "data.max_train_samples=48",
-             "data.eval_fraction=null"]
+    extra = [
+        "training.max_steps=-1",
+        "training.num_train_epochs=3",
+        "training.per_device_train_batch_size=4",
+        "training.save_steps=18",
+        "training.logging_steps=6",
+        "data.eval=null",
+        "data.max_train_samples=48",
+        "data.eval_fraction=null",
+    ]
     straight_dir = tmp_path / "straight"
     straight_dir.mkdir()
     cfg = config(tiny_model_dir, straight_dir, *extra)
@@ -176,18 +216,27 @@ def test_resume_sees_exactly_the_batches_of_the_uninterrupted_run(tiny_model_dir
 
 
 def test_length_grouped_batches_pad_less(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from dpo_cli.batching import padding_fraction, sequence_lengths
+    from dpo_cli.train.batching import padding_fraction, sequence_lengths
 
     lengths = {}
     for name, strategy in (("grouped", "group_by_length"), ("random", "random")):
         out = tmp_path / name
         out.mkdir()
-        cfg = config(tiny_model_dir, out, f"training.train_sampling_strategy={strategy}", "data.max_train_samples=400",
-                     "training.max_steps=50", "training.save_strategy=no", "training.padding_free=false")
+        cfg = config(
+            tiny_model_dir,
+            out,
+            f"training.train_sampling_strategy={strategy}",
+            "data.max_train_samples=400",
+            "training.max_steps=50",
+            "training.save_strategy=no",
+            "training.padding_free=false",
+        )
         trainer = build_trainer(cfg, out / "m.jsonl").trainer
         loader = trainer.get_train_dataloader()
-        lengths[name] = [b["attention_mask"].shape[1] * b["attention_mask"].shape[0] - int(b["attention_mask"].sum())
-                         for _, b in zip(range(50), loader, strict=False)]
+        lengths[name] = [
+            b["attention_mask"].shape[1] * b["attention_mask"].shape[0] - int(b["attention_mask"].sum())
+            for _, b in zip(range(50), loader, strict=False)
+        ]
         data = sequence_lengths(trainer.train_dataset, 128)
     assert sum(lengths["grouped"]) < 0.5 * sum(lengths["random"])  # padded tokens in the first 50 batches
     assert padding_fraction(data, list(range(len(data))), 8) > 0  # the data is not uniform
@@ -203,8 +252,8 @@ def test_eval_batches_sorted_longest_first(tiny_model_dir: Path, tmp_path: Path)
 def test_precompute_is_cached_for_resume_and_equals_trls_own(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     from trl import DPOTrainer
 
-    from dpo_cli.algorithms import to_trainer_config
-    from dpo_cli.build import load_policy, load_tokenizer, to_lora_config
+    from dpo_cli.models import load_policy, load_tokenizer
+    from dpo_cli.train.trl_args import to_lora_config, to_trainer_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -215,25 +264,41 @@ def test_precompute_is_cached_for_resume_and_equals_trls_own(tiny_model_dir: Pat
     again = build_trainer(cfg, run / "metrics.jsonl")  # what --resume builds
     assert again.trainer.ref_logps_source == {"train": "reused", "eval": "reused"}
     for split in ("train_dataset", "eval_dataset"):
-        np.testing.assert_allclose(getattr(again.trainer, split)["ref_chosen_logps"],
-                                   getattr(first.trainer, split)["ref_chosen_logps"])
+        np.testing.assert_allclose(
+            getattr(again.trainer, split)["ref_chosen_logps"], getattr(first.trainer, split)["ref_chosen_logps"]
+        )
 
     args = to_trainer_config(cfg, tmp_path / "trl")
     args.padding_free = False
-    trl_own = DPOTrainer(model=load_policy(cfg), args=args, train_dataset=first.data.train, eval_dataset=first.data.eval,
-                         processing_class=load_tokenizer(cfg), peft_config=to_lora_config(cfg.lora))
+    trl_own = DPOTrainer(
+        model=load_policy(cfg),
+        args=args,
+        train_dataset=first.data.train,
+        eval_dataset=first.data.eval,
+        processing_class=load_tokenizer(cfg),
+        peft_config=to_lora_config(cfg.lora),
+    )
     for split in ("train_dataset", "eval_dataset"):
         for column in ("ref_chosen_logps", "ref_rejected_logps"):
-            np.testing.assert_allclose(getattr(first.trainer, split)[column], getattr(trl_own, split)[column],
-                                       rtol=1e-5, atol=1e-4)
+            np.testing.assert_allclose(
+                getattr(first.trainer, split)[column], getattr(trl_own, split)[column], rtol=1e-5, atol=1e-4
+            )
     assert "speed: padding-free pairs" in capsys.readouterr().err
 
 
 def test_unwrapped_algorithms_say_they_pad(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    cfg = load_config(ROOT / "configs" / "variants" / "orpo.yaml", [
-        f"model.name_or_path={tiny_model_dir}", f"output_dir={tmp_path}", f"data.train={SAMPLE / 'train.jsonl'}",
-        "data.max_train_samples=16", "data.eval=null", "data.eval_fraction=null", "lora.target_modules=[c_attn,c_proj]",
-    ])
+    cfg = load_config(
+        ROOT / "configs" / "variants" / "orpo.yaml",
+        [
+            f"model.name_or_path={tiny_model_dir}",
+            f"output_dir={tmp_path}",
+            f"data.train={SAMPLE / 'train.jsonl'}",
+            "data.max_train_samples=16",
+            "data.eval=null",
+            "data.eval_fraction=null",
+            "lora.target_modules=[c_attn,c_proj]",
+        ],
+    )
     trainer = build_trainer(cfg, tmp_path / "m.jsonl").trainer
     trainer.get_train_dataloader()
     err = capsys.readouterr().err
@@ -242,7 +307,7 @@ def test_unwrapped_algorithms_say_they_pad(tiny_model_dir: Path, tmp_path: Path,
 
 
 def test_batch_order_defaults_per_algorithm(tmp_path: Path) -> None:
-    from dpo_cli.algorithms import trainer_config_kwargs
+    from dpo_cli.train.trl_args import trainer_config_kwargs
 
     base = [f"output_dir={tmp_path / 'run'}", "model.name_or_path=unused"]
     kwargs = trainer_config_kwargs(load_config(SMOKE, base), tmp_path)
@@ -256,8 +321,8 @@ def test_batch_order_defaults_per_algorithm(tmp_path: Path) -> None:
 
 def test_a_reused_base_model_is_packed_again(tiny_model_dir: Path, tmp_path: Path) -> None:
     # A sweep trains every point on one base model, removing the adapter and TRL's patched forward
-    # between points (dpo_cli.sweep._detach_adapter); the next point must run packed again.
-    from dpo_cli.build import load_policy
+    # between points (dpo_cli.sweep.runner._detach_adapter); the next point must run packed again.
+    from dpo_cli.models import load_policy
 
     cfg = config(tiny_model_dir, tmp_path, "data.eval=null", "data.eval_fraction=null")
     base = load_policy(cfg)
@@ -268,22 +333,40 @@ def test_a_reused_base_model_is_packed_again(tiny_model_dir: Path, tmp_path: Pat
         base.__dict__.pop("forward", None)
 
 
-def test_padding_free_is_the_default_only_where_it_was_measured_to_pay(tiny_model_dir: Path, tmp_path: Path,
-                                                                       capsys) -> None:
+def test_padding_free_is_the_default_only_where_it_was_measured_to_pay(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
     # SDPA computes each packed row's whole mask: packing paid on length-grouped batches and not on
     # random ones (scripts/bench_padding_free.py), so the default follows the batch order.
     choices = {}
     for strategy in ("group_by_length", "random"):
         out = tmp_path / strategy
-        cfg = config(tiny_model_dir, out, f"training.train_sampling_strategy={strategy}", "data.eval=null",
-                     "data.eval_fraction=null", "data.max_train_samples=16")
+        cfg = config(
+            tiny_model_dir,
+            out,
+            f"training.train_sampling_strategy={strategy}",
+            "data.eval=null",
+            "data.eval_fraction=null",
+            "data.max_train_samples=16",
+        )
         build_trainer(cfg, out / "m.jsonl")
         choices[strategy] = [line for line in capsys.readouterr().err.splitlines() if "padding-free pairs" in line]
-    assert choices["group_by_length"] == ["speed: padding-free pairs on (sdpa: sequences packed into rows as wide as "
-                                          "the batch's longest)"]
+    assert choices["group_by_length"] == [
+        "speed: padding-free pairs on (sdpa: sequences packed into rows as wide as the batch's longest)"
+    ]
     assert len(choices["random"]) == 1 and "padding-free pairs off (sdpa with random batches" in choices["random"][0]
     # Asked for, it is on whatever the order.
     out = tmp_path / "asked"
-    build_trainer(config(tiny_model_dir, out, "training.train_sampling_strategy=random", "training.padding_free=true",
-                         "data.eval=null", "data.eval_fraction=null", "data.max_train_samples=16"), out / "m.jsonl")
+    build_trainer(
+        config(
+            tiny_model_dir,
+            out,
+            "training.train_sampling_strategy=random",
+            "training.padding_free=true",
+            "data.eval=null",
+            "data.eval_fraction=null",
+            "data.max_train_samples=16",
+        ),
+        out / "m.jsonl",
+    )
     assert "padding-free pairs on (set in the config)" in capsys.readouterr().err

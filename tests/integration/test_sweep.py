@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.rundir import read_json
-from dpo_cli.sweep import REF_CACHE_DIR, run_sweep
+from dpo_cli.fsio import read_json
+from dpo_cli.sweep.runner import REF_CACHE_DIR, run_sweep
 from tests.conftest import ROOT, smoke_overrides
 from tests.html_check import parse_strict
 
@@ -62,7 +62,10 @@ def test_sweep_page_and_the_winners_card(sweep) -> None:
     assert f"| **{result.winner['point']}** (chosen) |" in selection
     assert (winner / "final" / "plots" / "sweep.png").is_file()
     others = [r["point"] for r in result.rows if r["point"] != result.winner["point"]]
-    assert f"the chosen point is `{result.winner['point']}`" in (result.sweep_dir / others[0] / "final" / "README.md").read_text()
+    assert (
+        f"the chosen point is `{result.winner['point']}`"
+        in (result.sweep_dir / others[0] / "final" / "README.md").read_text()
+    )
     parse_strict((winner / "report.html").read_text())
 
 
@@ -84,15 +87,19 @@ def test_reference_log_probs_computed_once_and_reused(sweep) -> None:
 
 
 def test_reused_reference_log_probs_equal_fresh_ones(sweep, tmp_path: Path) -> None:
-    from dpo_cli.training import build_trainer
+    from dpo_cli.train.trainer import build_trainer
 
     overrides, result = sweep
-    fresh_cfg = load_config(SMOKE, [*overrides, f"output_dir={tmp_path / 'fresh'}", "training.precompute_ref_log_probs=true",
-                                    "training.beta=0.3"])
+    fresh_cfg = load_config(
+        SMOKE,
+        [*overrides, f"output_dir={tmp_path / 'fresh'}", "training.precompute_ref_log_probs=true", "training.beta=0.3"],
+    )
     fresh = build_trainer(fresh_cfg, tmp_path / "metrics.jsonl").trainer  # TRL's own precompute, no sharing
     cached = {p.name.split("-")[0]: np.load(p) for p in (result.sweep_dir / REF_CACHE_DIR).glob("*.npz")}
     np.testing.assert_allclose(cached["train"]["chosen"], fresh.train_dataset["ref_chosen_logps"], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(cached["eval"]["rejected"], fresh.eval_dataset["ref_rejected_logps"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        cached["eval"]["rejected"], fresh.eval_dataset["ref_rejected_logps"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_rerun_skips_finished_points_and_adds_new_ones(sweep, capsys) -> None:
@@ -124,11 +131,18 @@ def test_a_failed_point_is_recorded_and_the_rest_go_on(tiny_model_dir: Path, tmp
 
 
 @pytest.mark.slow
-def test_sweep_with_a_judge_selects_by_win_rate(tiny_model_dir: Path, tiny_reward_model_dir: Path, tmp_path: Path) -> None:
+def test_sweep_with_a_judge_selects_by_win_rate(
+    tiny_model_dir: Path, tiny_reward_model_dir: Path, tmp_path: Path
+) -> None:
     overrides = smoke_overrides(
-        tiny_model_dir, tmp_path / "run", *SHORT,
-        "eval.judge.kind=reward_model", f"eval.judge.path={tiny_reward_model_dir}",
-        "eval.num_prompts=4", "eval.max_new_tokens=8", "sweep.select_by=win_rate",
+        tiny_model_dir,
+        tmp_path / "run",
+        *SHORT,
+        "eval.judge.kind=reward_model",
+        f"eval.judge.path={tiny_reward_model_dir}",
+        "eval.num_prompts=4",
+        "eval.max_new_tokens=8",
+        "sweep.select_by=win_rate",
     )
     result = run_sweep(SMOKE, overrides, betas=[0.1, 0.5], sweep_dir=tmp_path / "sweep")
     for row in result.rows:
@@ -142,7 +156,7 @@ def test_parallel_points_read_the_sweep_data_check_instead_of_checking_again(tin
     import subprocess
     import sys
 
-    from dpo_cli.sweep import run_parallel
+    from dpo_cli.sweep.runner import run_parallel
 
     lines = (ROOT / "data" / "sample" / "train.jsonl").read_text().splitlines()
     (tmp_path / "train.jsonl").write_text("\n".join([*lines, lines[5]]) + "\n")  # one copied pair
@@ -157,8 +171,15 @@ def test_parallel_points_read_the_sweep_data_check_instead_of_checking_again(tin
         def poll(self):
             return self.code
 
-    result = run_parallel(SMOKE, overrides, device_groups=[""], betas=[0.1], sweep_dir=tmp_path / "sweep",
-                          dpo_argv=[sys.executable, "-m", "dpo_cli"], popen=Done)
+    result = run_parallel(
+        SMOKE,
+        overrides,
+        device_groups=[""],
+        betas=[0.1],
+        sweep_dir=tmp_path / "sweep",
+        dpo_argv=[sys.executable, "-m", "dpo_cli"],
+        popen=Done,
+    )
     out = result.sweep_dir
     assert seen and "--data-check" in seen[0] and str(out) == seen[0][seen[0].index("--data-check") + 1]
     assert "--skip-validation" not in seen[0]

@@ -10,7 +10,7 @@ import pytest
 
 from dpo_cli.config.loader import load_config
 from dpo_cli.rundir import read_metrics
-from dpo_cli.training import train
+from dpo_cli.train.run import train
 from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
 pytestmark = pytest.mark.integration
@@ -87,12 +87,19 @@ def test_lora_changes_adapter_and_leaves_base_untouched(lora_run, tiny_model_dir
         assert torch.allclose(fresh(ids).logits, without, atol=1e-6)
 
 
-def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_full_fine_tuning_precomputes_the_reference_and_can_be_overwritten(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    full = ("lora=null", "training.max_steps=6", "training.learning_rate=1e-3", "training.logging_steps=2",
-            "training.save_steps=100")
+    full = (
+        "lora=null",
+        "training.max_steps=6",
+        "training.learning_rate=1e-3",
+        "training.logging_steps=2",
+        "training.save_steps=100",
+    )
     cfg, result = run(tiny_model_dir, tmp_path / "full", *full)
     assert cfg.mode == "full"
     cache = sorted((result.output_dir / "ref_logps").iterdir())  # precomputed: the default for full fine-tuning
@@ -184,13 +191,31 @@ def test_reference_model_mismatch_is_diagnosed(lora_run, tiny_model_dir: Path, t
 
 
 def test_mistral_config_builds_dpo_config_without_weights(tmp_path: Path) -> None:
-    from dpo_cli.build import to_bnb_config, to_dpo_config, to_lora_config
+    # The builders `dpo train` itself calls (build_trainer): config -> TRL / PEFT / bitsandbytes objects.
+    from dpo_cli.models import to_bnb_config
+    from dpo_cli.train.trl_args import to_lora_config, to_trainer_config
 
     # transformers itself refuses bf16 in DPOConfig on a machine without a bf16 GPU unless
     # use_cpu is set; that is the only change needed to resolve the 8-GPU config here.
     cfg = load_config(ROOT / "configs" / "mistral.yaml", ["training.use_cpu=true"])
-    args = to_dpo_config(cfg, tmp_path / "checkpoints")
+    args = to_trainer_config(cfg, tmp_path / "checkpoints")
+    assert type(args).__name__ == "DPOConfig" and args.output_dir == str(tmp_path / "checkpoints")
     assert args.beta == 0.1 and args.max_length == 2048 and args.gradient_accumulation_steps == 8
     assert args.bf16 is True and args.loss_type == ["sigmoid"]
+    assert args.logging_first_step is True  # a deliberate default (config.algorithms.DELIBERATE_DEFAULTS)
+    assert args.padding_free is False  # dpo packs pairs itself
     assert to_lora_config(cfg.lora).target_modules == "all-linear"
     assert str(to_bnb_config(cfg.quantization).bnb_4bit_quant_storage) == "torch.bfloat16"
+
+
+@pytest.mark.parametrize("name", ["kto", "orpo", "simpo", "cpo"])
+def test_each_variant_config_builds_its_trl_config(name: str, tmp_path: Path) -> None:
+    from dpo_cli.config.algorithms import ALGORITHMS
+    from dpo_cli.train.trl_args import to_trainer_config
+
+    cfg = load_config(ROOT / "configs" / "variants" / f"{name}.yaml", ["model.name_or_path=unused"])
+    args = to_trainer_config(cfg, tmp_path / "checkpoints")
+    assert type(args).__name__ == ALGORITHMS[cfg.algorithm].config
+    assert args.logging_first_step is True
+    if name == "simpo":  # SimPO's values reach CPOConfig without being set
+        assert args.loss_type == "simpo" and args.cpo_alpha == 0.0

@@ -45,11 +45,13 @@ def _rows(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         long = " and more" * (i % 9) * 3  # some prompts are long enough to fill max_length
-        rows.append({
-            "prompt": f"Question {i}: what is {i} plus {i}{long}?",
-            "chosen": f"It is {2 * i}, because {i} and {i} make {2 * i}.",
-            "rejected": f"It is {2 * i}, because {i} and {i} make {2 * i + 1}.",
-        })
+        rows.append(
+            {
+                "prompt": f"Question {i}: what is {i} plus {i}{long}?",
+                "chosen": f"It is {2 * i}, because {i} and {i} make {2 * i}.",
+                "rejected": f"It is {2 * i}, because {i} and {i} make {2 * i + 1}.",
+            }
+        )
     return rows
 
 
@@ -58,8 +60,13 @@ def _chat(rows: list[dict]) -> list[dict]:
 
 
 def _implicit(rows: list[dict]) -> list[dict]:
-    return [{"chosen": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['chosen']}",
-             "rejected": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['rejected']}"} for r in rows]
+    return [
+        {
+            "chosen": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['chosen']}",
+            "rejected": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['rejected']}",
+        }
+        for r in rows
+    ]
 
 
 def trl_prepare(rows: list[dict], tokenizer, max_length: int | None) -> list[dict]:
@@ -76,7 +83,8 @@ def trl_prepare(rows: list[dict], tokenizer, max_length: int | None) -> list[dic
 @pytest.mark.parametrize("layout", ["standard", "conversational", "implicit"])
 def test_lengths_and_dropped_rows_match_trl(tmp_path: Path, tokenizer, layout: str) -> None:
     rows = {"standard": _rows, "conversational": lambda n: _chat(_rows(n)), "implicit": lambda n: _implicit(_rows(n))}[
-        layout](60)
+        layout
+    ](60)
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     max_length = 48
@@ -113,8 +121,12 @@ def test_no_truncation_findings_when_everything_fits(tmp_path: Path, tokenizer) 
 def test_chat_template_prefix_mismatch(tmp_path: Path, tokenizer) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _chat(_rows(20))), encoding="utf-8")
-    assert "template_mismatch" not in validate_data(
-        data_section(str(path)), token_checker=TokenChecker(tokenizer, 4096)).splits[0].findings.by_id
+    assert (
+        "template_mismatch"
+        not in validate_data(data_section(str(path)), token_checker=TokenChecker(tokenizer, 4096))
+        .splits[0]
+        .findings.by_id
+    )
     original = tokenizer.chat_template
     tokenizer.chat_template = MISMATCHED
     try:
@@ -141,7 +153,9 @@ def test_chat_template_that_raises_marks_the_row(tmp_path: Path, tokenizer) -> N
 
 
 def test_standard_prompt_merging_into_response_is_a_mismatch(tmp_path: Path, tokenizer) -> None:
-    rows = [{"prompt": f"Question {i}: what is", "chosen": f"{i}{i} maybe", "rejected": f" {i} surely"} for i in range(20)]
+    rows = [
+        {"prompt": f"Question {i}: what is", "chosen": f"{i}{i} maybe", "rejected": f" {i} surely"} for i in range(20)
+    ]
     path = tmp_path / "d.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     report = validate_data(data_section(str(path)), token_checker=TokenChecker(tokenizer, 4096))
@@ -155,7 +169,6 @@ def test_validate_data_with_a_config_uses_its_tokenizer(tiny_model_dir: Path, tm
     from typer.testing import CliRunner
 
     from dpo_cli.cli.main import app
-
     from tests.conftest import ROOT, SAMPLE, smoke_overrides
 
     overrides = smoke_overrides(tiny_model_dir, tmp_path / "run", "training.max_length=48")

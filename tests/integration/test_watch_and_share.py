@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from dpo_cli.config.loader import load_config
-from dpo_cli.rundir import read_json, read_metrics
+from dpo_cli.fsio import read_json
+from dpo_cli.rundir import read_metrics
 from tests.conftest import ROOT, smoke_overrides
 from tests.html_check import parse_strict
 
@@ -38,12 +39,22 @@ def tracked(tiny_model_dir: Path, tmp_path_factory) -> SimpleNamespace:
     """`dpo train` as a user runs it, with TensorBoard and trackio, and no way out to the network."""
     root = tmp_path_factory.mktemp("tracked")
     run, trackio_dir = root / "run", root / "trackio"
-    overrides = smoke_overrides(tiny_model_dir, run, "training.report_to=[tensorboard,trackio]",
-                                f"training.project={PROJECT}", f"training.run_name={RUN_NAME}")
+    overrides = smoke_overrides(
+        tiny_model_dir,
+        run,
+        "training.report_to=[tensorboard,trackio]",
+        f"training.project={PROJECT}",
+        f"training.run_name={RUN_NAME}",
+    )
     env = {
-        **os.environ, "PYTHONPATH": str(ROOT), "TRACKIO_DIR": str(trackio_dir), "HF_HUB_OFFLINE": "1",
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TRACKIO_DIR": str(trackio_dir),
+        "HF_HUB_OFFLINE": "1",
         # Any attempt to reach a server goes to a closed loopback port and fails at once.
-        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
     }
     env.pop("TENSORBOARD_LOGGING_DIR", None)
     argv = [sys.executable, "-m", "dpo_cli", "train", str(SMOKE), *[a for o in overrides for a in ("--set", o)]]
@@ -63,7 +74,9 @@ def test_tensorboard_event_files_hold_the_dpo_scalars(tracked) -> None:
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {f"train/{k}" for k in DPO_SCALARS} <= tags and "eval/rewards/accuracies" in tags
-    logged = {r["step"]: r for r in read_metrics(tracked.run / "metrics.jsonl") if "loss" in r and "train_runtime" not in r}
+    logged = {
+        r["step"]: r for r in read_metrics(tracked.run / "metrics.jsonl") if "loss" in r and "train_runtime" not in r
+    }
     for key in ("loss", "rewards/margins", "rewards/accuracies"):
         scalars = {e.step: e.value for e in events.Scalars(f"train/{key}")}
         assert scalars.keys() == logged.keys()
@@ -76,8 +89,14 @@ def test_trackio_logged_locally_and_reads_back_offline(tracked) -> None:
     trackio = Path(sys.executable).with_name("trackio")
 
     def metric(name: str) -> list[float]:
-        out = subprocess.run([str(trackio), "get", "metric", "--project", PROJECT, "--run", RUN_NAME, "--metric", name,
-                              "--json"], env=tracked.env, capture_output=True, text=True, timeout=120, check=False)
+        out = subprocess.run(
+            [str(trackio), "get", "metric", "--project", PROJECT, "--run", RUN_NAME, "--metric", name, "--json"],
+            env=tracked.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         return [v["value"] for v in json.loads(out.stdout)["values"]]
 
@@ -103,8 +122,14 @@ def test_model_card_of_final_states_the_run(tracked) -> None:
     summary, info = read_json(tracked.run / "summary.json"), read_json(tracked.run / "run.json")
     assert f"| train | `{ROOT / 'data/sample/train.jsonl'}` | {info['train_rows']} |" in s["Training data"]
     assert f"| eval | `{ROOT / 'data/sample/eval.jsonl'}` | {info['eval_rows']} |" in s["Training data"]
-    for row in ("| beta | 0.1 |", "| learning rate | 0.002 |", f"| optimizer steps | {summary['steps']} |",
-                "| rank r | 8 |", "| target modules | `c_attn, c_proj` |", "| loss | `sigmoid` |"):
+    for row in (
+        "| beta | 0.1 |",
+        "| learning rate | 0.002 |",
+        f"| optimizer steps | {summary['steps']} |",
+        "| rank r | 8 |",
+        "| target modules | `c_attn, c_proj` |",
+        "| loss | `sigmoid` |",
+    ):
         assert row in s["Training procedure"], row
     assert f"| held-out reward accuracy | {num(summary['eval_reward_accuracy'])} |" in s["Results"]
     assert f"| held-out loss | {num(summary['eval_loss'])} |" in s["Results"]
@@ -130,8 +155,16 @@ def test_report_html_renders_in_headless_chromium(tracked, tmp_path: Path) -> No
     if browser is None:
         pytest.skip("no Chromium here (apt-get install chromium)")
     shot = tmp_path / "report.png"
-    argv = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,2400",
-            f"--screenshot={shot}", (tracked.run / "report.html").as_uri()]
+    argv = [
+        browser,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+        (tracked.run / "report.html").as_uri(),
+    ]
     with (tmp_path / "chromium.log").open("w") as log:
         code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=False).returncode
     assert code == 0, (tmp_path / "chromium.log").read_text()[-2000:]
@@ -163,7 +196,7 @@ def test_dpo_eval_refreshes_the_card_and_the_page(tracked) -> None:
 def test_merged_model_gets_a_card(tracked, tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
-    from dpo_cli.merge import merge_adapter
+    from dpo_cli.merge.runner import merge_adapter
 
     out = tmp_path / "merged"
     result = merge_adapter(tracked.run, out, dtype="float32")
@@ -189,8 +222,14 @@ class FakeHub:
 
     def upload_folder(self, api, *, repo_id, folder_path, run_as_future=False, **kwargs):
         readme = Path(folder_path, "README.md")
-        self.uploads.append({"repo_id": repo_id, "folder": Path(folder_path), "path_in_repo": kwargs.get("path_in_repo"),
-                             "readme": readme.read_text() if readme.is_file() else None})
+        self.uploads.append(
+            {
+                "repo_id": repo_id,
+                "folder": Path(folder_path),
+                "path_in_repo": kwargs.get("path_in_repo"),
+                "readme": readme.read_text() if readme.is_file() else None,
+            }
+        )
         info = SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0")
         if run_as_future:
             future: Future = Future()
@@ -202,14 +241,24 @@ class FakeHub:
 def test_push_to_hub_pushes_final_with_our_card_last(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     from huggingface_hub import HfApi, ModelCard
 
-    from dpo_cli.training import train
+    from dpo_cli.train.run import train
 
     hub = FakeHub()
     monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: hub.create_repo(api, repo_id, **kw))
     monkeypatch.setattr(HfApi, "upload_folder", lambda api, **kw: hub.upload_folder(api, **kw))
-    cfg = load_config(SMOKE, smoke_overrides(
-        tiny_model_dir, tmp_path / "pushed", "training.max_steps=4", "training.save_steps=2", "training.logging_steps=2",
-        "training.push_to_hub=true", "training.hub_model_id=someone/tiny-dpo", "training.hub_strategy=every_save"))
+    cfg = load_config(
+        SMOKE,
+        smoke_overrides(
+            tiny_model_dir,
+            tmp_path / "pushed",
+            "training.max_steps=4",
+            "training.save_steps=2",
+            "training.logging_steps=2",
+            "training.push_to_hub=true",
+            "training.hub_model_id=someone/tiny-dpo",
+            "training.hub_strategy=every_save",
+        ),
+    )
     result = train(cfg)
     assert hub.repos == ["someone/tiny-dpo"]
     *during, last = hub.uploads
@@ -223,7 +272,7 @@ def test_push_to_hub_pushes_final_with_our_card_last(tiny_model_dir: Path, tmp_p
 
 
 def test_push_to_hub_without_a_repository_id_is_named_after_the_run(tmp_path: Path) -> None:
-    from dpo_cli.algorithms import to_trainer_config
+    from dpo_cli.train.trl_args import to_trainer_config
 
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'my-run'}", "training.push_to_hub=true"])
     args = to_trainer_config(cfg, tmp_path / "my-run" / "checkpoints")

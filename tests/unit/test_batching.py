@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dpo_cli.batching import (
+from dpo_cli.config.loader import load_config
+from dpo_cli.train.batching import (
     LengthGroupedSampler,
     LongestFirstSampler,
     length_grouped_order,
@@ -18,8 +19,7 @@ from dpo_cli.batching import (
     pair_lengths,
     sequence_lengths,
 )
-from dpo_cli.config.loader import load_config
-from dpo_cli.speed import precompute_choice
+from dpo_cli.train.speed import precompute_choice
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -57,7 +57,9 @@ def test_order_is_a_pure_function_of_seed_and_epoch() -> None:
     assert list(sampler) == length_grouped_order(lengths, 8, seed=42, epoch=1)
 
 
-@pytest.mark.parametrize(("batch", "random_at_least", "grouped_at_most"), [(4, 0.4, 0.2), (8, 0.5, 0.2), (16, 0.55, 0.2)])
+@pytest.mark.parametrize(
+    ("batch", "random_at_least", "grouped_at_most"), [(4, 0.4, 0.2), (8, 0.5, 0.2), (16, 0.55, 0.2)]
+)
 def test_grouping_removes_most_padding(batch: int, random_at_least: float, grouped_at_most: float) -> None:
     # The figures on HH-RLHF: 50/60/66% padding with random batches, 13-14% grouped.
     lengths = real_lengths(2000)
@@ -84,7 +86,9 @@ def test_longest_first() -> None:
 def test_lengths_from_the_token_columns_of_each_trainer() -> None:
     from datasets import Dataset
 
-    dpo = Dataset.from_dict({"prompt_ids": [[1, 2, 3], [4]], "chosen_ids": [[5], [6, 7, 8, 9]], "rejected_ids": [[5, 6], [7]]})
+    dpo = Dataset.from_dict(
+        {"prompt_ids": [[1, 2, 3], [4]], "chosen_ids": [[5], [6, 7, 8, 9]], "rejected_ids": [[5, 6], [7]]}
+    )
     assert sequence_lengths(dpo).tolist() == [[4, 5], [5, 2]]
     assert pair_lengths(dpo).tolist() == [5, 5]
     assert pair_lengths(dpo, max_length=4).tolist() == [4, 4]  # TRL's collator truncates there
@@ -96,8 +100,10 @@ def test_lengths_from_the_token_columns_of_each_trainer() -> None:
 
 
 def test_batch_order_and_speed_choices_never_import_torch() -> None:
-    # `dpo plan` and config checks read `dpo_cli.speed`; they must stay torch-free.
-    code = "import sys, dpo_cli.batching, dpo_cli.speed, dpo_cli.packing; print('torch' in sys.modules)"
+    # `dpo plan` and config checks read `dpo_cli.train.speed`; they must stay torch-free.
+    code = (
+        "import sys, dpo_cli.train.batching, dpo_cli.train.speed, dpo_cli.train.packing; print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", out.stderr
 
@@ -109,12 +115,14 @@ def overrides(tmp_path: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ((), False),  # LoRA, one pass: online costs the same and starts sooner
+        ((), True),  # neither set: TRL trains its default 3 epochs (the schema says so since it reads TRL's defaults)
+        (("training.num_train_epochs=1",), False),  # LoRA, one pass: online costs the same and starts sooner
         (("training.num_train_epochs=3",), True),
         (("training.num_train_epochs=2",), False),  # measured even at two epochs
         (("lora=null",), True),  # full fine-tuning: no second copy of the model
-        (("reference.kind=model", "reference.name_or_path=ref"), False),  # TRL keeps that model loaded anyway
-        (("lora=null", "reference.kind=model", "reference.name_or_path=ref"), False),
+        # TRL keeps that model loaded anyway (one epoch: no later epoch to save the reference forward of)
+        (("reference.kind=model", "reference.name_or_path=ref", "training.num_train_epochs=1"), False),
+        (("lora=null", "reference.kind=model", "reference.name_or_path=ref", "training.num_train_epochs=1"), False),
         (("lora=null", "training.precompute_ref_log_probs=false"), False),  # the config wins
         (("training.precompute_ref_log_probs=true",), True),
         (("lora=null", "training.sync_ref_model=true"), False),

@@ -55,7 +55,10 @@ def test_whole_files_pass_and_damaged_ones_are_named(tmp_path: Path) -> None:
     assert checkpoint_problems(good) == []
     path = good / "adapter_model.safetensors"
     path.write_bytes(path.read_bytes()[:-5])
-    assert safetensors_problem(path) == "adapter_model.safetensors: truncated (" + f"{path.stat().st_size} of {path.stat().st_size + 5} bytes)"
+    assert (
+        safetensors_problem(path)
+        == "adapter_model.safetensors: truncated (" + f"{path.stat().st_size} of {path.stat().st_size + 5} bytes)"
+    )
     (good / "rng_state.pth").write_bytes(b"")
     assert pickle_problem(good / "rng_state.pth") == "rng_state.pth: empty"
     opt = good / "optimizer.pt"
@@ -73,15 +76,20 @@ def test_every_kind_of_damage_makes_a_checkpoint_unusable(tmp_path: Path) -> Non
     assert problem.startswith("trainer_state.json: 9 bytes, ") and problem.endswith(" when it was saved")
     assert any("missing" in p for p in damaged(2, lambda f: (f / "trainer_state.json").unlink()))
     assert "optimizer.pt: missing" in damaged(3, lambda f: (f / "optimizer.pt").unlink())
+
     # A marker from before dpo listed the files: the format checks alone still catch the damage.
     def legacy_truncation(folder: Path) -> None:
         (folder / COMPLETE_MARKER).write_text("")
         (folder / "scheduler.pt").write_bytes(b"PK\x03\x04 torn")
+
     assert any(p.startswith("scheduler.pt: not a readable torch file") for p in damaged(4, legacy_truncation))
+
     def invalid_state(folder: Path) -> None:
         (folder / COMPLETE_MARKER).write_text("")
         (folder / "trainer_state.json").write_text('{"global_step": 7}')
+
     assert damaged(6, invalid_state) == ["trainer_state.json: step 7, not 6"]
+
     # A zip whose member was overwritten in place fails its CRC.
     def flipped(folder: Path) -> None:
         data = bytearray((folder / "optimizer.pt").read_bytes())
@@ -89,6 +97,7 @@ def test_every_kind_of_damage_makes_a_checkpoint_unusable(tmp_path: Path) -> Non
         data[index] = ord("y")
         (folder / COMPLETE_MARKER).write_text("")
         (folder / "optimizer.pt").write_bytes(bytes(data))
+
     assert any("fails its checksum" in p for p in damaged(5, flipped))
 
 

@@ -153,7 +153,11 @@ def test_apply_override_replaces_null_section() -> None:
         ({"training": {"max_steps": 0}}, "nothing would be trained"),
         ({"model": {"name_or_path": "m", "adapter": "sft"}, "lora": {}}, "remove the `lora:` section"),
         (
-            {"lora": {}, "quantization": {"bnb_4bit_quant_storage": "uint8"}, "launch": {"deepspeed": {"zero_stage": 3}}},
+            {
+                "lora": {},
+                "quantization": {"bnb_4bit_quant_storage": "uint8"},
+                "launch": {"deepspeed": {"zero_stage": 3}},
+            },
             "bnb_4bit_quant_storage` must equal",
         ),
     ],
@@ -195,7 +199,7 @@ def test_importing_cli_and_loading_config_imports_no_heavy_library() -> None:
         "from dpo_cli.config.loader import load_config\n"
         f"cfg = load_config({str(ROOT / 'configs' / 'mistral.yaml')!r}, ['training.report_to=[tensorboard,trackio,wandb]'])\n"
         "from dpo_cli.errors import DpoError\n"
-        "from dpo_cli.tracking import check_trackers\n"
+        "from dpo_cli.train.tracking import check_trackers\n"
         "try:\n"
         "    check_trackers(cfg.training.report_to)  # looks the packages up without importing them\n"
         "except DpoError:\n"

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from dpo_cli.diagnose import LN2, diagnose, expected_initial_loss, summarize
+from dpo_cli.config.algorithms import LN2, expected_initial_loss
+from dpo_cli.train.diagnose import diagnose, summarize
 
 
 @pytest.mark.parametrize(
@@ -35,10 +36,6 @@ def rec(step: int, loss: float, acc: float = 0.5, chosen: float = 0.0, rejected:
         "rewards/rejected": rejected,
         "rewards/margins": chosen - rejected,
     }
-
-
-def levels(findings) -> dict[str, str]:
-    return {f.message.split(":")[0][:30]: f.level for f in findings}
 
 
 def test_healthy_run_is_ok() -> None:
@@ -79,8 +76,11 @@ def test_nan_is_an_error() -> None:
 
 
 def test_summary_numbers() -> None:
-    records = [rec(1, LN2), rec(10, 0.4, 0.9), {"step": 10, "eval_loss": 0.45, "eval_rewards/accuracies": 0.8,
-                                              "eval_rewards/margins": 0.7}]
+    records = [
+        rec(1, LN2),
+        rec(10, 0.4, 0.9),
+        {"step": 10, "eval_loss": 0.45, "eval_rewards/accuracies": 0.8, "eval_rewards/margins": 0.7},
+    ]
     s = summarize(records)
     assert s["initial_loss"] == LN2 and s["final_loss"] == 0.4 and s["steps"] == 10
     assert s["eval_reward_accuracy"] == 0.8 and s["eval_reward_margin"] == 0.7

@@ -172,7 +172,7 @@ def load_generator():
 
 
 def test_configuration_reference_page_is_generated_from_the_schema() -> None:
-    from dpo_cli.config.reference import PAGE, render_page
+    from dpo_cli.config.docgen import PAGE, render_page
 
     assert (DOCS / PAGE).read_text() == render_page(), "run: python scripts/gen_config_reference.py"
 

@@ -6,13 +6,24 @@ import json
 import subprocess
 import sys
 
-from dpo_cli.planning.doctor import find_problems
+from dpo_cli.doctor import find_problems
 
 GOOD = {
-    "python": "3.11.7", "torch": "2.13.0+cu128", "transformers": "5.23.0", "trl": "1.16.0", "peft": "0.21.2",
-    "accelerate": "1.15.0", "deepspeed": "0.19.8", "bitsandbytes": "0.50.2", "datasets": "5.2.0", "numpy": "2.4.6",
+    "python": "3.11.7",
+    "torch": "2.13.0+cu128",
+    "transformers": "5.23.0",
+    "trl": "1.16.0",
+    "peft": "0.21.2",
+    "accelerate": "1.15.0",
+    "deepspeed": "0.19.8",
+    "bitsandbytes": "0.50.2",
+    "datasets": "5.2.0",
+    "numpy": "2.4.6",
 }
-H100 = {"cuda": "12.8", "gpus": [{"index": 0, "name": "H100", "memory_gib": 79.2, "compute_capability": "9.0", "bf16": True}]}
+H100 = {
+    "cuda": "12.8",
+    "gpus": [{"index": 0, "name": "H100", "memory_gib": 79.2, "compute_capability": "9.0", "bf16": True}],
+}
 
 
 def bad(problems):
@@ -47,7 +58,10 @@ def test_declared_requirement_violation_is_known_bad():
 
 
 def test_out_of_range_and_device_findings_are_warnings_only():
-    pre_ampere = {"cuda": "12.1", "gpus": [{"index": 0, "name": "V100", "memory_gib": 32, "compute_capability": "7.0", "bf16": False}]}
+    pre_ampere = {
+        "cuda": "12.1",
+        "gpus": [{"index": 0, "name": "V100", "memory_gib": 32, "compute_capability": "7.0", "bf16": False}],
+    }
     found = find_problems({**GOOD, "peft": "0.22.0"}, pre_ampere)
     assert not bad(found)
     whats = " ".join(p.what for p in found)
@@ -61,7 +75,9 @@ def test_missing_torch_is_known_bad():
 
 def test_doctor_json_parses():
     # A subprocess: the doctor imports torch for the devices, which unit tests must not.
-    proc = subprocess.run([sys.executable, "-m", "dpo_cli", "doctor", "--json"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpo_cli", "doctor", "--json"], capture_output=True, check=False, text=True
+    )
     report = json.loads(proc.stdout)
     assert proc.returncode == (0 if report["ok"] else 1)
     assert report["versions"]["trl"] and report["versions"]["python"]

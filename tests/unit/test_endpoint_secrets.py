@@ -30,9 +30,17 @@ class EchoHeaders(BaseHTTPRequestHandler):
         status = int(self.server.status)  # type: ignore[attr-defined]
         if status == 200:
             body = {
-                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": f"Verdict: A. You sent {headers}"}}],
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"Verdict: A. You sent {headers}"},
+                    }
+                ],
             }
         else:
             body = {"error": {"message": f"rejected request with headers {json.dumps(headers)}", "type": "bad"}}

@@ -43,8 +43,9 @@ def convert(tmp_path: Path, name: str, **data) -> tuple[list[dict], list[dict], 
     """(kept rows, rejects, report) of one sample, through `validate_data` and `--write-clean`."""
     section = DataSection(train=str(FORMATS / name), eval_fraction=None, **data)
     out = tmp_path / "clean"
-    report = validate_data(section, writer=CleanWriter(out, overwrite=True),
-                           kto_weights=(1.0, 1.0) if name in KTO else None)
+    report = validate_data(
+        section, writer=CleanWriter(out, overwrite=True), kto_weights=(1.0, 1.0) if name in KTO else None
+    )
     kept = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     return kept, rejects, report
@@ -56,8 +57,12 @@ def reasons(rejects: list[dict]) -> list[str]:
 
 def _decompressed(path: Path) -> bytes:
     data = path.read_bytes()
-    opener = {".gz": gzip.decompress, ".bz2": bz2.decompress, ".xz": lzma.decompress,
-              ".zst": lambda b: zstandard.ZstdDecompressor().decompress(b)}.get(path.suffix)
+    opener = {
+        ".gz": gzip.decompress,
+        ".bz2": bz2.decompress,
+        ".xz": lzma.decompress,
+        ".zst": lambda b: zstandard.ZstdDecompressor().decompress(b),
+    }.get(path.suffix)
     return opener(data) if opener else data
 
 
@@ -66,7 +71,9 @@ def test_samples_are_up_to_date(tmp_path: Path) -> None:
     assert sorted(p.name for p in written) == sorted(p.name for p in FORMATS.iterdir())
     for path in written:
         # compare content (a compressor's bytes may change with the library version)
-        assert _decompressed(path) == _decompressed(FORMATS / path.name), f"run scripts/make_format_samples.py ({path.name})"
+        assert _decompressed(path) == _decompressed(FORMATS / path.name), (
+            f"run scripts/make_format_samples.py ({path.name})"
+        )
     gz = tmp_path / "hh_rlhf.jsonl.gz"
     assert gz.read_bytes() == samples.hh_rlhf()  # mtime=0: the same bytes every time
 
@@ -75,13 +82,15 @@ def test_samples_are_up_to_date(tmp_path: Path) -> None:
 def test_train_loads_exactly_the_clean_rows(tmp_path: Path, name: str) -> None:
     """What `dpo train` hands TRL is what `--write-clean` writes, for every format."""
     kept, rejects, report = convert(tmp_path, name)
-    data = load_preference_data(DataSection(train=str(FORMATS / name), eval_fraction=None), unpaired=name in KTO,
-                                excluded=report.excluded())
+    data = load_preference_data(
+        DataSection(train=str(FORMATS / name), eval_fraction=None), unpaired=name in KTO, excluded=report.excluded()
+    )
     assert list(data.train) == kept and kept
     assert len(kept) + len(rejects) == report.splits[0].rows
     # and the clean file itself is TRL's format that dpo train accepts as it stands
-    again = load_preference_data(DataSection(train=str(tmp_path / "clean" / "train.jsonl"), eval_fraction=None),
-                                 unpaired=name in KTO)
+    again = load_preference_data(
+        DataSection(train=str(tmp_path / "clean" / "train.jsonl"), eval_fraction=None), unpaired=name in KTO
+    )
     assert list(again.train) == kept
 
 
@@ -114,8 +123,13 @@ def test_dialogue_pairs_share_their_opening_and_flatten_typed_parts(tmp_path: Pa
     kept, _, report = convert(tmp_path, "dialogue_ultrafeedback.jsonl")
     assert kept[0] == {"prompt": [user(Q(0))], "chosen": [assistant(GOOD(0))], "rejected": [assistant(BAD(0))]}
     assert kept[4]["prompt"] == [user(Q(4))]  # [{type: text, text: ...}] -> text
-    assert report.splits[0].sources[0].ignored_columns == ["prompt", "prompt_id", "messages", "score_chosen",
-                                                           "score_rejected"]
+    assert report.splits[0].sources[0].ignored_columns == [
+        "prompt",
+        "prompt_id",
+        "messages",
+        "score_chosen",
+        "score_rejected",
+    ]
 
 
 def test_sharegpt_ranking(tmp_path: Path) -> None:
@@ -123,8 +137,11 @@ def test_sharegpt_ranking(tmp_path: Path) -> None:
     assert report.splits[0].sources[0].layout == "sharegpt"
     assert kept[0]["prompt"] == [system(), user(Q(0))] and kept[0]["chosen"] == [assistant(GOOD(0))]
     assert kept[0]["rejected"] == [assistant(BAD(0))]
-    assert kept[1]["prompt"] == [user("I have a household question."), assistant("Happy to help. What is it?"),
-                                 user(Q(1))]
+    assert kept[1]["prompt"] == [
+        user("I have a household question."),
+        assistant("Happy to help. What is it?"),
+        user(Q(1)),
+    ]
     assert [m["role"] for m in kept[5]["prompt"]].count("system") == 1  # system turn and column not doubled
     kept, _, _ = convert(tmp_path, "sharegpt_messages.jsonl")
     assert kept[2] == {"prompt": [user(Q(2))], "chosen": [assistant(GOOD(2))], "rejected": [assistant(BAD(2))]}
@@ -147,8 +164,11 @@ def test_context_pairs(tmp_path: Path) -> None:
 def test_oasst_trees_pair_ranked_siblings_under_every_prompt(tmp_path: Path) -> None:
     kept, rejects, report = convert(tmp_path, "oasst_trees.jsonl")
     first = [user(Q(0))]
-    assert kept[0] == {"prompt": first, "chosen": [assistant(GOOD(0))],
-                       "rejected": [assistant("About five minutes, give or take.")]}
+    assert kept[0] == {
+        "prompt": first,
+        "chosen": [assistant(GOOD(0))],
+        "rejected": [assistant("About five minutes, give or take.")],
+    }
     assert kept[1] == {"prompt": first, "chosen": [assistant(GOOD(0))], "rejected": [assistant(BAD(0))]}
     assert kept[2]["prompt"] == [user(Q(0)), assistant(GOOD(0)), user("And for black tea?")]
     assert kept[2]["chosen"] == [assistant("Three to five minutes in boiling water.")]
@@ -165,10 +185,15 @@ def test_alpaca_pairs_keep_input_system_and_history(tmp_path: Path) -> None:
 
 def test_orca_csv_takes_question_as_prompt_and_keeps_the_system_turn(tmp_path: Path) -> None:
     kept, _, report = convert(tmp_path, "orca_pairs.csv")
-    assert kept[0] == {"prompt": [system(), user(Q(0))], "chosen": [assistant(GOOD(0))],
-                       "rejected": [assistant(BAD(0))]}
+    assert kept[0] == {
+        "prompt": [system(), user(Q(0))],
+        "chosen": [assistant(GOOD(0))],
+        "rejected": [assistant(BAD(0))],
+    }
     assert kept[1]["prompt"] == [user(Q(1))]  # an empty system cell adds no turn
-    assert report.splits[0].ignored_columns == [] and not [f for f in report.splits[0].findings if f.check.id != "few_rows"]
+    assert report.splits[0].ignored_columns == [] and not [
+        f for f in report.splits[0].findings if f.check.id != "few_rows"
+    ]
 
 
 def test_stack_exchange_bz2(tmp_path: Path) -> None:
@@ -201,8 +226,11 @@ def test_arena_kaggle_csv_with_json_turn_lists(tmp_path: Path) -> None:
     assert kept[0] == {"prompt": [user(Q(0))], "chosen": [assistant(GOOD(0))], "rejected": [assistant(BAD(0))]}
     assert kept[1]["chosen"] == [assistant(GOOD(1))]  # model_b won
     assert kept[2]["prompt"] == [user(Q(3))]  # two turns: the pair diverges at the first answer
-    assert kept[2]["chosen"] == [assistant(GOOD(3)), user("Thanks. Anything else?"),
-                                 assistant("Only that consistency matters more than any single trick.")]
+    assert kept[2]["chosen"] == [
+        assistant(GOOD(3)),
+        user("Thanks. Anything else?"),
+        assistant("Only that consistency matters more than any single trick."),
+    ]
     assert sorted(reasons(rejects)) == ["empty_field", "tie"]  # a tie, and a battle with a null answer
     assert report.splits[0].error_rows == 1
 
@@ -246,8 +274,11 @@ def test_kto_rows_in_three_layouts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "fragment"),
-    [("helpsteer_scores.jsonl", "scalar scores"), ("safety_labels.jsonl", "safety labels"),
-     ("sft_conversations.jsonl", "SFT layout")],
+    [
+        ("helpsteer_scores.jsonl", "scalar scores"),
+        ("safety_labels.jsonl", "safety labels"),
+        ("sft_conversations.jsonl", "SFT layout"),
+    ],
 )
 def test_data_without_pairs_is_refused_with_what_it_is(name: str, fragment: str) -> None:
     report = validate_data(DataSection(train=str(FORMATS / name), eval_fraction=None))
@@ -263,9 +294,15 @@ def _suggestions(message: str) -> dict[str, str]:
     "rows",
     [
         [{"q": f"Question {i}?", "good_answer": f"Yes {i}.", "bad_answer": f"No {i * 3}!"} for i in range(30)],
-        [{"question": f"Q{i}", "response_chosen": f"fine {i}", "response_rejected": f"poor {i * 7}"} for i in range(30)],
+        [
+            {"question": f"Q{i}", "response_chosen": f"fine {i}", "response_rejected": f"poor {i * 7}"}
+            for i in range(30)
+        ],
         [{"user_request": f"Question {i}?", "chosen": f"Yes {i}", "rejected": f"No {i * 7}"} for i in range(30)],
-        [{"instruction_text": f"Do {i}", "preferred": f"Done {i}.", "dispreferred": f"Nope {i * 5}"} for i in range(30)],
+        [
+            {"instruction_text": f"Do {i}", "preferred": f"Done {i}.", "dispreferred": f"Nope {i * 5}"}
+            for i in range(30)
+        ],
     ],
     ids=["names", "prefixed", "empty-prompt", "words"],
 )
@@ -278,8 +315,12 @@ def test_every_printed_mapping_is_valid_for_its_file(tmp_path: Path, rows: list[
     assert mapping, message
     fixed = validate_data(DataSection(train=str(path), eval_fraction=None, columns=DataColumns(**mapping)))
     assert fixed.errors == 0, [f.message for f in fixed.splits[0].findings]
-    assert all(r["prompt"] for r in load_preference_data(
-        DataSection(train=str(path), eval_fraction=None, columns=DataColumns(**mapping))).train)
+    assert all(
+        r["prompt"]
+        for r in load_preference_data(
+            DataSection(train=str(path), eval_fraction=None, columns=DataColumns(**mapping))
+        ).train
+    )
 
 
 def test_the_kto_mapping_offered_for_safety_labels_is_valid() -> None:
@@ -324,7 +365,9 @@ def test_every_process_finds_the_same_cached_table(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONHASHSEED": seed, "HF_DATASETS_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT)}
         log = tmp_path / f"seed-{seed}.log"
         with log.open("w") as out:
-            code_ = subprocess.call([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            code_ = subprocess.call(
+                [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            )
         assert code_ == 0, log.read_text()[-2000:]
         found.append(log.read_text().strip().splitlines()[-1])
     assert found[0] == found[1]

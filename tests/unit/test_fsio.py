@@ -35,7 +35,50 @@ def test_every_shape_of_a_full_disk_reads_the_same(tmp_path: Path, monkeypatch) 
 def test_other_failures_are_left_alone() -> None:
     assert as_write_error(ValueError("bad value"), Path("x"), "y") is None
     assert as_write_error(RuntimeError("CUDA out of memory"), Path("x"), "y") is None
-    quota = WriteError(Path("/data/run/metrics.jsonl"), "metrics record at step 3", OSError(errno.EDQUOT, "Disk quota exceeded"))
+    quota = WriteError(
+        Path("/data/run/metrics.jsonl"), "metrics record at step 3", OSError(errno.EDQUOT, "Disk quota exceeded")
+    )
     assert quota.message == "no space left on device while writing /data/run/metrics.jsonl (metrics record at step 3)"
     readonly = WriteError(Path("/ro/run.json"), "run record", OSError(errno.EROFS, "Read-only file system"))
     assert readonly.message == "could not write (Read-only file system) while writing /ro/run.json (run record)"
+
+
+def test_atomic_files_get_the_umask_mode_and_leave_nothing_behind_on_error(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from dpo_cli.fsio import UMASK, atomic_save, atomic_write_json, read_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    assert read_json(tmp_path / "a.json") == {"x": 1}
+    # A writer that takes a file name (savefig, np.savez): not mkstemp's owner-only 0600.
+    atomic_save(tmp_path / "plot.png", lambda tmp: tmp.write_bytes(b"png"))
+    for name in ("a.json", "plot.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~UMASK, name
+
+    def fails(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.EIO, "disk gone")
+
+    with pytest.raises(OSError):
+        atomic_save(tmp_path / "plot.png", fails)
+    assert (tmp_path / "plot.png").read_bytes() == b"png"  # the old file, whole
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "plot.png"]
+
+
+def test_publish_dir_swaps_a_whole_directory_in(tmp_path: Path) -> None:
+    from dpo_cli.fsio import UMASK, publish_dir, staging_dir
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    staging = staging_dir(out, "merging-")
+    assert staging.name.startswith(".model.merging-") and staging.stat().st_mode & 0o777 == 0o700
+    (staging / "weights.safetensors").write_text("new")
+    (staging / "weights.safetensors").chmod(0o600)  # as safetensors writes it
+    publish_dir(staging, out)
+    assert [p.name for p in out.iterdir()] == ["weights.safetensors"]
+    assert (out / "weights.safetensors").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert out.stat().st_mode & 0o777 == 0o777 & ~UMASK
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # the old copy is gone too

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_cli.config.loader import load_config
+from dpo_cli.config.loader import load_config, with_updates
 from dpo_cli.errors import DpoError
-from dpo_cli.iterate import check_loop, config_digest, prepare_dir, round_prompts, train_overrides
-from dpo_cli.evaluation.generate import EvalPrompt
+from dpo_cli.generation import Prompt
+from dpo_cli.iterate.runner import check_loop, config_digest, prepare_dir, round_prompts, train_updates
 
 BASE = {
     "output_dir": "runs/loop",
@@ -32,10 +32,10 @@ def test_round_configs_continue_the_adapter_and_keep_the_original_reference(tmp_
     path = write(tmp_path)
     base = load_config(path)
     out = Path("runs/loop")
-    first = load_config(path, train_overrides(base, out, 1))
+    first = with_updates(base, train_updates(base, out, 1))
     assert first.output_dir == "runs/loop/round-1/run" and first.data.train == "runs/loop/round-1/pairs/pairs.jsonl"
     assert first.lora is not None and first.model.adapter is None and first.reference.kind == "policy"
-    second = load_config(path, train_overrides(base, out, 2))
+    second = with_updates(base, train_updates(base, out, 2))
     assert second.lora is None and second.model.adapter == "runs/loop/round-1/run/final"
     assert (second.reference.kind, second.reference.name_or_path) == ("model", "models/base")
 
@@ -43,7 +43,7 @@ def test_round_configs_continue_the_adapter_and_keep_the_original_reference(tmp_
 def test_previous_reference_and_full_fine_tuning(tmp_path: Path) -> None:
     path = write(tmp_path, lora=None, iterate={"reference": "previous"})
     base = load_config(path)
-    second = load_config(path, train_overrides(base, Path("runs/loop"), 2))
+    second = with_updates(base, train_updates(base, Path("runs/loop"), 2))
     assert second.model.name_or_path == "runs/loop/round-1/run/final" and second.reference.kind == "policy"
 
 
@@ -77,7 +77,7 @@ def test_foreign_directory_is_never_taken_over(tmp_path: Path) -> None:
 
 
 def test_prompts_per_round_take_turns_and_wrap() -> None:
-    prompts = [EvalPrompt(i, None, str(i)) for i in range(5)]
+    prompts = [Prompt(i, None, str(i)) for i in range(5)]
     assert [p.index for p in round_prompts(prompts, None, 3)] == [0, 1, 2, 3, 4]
     assert [p.index for p in round_prompts(prompts, 2, 1)] == [0, 1]
     assert [p.index for p in round_prompts(prompts, 2, 3)] == [4, 0]

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_cli import launch
 from dpo_cli.config.loader import load_config
-from dpo_cli.config.schema import cross_field_problems
+from dpo_cli.config.rules import cross_field_problems
 from dpo_cli.errors import ConfigError, DpoError
+from dpo_cli.train import launch
 from tests.conftest import ROOT
 
 MISTRAL = ROOT / "configs" / "mistral.yaml"
@@ -104,7 +104,13 @@ def test_ddp_has_no_deepspeed_file(tmp_path: Path) -> None:
 
 def test_cpu_deepspeed_tells_deepspeed_its_accelerator(tmp_path: Path) -> None:
     cfg = load_config(
-        SMOKE, [f"output_dir={tmp_path}", "launch.num_processes=2", "training.use_cpu=true", "launch.deepspeed={zero_stage: 3}"]
+        SMOKE,
+        [
+            f"output_dir={tmp_path}",
+            "launch.num_processes=2",
+            "training.use_cpu=true",
+            "launch.deepspeed={zero_stage: 3}",
+        ],
     )
     plan = launch.plan_launch(cfg, ["smoke.yaml"])
     assert plan.env == {"DS_ACCELERATOR": "cpu"}
@@ -127,9 +133,7 @@ def test_user_files_are_used_as_they_are(tmp_path: Path) -> None:
     acc.write_text("distributed_type: DEEPSPEED\nnum_processes: 4\n")
     ds = tmp_path / "my-ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))
-    cfg = mistral(
-        tmp_path, "launch.deepspeed=null", f"launch.accelerate_config={acc}", f"launch.deepspeed_config={ds}"
-    )
+    cfg = mistral(tmp_path, "launch.deepspeed=null", f"launch.accelerate_config={acc}", f"launch.deepspeed_config={ds}")
     plan = launch.plan_launch(cfg, ["c.yaml"])
     assert plan.files == {}
     # Only topology the config sets explicitly overrides the user's file.
@@ -246,7 +250,9 @@ def test_dry_run_prints_a_runnable_launch_without_torch(tmp_path: Path) -> None:
         "assert r.exit_code == 0, r.output\n"
         "assert not heavy, heavy\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=False, text=True, cwd=ROOT, timeout=120
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     out = done.stdout
     folder = tmp_path / "run" / "launch"
@@ -275,7 +281,12 @@ def test_resume_drops_the_interrupted_segments_end_record(tmp_path: Path) -> Non
     from dpo_cli.rundir import read_metrics, truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
-    rows = [{"step": 1, "loss": 0.7}, {"step": 2, "loss": 0.6}, {"step": 2, "train_runtime": 3.0}, {"step": 3, "loss": 0.5}]
+    rows = [
+        {"step": 1, "loss": 0.7},
+        {"step": 2, "loss": 0.6},
+        {"step": 2, "train_runtime": 3.0},
+        {"step": 3, "loss": 0.5},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     truncate_metrics(path, 2)
     assert read_metrics(path) == rows[:2]
@@ -308,16 +319,30 @@ def test_an_interrupted_launch_prints_the_exact_resume_command(tmp_path: Path) -
     import shlex
 
     cfg = mistral(tmp_path)
-    args = launch.train_args("my cfg.yaml", ["training.beta=0.2", "launch.num_processes=8"], overwrite=True,
-                             resume=False, skip_validation=True)
+    args = launch.train_args(
+        "my cfg.yaml",
+        ["training.beta=0.2", "launch.num_processes=8"],
+        overwrite=True,
+        resume=False,
+        skip_validation=True,
+    )
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "run.json").write_text(json.dumps({"status": "interrupted", "checkpoint": "run/checkpoints/checkpoint-7"}))
+    (tmp_path / "run" / "run.json").write_text(
+        json.dumps({"status": "interrupted", "checkpoint": "run/checkpoints/checkpoint-7"})
+    )
     with pytest.raises(DpoError) as info:
         launch.launch(cfg, args, overwrite=True, run=Recorder(code=1))
     assert info.value.exit_code == 130 and "checkpoint-7" in info.value.message
     assert shlex.split(info.value.details[0].removeprefix("resume with: ")) == [
-        "dpo", "train", "my cfg.yaml", "--set", "training.beta=0.2", "--set", "launch.num_processes=8",
-        "--skip-validation", "--resume",
+        "dpo",
+        "train",
+        "my cfg.yaml",
+        "--set",
+        "training.beta=0.2",
+        "--set",
+        "launch.num_processes=8",
+        "--skip-validation",
+        "--resume",
     ]
     (tmp_path / "run" / "run.json").write_text(json.dumps({"status": "interrupted", "checkpoint": None}))
     with pytest.raises(DpoError) as info:

@@ -37,8 +37,10 @@ def test_near_identical_and_empty_responses_count_once() -> None:
 
 def test_prompt_file_strings_and_messages(tmp_path: Path) -> None:
     path = tmp_path / "prompts.jsonl"
-    rows = [{"prompt": "Say hi."},
-            {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say bye."}]}]
+    rows = [
+        {"prompt": "Say hi."},
+        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say bye."}]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     prompts = load_prompts(str(path), "prompt", key="generate.prompts")
     assert [p.text for p in prompts] == ["Say hi.", "Say bye."]
@@ -49,8 +51,12 @@ def test_prompt_file_strings_and_messages(tmp_path: Path) -> None:
 
 def test_bad_prompts_are_named_by_row_and_column(tmp_path: Path) -> None:
     path = tmp_path / "prompts.jsonl"
-    rows = [{"q": "fine"}, {"q": ""}, {"q": "fine"}, {"q": [{"role": "user", "content": "a"},
-                                                            {"role": "assistant", "content": "b"}]}]
+    rows = [
+        {"q": "fine"},
+        {"q": ""},
+        {"q": "fine"},
+        {"q": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DpoError, match="no column `prompt`") as exc:
         load_prompts(str(path), "prompt", key="generate.prompts")
@@ -70,9 +76,11 @@ def test_scoring_function_from_module_and_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("reference", "message"),
-    [("dpo_cli.no_such_module:f", "importing `dpo_cli.no_such_module` failed"),
-     ("dpo_cli.scorers:nope", "has no function `nope`"),
-     ("./missing.py:f", "not found")],
+    [
+        ("dpo_cli.no_such_module:f", "importing `dpo_cli.no_such_module` failed"),
+        ("dpo_cli.scorers:nope", "has no function `nope`"),
+        ("./missing.py:f", "not found"),
+    ],
 )
 def test_scoring_function_errors_name_the_key(reference: str, message: str) -> None:
     with pytest.raises(DpoError, match=message) as exc:
@@ -82,8 +90,10 @@ def test_scoring_function_errors_name_the_key(reference: str, message: str) -> N
 
 def test_scores_must_be_finite_numbers(tmp_path: Path) -> None:
     file = tmp_path / "bad.py"
-    file.write_text("def text(p, r):\n    return 'high'\n\ndef nan(p, r):\n    return float('nan')\n"
-                    "def boom(p, r):\n    raise KeyError('x')\n")
+    file.write_text(
+        "def text(p, r):\n    return 'high'\n\ndef nan(p, r):\n    return float('nan')\n"
+        "def boom(p, r):\n    raise KeyError('x')\n"
+    )
     for name, message in [("text", "returned 'high'"), ("nan", "returned nan"), ("boom", "raised KeyError")]:
         with pytest.raises(DpoError, match=message) as exc:
             FunctionScorer(f"{file}:{name}").score("p", "r", where=" (prompt row 3)")

@@ -21,8 +21,14 @@ def test_words_and_repetition() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Great question! Sleep matters.", "What a wonderful question. First...", "You're absolutely right, and",
-     "  Absolutely! Here is how.", "I'd be happy to help with that.", "Happy to help. First write..."],
+    [
+        "Great question! Sleep matters.",
+        "What a wonderful question. First...",
+        "You're absolutely right, and",
+        "  Absolutely! Here is how.",
+        "I'd be happy to help with that.",
+        "Happy to help. First write...",
+    ],
 )
 def test_sycophantic_openers(text: str) -> None:
     assert p.is_sycophantic_opener(text)
@@ -37,8 +43,13 @@ def test_not_sycophantic(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["As an AI, I have no opinion.", "I'm sorry, but I can't help with that.", "I cannot answer this.",
-     "Please consult a professional.", "Search for it on your own instead of wasting my time."],
+    [
+        "As an AI, I have no opinion.",
+        "I'm sorry, but I can't help with that.",
+        "I cannot answer this.",
+        "Please consult a professional.",
+        "Search for it on your own instead of wasting my time.",
+    ],
 )
 def test_evasion(text: str) -> None:
     assert p.is_evasive(text)
@@ -50,9 +61,15 @@ def test_plain_answer_is_not_evasive() -> None:
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("", "empty"), ("   ", "empty"), ("?!... --", "no words"), ("go go go go go go go go go go", "repetition loop"),
-     ("the the the the cat the the the dog the", "one word dominates"), ("Short but fine.", None),
-     ("To fall asleep faster, keep the same bedtime every night and avoid screens.", None)],
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("?!... --", "no words"),
+        ("go go go go go go go go go go", "repetition loop"),
+        ("the the the the cat the the the dog the", "one word dominates"),
+        ("Short but fine.", None),
+        ("To fall asleep faster, keep the same bedtime every night and avoid screens.", None),
+    ],
 )
 def test_degenerate_reason(text: str, reason: str | None) -> None:
     assert p.degenerate_reason(text) == reason
@@ -60,8 +77,10 @@ def test_degenerate_reason(text: str, reason: str | None) -> None:
 
 def test_summarize_and_compare() -> None:
     reference = ["Keep a notebook by the bed.", "Walk for ten minutes after lunch."]
-    policy = ["Great question! " + "Keep a notebook by the bed and write three lines every evening before sleep.",
-              "loop loop loop loop loop loop loop loop loop"]
+    policy = [
+        "Great question! " + "Keep a notebook by the bed and write three lines every evening before sleep.",
+        "loop loop loop loop loop loop loop loop loop",
+    ]
     ps = p.summarize(policy, finished=[True, False])
     rs = p.summarize(reference, finished=[True, True])
     assert ps["n"] == 2 and ps["sycophantic_opener_rate"] == 0.5 and ps["degenerate_rate"] == 0.5

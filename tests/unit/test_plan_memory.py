@@ -29,9 +29,18 @@ def test_shipped_mistral_config_has_the_published_parameter_count():
 
 
 def test_bf16_weights_are_two_bytes_per_parameter():
-    shape = shape_from_config({"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-                               "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000,
-                               "tie_word_embeddings": False}, "llama-2-7b")
+    shape = shape_from_config(
+        {
+            "model_type": "llama",
+            "hidden_size": 4096,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "intermediate_size": 11008,
+            "vocab_size": 32000,
+            "tie_word_embeddings": False,
+        },
+        "llama-2-7b",
+    )
     run = run_shape(mistral("quantization=null", "lora=null", "model.dtype=bfloat16"), shape)
     assert shape.params == 6_738_415_616  # Llama-2-7B
     assert weight_bytes(shape, run) == 2 * shape.params  # ~13.5e9 bytes
@@ -71,8 +80,9 @@ def test_zero3_divides_weights_gradients_and_optimizer_by_the_gpu_count():
 
 def test_zero2_keeps_full_weights_and_offload_moves_states_to_cpu():
     shape = known_config("mistralai/Mistral-7B-Instruct-v0.3")
-    cfg = mistral("quantization=null", "lora=null", "launch.deepspeed.zero_stage=2",
-                  "launch.deepspeed.offload_optimizer=cpu")
+    cfg = mistral(
+        "quantization=null", "lora=null", "launch.deepspeed.zero_stage=2", "launch.deepspeed.offload_optimizer=cpu"
+    )
     plan = estimate_memory(cfg, shape, gpus=8)
     assert plan.row("weights").gpu_bytes == 2 * shape.params
     assert plan.row("gradients").gpu_bytes == pytest.approx(6 * shape.params / 8)
@@ -87,7 +97,7 @@ def test_reference_model_only_when_one_is_loaded():
     assert estimate_memory(full, shape, 1).row("reference model").gpu_bytes == 2 * shape.params
     pre = mistral("quantization=null", "lora=null", "training.precompute_ref_log_probs=true")
     assert estimate_memory(pre, shape, 1).row("reference model").gpu_bytes == 0
-    # Unset, full fine-tuning precomputes (dpo_cli.speed.precompute_choice): no second copy.
+    # Unset, full fine-tuning precomputes (dpo_cli.train.speed.precompute_choice): no second copy.
     default = mistral("quantization=null", "lora=null", "launch.deepspeed=null")
     assert estimate_memory(default, shape, 1).row("reference model").gpu_bytes == 0
     assert estimate_memory(mistral(), shape, 1).row("reference model").gpu_bytes == 0  # LoRA: adapters off
@@ -105,8 +115,13 @@ def test_checkpointing_and_micro_batch_scale_activations():
 
 
 def test_suggestions_when_it_does_not_fit():
-    cfg = mistral("quantization=null", "lora=null", "launch.deepspeed=null", "training.gradient_checkpointing=false",
-                  "training.precompute_ref_log_probs=false")
+    cfg = mistral(
+        "quantization=null",
+        "lora=null",
+        "launch.deepspeed=null",
+        "training.gradient_checkpointing=false",
+        "training.precompute_ref_log_probs=false",
+    )
     plan = make_plan(cfg, gpus=8, gpu_memory=parse_size("80GiB"))
     assert not plan.fits
     texts = " ".join(s.text for s in plan.suggestions)

@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from dpo_cli.errors import DpoError
-from dpo_cli.rundir import (
-    atomic_write_text,
-    check_run_dir,
-    init_run_dir,
-    latest_checkpoint,
-    mark_complete,
-    read_metrics,
-    truncate_metrics,
-)
+from dpo_cli.fsio import atomic_write_text
+from dpo_cli.rundir import check_run_dir, init_run_dir, latest_checkpoint, mark_complete, read_metrics, truncate_metrics
 
 
 def test_non_empty_dir_is_refused_without_a_flag(tmp_path: Path) -> None:
@@ -84,9 +77,8 @@ def test_run_lock_refuses_a_second_writer_and_is_released(tmp_path: Path) -> Non
 
     run = tmp_path / "run"
     with run_lock(run):
-        with pytest.raises(DpoError) as info:
-            with run_lock(run):
-                pass
+        with pytest.raises(DpoError) as info, run_lock(run):
+            pass
         assert "in use by another dpo process" in info.value.message
     with run_lock(run):  # released when the first holder is done
         pass
@@ -185,7 +177,11 @@ def test_overwrite_never_deletes_an_input_kept_under_a_run_name(tmp_path: Path) 
 
     run = earlier_run(tmp_path / "X")
     # Training on from the earlier run's own final weights, into the same folder.
-    cfg = {"output_dir": str(run), "model": {"name_or_path": str(run / "final")}, "training": {"x": [str(run / "plots")]}}
+    cfg = {
+        "output_dir": str(run),
+        "model": {"name_or_path": str(run / "final")},
+        "training": {"x": [str(run / "plots")]},
+    }
     with pytest.raises(DpoError) as info:
         check_run_dir(run, overwrite=True, resume=False, protected=config_inputs(cfg, tmp_path / "cfg.yaml"))
     assert any(line.startswith("model.name_or_path:") for line in info.value.details)
@@ -200,7 +196,9 @@ def test_overwrite_removes_only_the_earlier_runs_own_files(tmp_path: Path) -> No
     (run / "launch" / "deepspeed.json").write_text("{}")
     (run / ".run.json.abc123.tmp").write_text("torn")
     # Re-running a run from its own config.yaml is allowed: that file is rewritten at once.
-    init_run_dir(run, overwrite=True, resume=False, protected=config_inputs({"output_dir": str(run)}, run / "config.yaml"))
+    init_run_dir(
+        run, overwrite=True, resume=False, protected=config_inputs({"output_dir": str(run)}, run / "config.yaml")
+    )
     assert sorted(p.name for p in run.iterdir()) == ["launch"]
 
 
@@ -266,3 +264,16 @@ def test_run_json_is_written_in_place_when_the_disk_has_no_room_for_a_copy(tmp_p
     monkeypatch.setattr(rundir, "atomic_write_text", full)
     rundir.write_run_info(tmp_path, {"status": "failed", "error": "no space left on device while writing x"})
     assert json.loads((tmp_path / "run.json").read_text())["status"] == "failed"
+
+
+def test_precomputed_reference_log_probs_are_no_earlier_run(tmp_path: Path) -> None:
+    # The trainer writes them while it is built, before the run directory is taken over.
+    from dpo_cli.rundir import REF_CACHE_DIR, holds_run
+
+    run = tmp_path / "run"
+    (run / REF_CACHE_DIR).mkdir(parents=True)
+    (run / REF_CACHE_DIR / "train-abc.npz").write_bytes(b"x")
+    (run / "checkpoints").mkdir()
+    assert not holds_run(run)
+    (run / "metrics.jsonl").write_text("{}\n")
+    assert holds_run(run)

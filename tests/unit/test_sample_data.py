@@ -117,4 +117,3 @@ def test_generator_counts_are_flags_and_seeds_matter() -> None:
     small = generator.generate(40, 12, seed=0)
     assert [len(small[n]) for n in FILES] == [40, 12, 40, 12]
     assert generator.generate(40, 12, seed=1)["train.jsonl"] != small["train.jsonl"]
-

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import SweepSection
 from dpo_cli.errors import ConfigError
-from dpo_cli.sweep import Point, choose, expand, point_configs, train_commands
+from dpo_cli.sweep.runner import Point, choose, expand, point_configs, train_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -40,7 +41,7 @@ def test_point_overrides(tmp_path: Path) -> None:
 def test_every_point_is_validated_before_training(tmp_path: Path) -> None:
     points = [Point(0.1), Point(-1.0), Point(0.2, -3.0)]
     with pytest.raises(ConfigError) as info:
-        point_configs(SMOKE, [], points, tmp_path)
+        point_configs(load_config(SMOKE), points, tmp_path, str(SMOKE))
     text = "\n".join(info.value.problems)
     assert "beta_-1:" in text and "beta_0.2_lr_-3:" in text
     assert "beta_0.1:" not in text
@@ -52,9 +53,18 @@ def test_sweep_section_rejects_non_positive_values() -> None:
         SweepSection(betas=[0.1, 0.0])
 
 
-def row(point: str, beta: float, acc: float, margin: float = 0.5, shift: float = 0.0, status: str = "completed") -> dict:
-    return {"point": point, "beta": beta, "status": status, "reward_accuracy": acc, "reward_margin": margin,
-            "chosen_logp_shift": shift, "logp_margin": acc * 10}
+def row(
+    point: str, beta: float, acc: float, margin: float = 0.5, shift: float = 0.0, status: str = "completed"
+) -> dict:
+    return {
+        "point": point,
+        "beta": beta,
+        "status": status,
+        "reward_accuracy": acc,
+        "reward_margin": margin,
+        "chosen_logp_shift": shift,
+        "logp_margin": acc * 10,
+    }
 
 
 def test_choose_best_accuracy_with_guards() -> None:
@@ -102,24 +112,27 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
     """Issue 15, item 6: the printed command named no grid, and run as printed trained the config's default one."""
     import shlex
 
-    import dpo_cli.build
-    import dpo_cli.training
+    import dpo_cli.models
+    import dpo_cli.train.run
     from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
-    from dpo_cli.rundir import read_json
-    from dpo_cli.sweep import STATE_FILE, run_sweep
+    from dpo_cli.fsio import read_json
+    from dpo_cli.sweep.runner import STATE_FILE, run_sweep
 
     config = tmp_path / "my cfg ü.yaml"
     config.write_text(SMOKE.read_text())
-    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train={ROOT / 'data/sample/train.jsonl'}",
-                 f"data.eval={ROOT / 'data/sample/eval.jsonl'}"]
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.train={ROOT / 'data/sample/train.jsonl'}",
+        f"data.eval={ROOT / 'data/sample/eval.jsonl'}",
+    ]
     trained: list[float] = []
 
     def interrupted(cfg, **kwargs):
         trained.append(cfg.training.beta)
         raise DpoError("interrupted at step 3", exit_code=EXIT_INTERRUPTED)
 
-    monkeypatch.setattr(dpo_cli.training, "train", interrupted)
-    monkeypatch.setattr(dpo_cli.build, "load_policy", lambda cfg: object())
+    monkeypatch.setattr(dpo_cli.train.run, "train", interrupted)
+    monkeypatch.setattr(dpo_cli.models, "load_policy", lambda cfg: object())
     with pytest.raises(DpoError) as info:
         run_sweep(config, overrides, betas=[0.05, 0.1], sweep_dir=tmp_path / "sweep", validate=False)
     assert info.value.exit_code == EXIT_INTERRUPTED
@@ -133,3 +146,35 @@ def test_an_interrupted_sweep_prints_the_command_that_trains_the_same_grid(tmp_p
     with pytest.raises(DpoError):
         run_sweep(config, overrides, sweep_dir=tmp_path / "sweep", validate=False)
     assert trained == [0.05, 0.05]
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "orpo"])
+def test_typed_point_updates_equal_the_printed_set_options(tmp_path: Path, algorithm: str) -> None:
+    # Points are derived from the loaded config (typed); the printed commands must give the same run.
+    from dpo_cli.config.loader import set_strings, with_updates
+
+    user = [f"algorithm={algorithm}", "training.max_steps=3"]
+    base = load_config(SMOKE, user)
+    for point in expand(base.sweep, [0.05, 1e-5], [2e-5], algorithm):
+        updates = point.updates(tmp_path / "odd: dir #1")
+        typed = with_updates(base, updates)
+        parsed = load_config(SMOKE, [*user, *set_strings(updates)])
+        assert typed.model_dump() == parsed.model_dump()
+        assert typed.training_overrides() == parsed.training_overrides()
+        assert typed.output_dir == str(tmp_path / "odd: dir #1" / point.name)
+
+
+def test_set_strings_read_back_as_the_same_values() -> None:
+    from dpo_cli.config.loader import set_strings
+
+    updates = {"a": 1e-05, "b": 0.01, "c": True, "d": None, "e": "x: y", "f": "true", "g": Path("runs/p"), "h": 3}
+    assert set_strings(updates) == [
+        "a=1.0e-05",
+        "b=0.01",
+        "c=true",
+        "d=null",
+        'e="x: y"',
+        'f="true"',
+        "g=runs/p",
+        "h=3",
+    ]

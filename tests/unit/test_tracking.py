@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.tracking import TRACKERS, Tracker, check_trackers, requested_trackers
+from dpo_cli.train.tracking import TRACKERS, Tracker, check_trackers, requested_trackers
 
 
 def only_installed(monkeypatch, *modules: str) -> None:

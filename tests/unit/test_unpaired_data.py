@@ -20,8 +20,13 @@ def thumbs_rows(desirable: int, undesirable: int) -> list[dict]:
     rows = []
     for i in range(desirable + undesirable):
         text = " ".join(WORDS[(i + k) % 12] for k in range(6 + i % 4))
-        rows.append({"prompt": f"Question {i}: about item {i * 7}?", "completion": f"Answer {i}: {text}",
-                     "label": i < desirable})
+        rows.append(
+            {
+                "prompt": f"Question {i}: about item {i * 7}?",
+                "completion": f"Answer {i}: {text}",
+                "label": i < desirable,
+            }
+        )
     return rows
 
 

@@ -73,8 +73,12 @@ def test_usable_fields_pass(value, conversational) -> None:
 
 
 def test_messages_are_normalized_from_sharegpt_and_typed_parts() -> None:
-    row = {"m": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": [{"type": "text", "text": "a"},
-                                                                           {"type": "text", "value": "b"}]}]}
+    row = {
+        "m": [
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": [{"type": "text", "text": "a"}, {"type": "text", "value": "b"}]},
+        ]
+    }
     assert messages_field(row, "m") == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ab"}]
     assert content_text([{"type": "text", "text": "x"}], "m") == "x"
 
@@ -95,8 +99,13 @@ def test_conversation_structure_problems(prompt, response, fragment) -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "response"),
-    [([U], [A]), ([S, U], [A]), ([U, A, U], [A]), ([U], [A, {"role": "tool", "content": "42"}, A]),
-     ([A, U], [A])],  # an opening assistant greeting (OpenAI's examples have them)
+    [
+        ([U], [A]),
+        ([S, U], [A]),
+        ([U, A, U], [A]),
+        ([U], [A, {"role": "tool", "content": "42"}, A]),
+        ([A, U], [A]),
+    ],  # an opening assistant greeting (OpenAI's examples have them)
 )
 def test_well_formed_conversations_pass(prompt, response) -> None:
     assert conversation_problem(prompt, response) is None
@@ -150,13 +159,19 @@ def test_lengths_quantiles_in_bounded_memory() -> None:
 
 
 def test_length_bias_message_fires_only_on_bias() -> None:
-    assert length_bias_message({"mean_length_ratio": 1.0, "chosen_longer_fraction": 0.5,
-                                "rejected_longer_fraction": 0.5}, "character") is None
-    longer = length_bias_message({"mean_length_ratio": 1.2, "chosen_longer_fraction": 0.9,
-                                  "rejected_longer_fraction": 0.1}, "token")
+    assert (
+        length_bias_message(
+            {"mean_length_ratio": 1.0, "chosen_longer_fraction": 0.5, "rejected_longer_fraction": 0.5}, "character"
+        )
+        is None
+    )
+    longer = length_bias_message(
+        {"mean_length_ratio": 1.2, "chosen_longer_fraction": 0.9, "rejected_longer_fraction": 0.1}, "token"
+    )
     assert "longer in 90%" in longer
-    shorter = length_bias_message({"mean_length_ratio": 0.5, "chosen_longer_fraction": 0.3,
-                                   "rejected_longer_fraction": 0.6}, "token")
+    shorter = length_bias_message(
+        {"mean_length_ratio": 0.5, "chosen_longer_fraction": 0.3, "rejected_longer_fraction": 0.6}, "token"
+    )
     assert "shorter" in shorter
 
 

@@ -19,7 +19,24 @@ from dpo_cli.validation import data_section, validate_data
 from dpo_cli.validation.report import CleanWriter, report_json
 
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+]
 
 
 def clean_rows(n: int = 120) -> list[dict]:
@@ -28,16 +45,24 @@ def clean_rows(n: int = 120) -> list[dict]:
     for i in range(n):
         a = " ".join(WORDS[(i + k) % 16] for k in range(8 + i % 5))
         b = " ".join(WORDS[(i * 3 + k) % 16].upper() for k in range(8 + (i + 2) % 5))
-        rows.append({"prompt": f"Question {i}: tell me about item {i * 7}.", "chosen": f"Yes: {a}",
-                     "rejected": f"No! {b}", "id": i})
+        rows.append(
+            {
+                "prompt": f"Question {i}: tell me about item {i * 7}.",
+                "chosen": f"Yes: {a}",
+                "rejected": f"No! {b}",
+                "id": i,
+            }
+        )
     return rows
 
 
 def chat_rows(n: int = 120) -> list[dict]:
     return [
-        {"prompt": [{"role": "user", "content": r["prompt"]}],
-         "chosen": [{"role": "assistant", "content": r["chosen"]}],
-         "rejected": [{"role": "assistant", "content": r["rejected"]}]}
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
         for r in clean_rows(n)
     ]
 
@@ -167,8 +192,13 @@ def test_unused_columns_may_change_type(tmp_path: Path) -> None:
 
 
 def test_implicit_prompt_hh_layout(tmp_path: Path) -> None:
-    rows = [{"chosen": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['chosen']}",
-             "rejected": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['rejected']}"} for r in clean_rows()]
+    rows = [
+        {
+            "chosen": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['chosen']}",
+            "rejected": f"\n\nHuman: {r['prompt']}\n\nAssistant: {r['rejected']}",
+        }
+        for r in clean_rows()
+    ]
     rows[9] = {"chosen": "Completely different", "rejected": "Nothing shared"}
     path = write(tmp_path / "hh.jsonl", rows)
     report = validate_data(data_section(str(path)))
@@ -180,8 +210,11 @@ def test_implicit_prompt_hh_layout(tmp_path: Path) -> None:
     train = load_preference_data(DataSection(train=str(path), eval_fraction=None)).train
     assert train.column_names == ["prompt", "chosen", "rejected"]
     first = clean_rows()[0]
-    assert train[0] == {"prompt": f"\n\nHuman: {first['prompt']}\n\nAssistant:", "chosen": f" {first['chosen']}",
-                        "rejected": f" {first['rejected']}"}
+    assert train[0] == {
+        "prompt": f"\n\nHuman: {first['prompt']}\n\nAssistant:",
+        "chosen": f" {first['chosen']}",
+        "rejected": f" {first['rejected']}",
+    }
     assert train[9]["prompt"] == ""
 
 
@@ -313,7 +346,8 @@ def test_parquet_and_csv_sources(tmp_path: Path) -> None:
 
     rows = ROW_CASES["null_field"](clean_rows())
     Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]).to_parquet(
-        str(tmp_path / "t.parquet"))
+        str(tmp_path / "t.parquet")
+    )
     report = validate_data(data_section(str(tmp_path / "t.parquet")))
     assert found(report) == {"null_field": 1}
     assert report.splits[0].findings.by_id["null_field"].examples[0].startswith(f"{tmp_path / 't.parquet'} row 8")

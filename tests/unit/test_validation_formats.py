@@ -65,8 +65,10 @@ def test_column_mapping_and_nested_paths() -> None:
     columns = DataColumns(prompt="question", chosen="good", rejected="bad")
     found = layout_of([{"question": "q", "good": "a", "bad": "b"}], columns)
     assert (found.get("prompt"), found.get("chosen"), found.get("rejected")) == ("question", "good", "bad")
-    nested = layout_of([{"input": {"messages": [U]}, "out": {"good": [A], "bad": [B]}}],
-                       DataColumns(prompt="input.messages", chosen="out.good", rejected="out.bad"))
+    nested = layout_of(
+        [{"input": {"messages": [U]}, "out": {"good": [A], "bad": [B]}}],
+        DataColumns(prompt="input.messages", chosen="out.good", rejected="out.bad"),
+    )
     assert nested.layout == "trl" and nested.native == "messages" and nested.used == {"input", "out"}
 
 
@@ -89,8 +91,10 @@ def test_score_columns_found() -> None:
         ({"messages": [U, A]}, ["SFT layout"]),
         ({"prompt": "p", "response": "r", "helpfulness": 3, "correctness": 4}, ["scalar scores", "`helpfulness`"]),
         ({"prompt": "p", "response": "r", "is_safe": False}, ["safety labels", "data.columns.label: is_safe"]),
-        ({"question": "q", "response_chosen": "a", "response_rejected": "b"},
-         ["missing column", "data.columns.chosen: response_chosen; data.columns.rejected: response_rejected"]),
+        (
+            {"question": "q", "response_chosen": "a", "response_rejected": "b"},
+            ["missing column", "data.columns.chosen: response_chosen; data.columns.rejected: response_rejected"],
+        ),
     ],
     ids=["unpaired", "sft", "reward-scores", "safety-labels", "other-names"],
 )
@@ -159,8 +163,12 @@ def test_line_over_the_per_row_limit_is_skipped_in_bounded_memory(tmp_path: Path
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zst"])
 def test_compressed_jsonl_streams_with_line_numbers(tmp_path: Path, suffix: str) -> None:
     text = b'{"a": 1}\n{bad\n{"a": 3}\n'
-    compress = {".gz": lambda b: gzip.compress(b, mtime=0), ".bz2": bz2.compress, ".xz": lzma.compress,
-                ".zst": zstandard.ZstdCompressor().compress}[suffix]
+    compress = {
+        ".gz": lambda b: gzip.compress(b, mtime=0),
+        ".bz2": bz2.compress,
+        ".xz": lzma.compress,
+        ".zst": zstandard.ZstdCompressor().compress,
+    }[suffix]
     path = tmp_path / f"d.jsonl{suffix}"
     path.write_bytes(compress(text))
     source = resolve_source(str(path))

@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dpo_cli.algorithms import ALGORITHMS, expected_first_loss
+from dpo_cli.config.algorithms import ALGORITHMS, expected_first_loss, expected_initial_loss
 from dpo_cli.config.dpo_fields import CPO_CONFIG_FIELDS, DPO_CONFIG_FIELDS, KTO_CONFIG_FIELDS, ORPO_CONFIG_FIELDS
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES, REFERENCE_FREE, RunConfig
-from dpo_cli.config.variants import ALGORITHM_DEFAULTS, CONFIG_CLASSES, TRAINING_SECTIONS
-from dpo_cli.diagnose import expected_initial_loss
+from dpo_cli.config.variants import RUN_CONFIG_CLASSES, TRAINING_SECTIONS
 from dpo_cli.errors import ConfigError
-from dpo_cli.sweep import Point, expand
+from dpo_cli.sweep.runner import Point, expand
 
 MINIMAL = {"output_dir": "runs/x", "model": {"name_or_path": "distilgpt2"}, "data": {"train": "t.jsonl"}}
 LN2 = math.log(2)
@@ -145,19 +144,51 @@ def test_apo_zero_unpaired_kto_needs_no_sequential_sampling(tmp_path: Path) -> N
 
 
 def test_typed_fields_are_fields_of_the_trl_config() -> None:
-    frozen = {"dpo": DPO_CONFIG_FIELDS, "kto": KTO_CONFIG_FIELDS, "orpo": ORPO_CONFIG_FIELDS,
-              "cpo": CPO_CONFIG_FIELDS, "simpo": CPO_CONFIG_FIELDS}
+    frozen = {
+        "dpo": DPO_CONFIG_FIELDS,
+        "kto": KTO_CONFIG_FIELDS,
+        "orpo": ORPO_CONFIG_FIELDS,
+        "cpo": CPO_CONFIG_FIELDS,
+        "simpo": CPO_CONFIG_FIELDS,
+    }
     for name, section in TRAINING_SECTIONS.items():
-        assert CONFIG_CLASSES[name][1] is frozen[name]
+        assert ALGORITHMS[name].frozen_fields() is frozen[name]
         # precompute_ref_log_probs is typed for every algorithm but rejected by the reference-free ones
         extra = set(section.model_fields) - set(frozen[name]) - {"precompute_ref_log_probs"}
         assert not extra, (name, extra)
 
 
-def test_simpo_defaults_passed_to_trl_match_its_section() -> None:
-    section = TRAINING_SECTIONS["simpo"]()
-    for key, value in ALGORITHM_DEFAULTS["simpo"].items():
-        assert getattr(section, key) == value, key
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_typed_defaults_are_trls_unless_listed_as_dpos_own(name: str) -> None:
+    # The schema never retypes a TRL default: each typed field's default is TRL's declared one (frozen
+    # from TRL; tests/integration/test_trl_fields.py checks the frozen values) or one dpo lists, with a reason.
+    from dpo_cli.config.algorithms import DECIDED_PER_RUN, DELIBERATE
+    from dpo_cli.config.variants import TYPED_ARGS
+
+    row = ALGORITHMS[name]
+    trl = row.frozen_defaults()
+    differ = set()
+    for key, field in TYPED_ARGS[row.typed_args].model_fields.items():
+        assert key in trl or key == "precompute_ref_log_probs", key  # rejected by the reference-free ones
+        if key in DECIDED_PER_RUN:
+            assert field.default is None, key
+            continue
+        assert field.default == row.default(key), key
+        if key in trl and field.default != trl[key]:
+            differ.add(key)
+    listed = (set(DELIBERATE) | set(row.defaults)) & set(TYPED_ARGS[row.typed_args].model_fields)
+    assert differ <= listed, f"typed defaults that differ from TRL's without being listed: {differ - listed}"
+
+
+def test_every_table_follows_the_algorithm_registry() -> None:
+    from dpo_cli.config.schema import Algorithm
+
+    assert list(TRAINING_SECTIONS) == list(RUN_CONFIG_CLASSES) == list(ALGORITHMS) == list(Algorithm.__args__)
+    for name, row in ALGORITHMS.items():
+        assert TRAINING_SECTIONS[name].__name__ == row.section
+        assert RUN_CONFIG_CLASSES[name].__name__ == row.run_config
+        assert RUN_CONFIG_CLASSES[name].model_fields["training"].annotation is TRAINING_SECTIONS[name]
+    assert REFERENCE_FREE == {"orpo", "simpo", "cpo"}
 
 
 def test_strength_parameter_of_each_algorithm() -> None:
@@ -181,7 +212,7 @@ def test_config_validation_imports_no_torch(tmp_path: Path) -> None:
     code = (
         "import sys; from dpo_cli.config.loader import validate; "
         "validate({'output_dir': 'x', 'algorithm': 'orpo', 'model': {'name_or_path': 'm'}, 'data': {'train': 't'}}); "
-        "import dpo_cli.algorithms; assert 'torch' not in sys.modules and 'trl' not in sys.modules"
+        "import dpo_cli.train.trl_args; assert 'torch' not in sys.modules and 'trl' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -233,8 +264,11 @@ def test_variants_doc_covers_every_loss_and_algorithm() -> None:
     assert not missing, missing
 
 
-def test_every_variant_config_runs_as_its_first_line_says() -> None:
-    root = Path(__file__).resolve().parents[2]
-    for path in sorted((root / "configs" / "variants").glob("*.yaml")):
-        assert path.read_text().splitlines()[0] == f"# dpo train configs/variants/{path.name}"
-        load_config(path)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_config_loads_and_says_how_to_run_it(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# dpo ") and f" {path.relative_to(REPO)}" in first, first
+    load_config(path)

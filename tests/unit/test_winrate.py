@@ -56,8 +56,16 @@ def test_unparseable_replies_are_ties_and_counted() -> None:
 
 @pytest.mark.parametrize(
     ("first", "second", "outcome"),
-    [("A", "B", "win"), ("B", "A", "loss"), ("A", "A", "tie"), ("B", "B", "tie"), ("tie", "B", "tie"),
-     (None, "B", "tie"), ("A", None, "tie"), ("tie", "tie", "tie")],
+    [
+        ("A", "B", "win"),
+        ("B", "A", "loss"),
+        ("A", "A", "tie"),
+        ("B", "B", "tie"),
+        ("tie", "B", "tie"),
+        (None, "B", "tie"),
+        ("A", None, "tie"),
+        ("tie", "tie", "tie"),
+    ],
 )
 def test_combine(first, second, outcome) -> None:
     assert combine(first, second) == outcome
@@ -77,9 +85,20 @@ def test_wilson_interval_known_values() -> None:
 
 @pytest.mark.parametrize(
     ("reply", "verdict"),
-    [("Verdict: A", "A"), ("verdict: b", "B"), ("Verdict: tie", "tie"), ("**Verdict: [B]**", "B"),
-     ("A is vague. Verdict: A\nOn reflection, Verdict: B", "B"), ("A", "A"), (" [[B]] ", "B"), ("Tie.", "tie"),
-     ("", None), ("Answer A is better but B is also good", None), ("\n\n am am am", None), ("Verdict: C", None)],
+    [
+        ("Verdict: A", "A"),
+        ("verdict: b", "B"),
+        ("Verdict: tie", "tie"),
+        ("**Verdict: [B]**", "B"),
+        ("A is vague. Verdict: A\nOn reflection, Verdict: B", "B"),
+        ("A", "A"),
+        (" [[B]] ", "B"),
+        ("Tie.", "tie"),
+        ("", None),
+        ("Answer A is better but B is also good", None),
+        ("\n\n am am am", None),
+        ("Verdict: C", None),
+    ],
 )
 def test_parse_verdict(reply: str, verdict: str | None) -> None:
     assert parse_verdict(reply) == verdict

@@ -37,10 +37,14 @@ def load_in_a_capped_process(path: Path, *set_args: str) -> subprocess.Completed
         sys.exit(r.exit_code)
         """
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False
+    )
 
 
-@pytest.mark.parametrize("key", ["lr_scheduler_kwargs", "model_init_kwargs_unknown_typo", "gradient_checkpointing_kwargs"])
+@pytest.mark.parametrize(
+    "key", ["lr_scheduler_kwargs", "model_init_kwargs_unknown_typo", "gradient_checkpointing_kwargs"]
+)
 def test_an_alias_bomb_is_refused_under_any_training_key(tmp_path: Path, key: str) -> None:
     path = tmp_path / "bomb.yaml"
     path.write_text(f"{HEAD}training:\n  {key}:\n{bomb()}")
@@ -53,7 +57,11 @@ def test_an_alias_bomb_is_refused_under_any_training_key(tmp_path: Path, key: st
 def test_an_alias_bomb_in_a_set_value_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(HEAD)
-    value = "{" + ", ".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9) if i else ', '.join(['x'] * 9)}]" for i in range(9)) + "}"
+    value = (
+        "{"
+        + ", ".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9) if i else ', '.join(['x'] * 9)}]" for i in range(9))
+        + "}"
+    )
     done = load_in_a_capped_process(path, "--set", f"training.lr_scheduler_kwargs={value}")
     assert done.returncode == 2, (done.stdout + done.stderr)[-2000:]
     assert "--set training.lr_scheduler_kwargs=" in done.stdout and "through aliases" in done.stdout

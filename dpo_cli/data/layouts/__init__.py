@@ -27,13 +27,36 @@ from dpo_cli.data.rows import RowProblem, as_messages, finish_pair, finish_unpai
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataColumns
 
-__all__ = ["LAYOUTS", "LAYOUT_NAMES", "Layout", "LayoutError", "Match", "Options", "Sample", "converter_for", "detect",
-           "render_formats_table"]
+__all__ = [
+    "LAYOUTS",
+    "LAYOUT_NAMES",
+    "Layout",
+    "LayoutError",
+    "Match",
+    "Options",
+    "Sample",
+    "converter_for",
+    "detect",
+    "render_formats_table",
+]
 
 LAYOUTS: dict[str, Layout] = {
     layout.name: layout
-    for layout in (OPENAI, OASST, SHAREGPT, ARENA, CONTEXT, STACK_EXCHANGE, HH, DIALOGUE, ALPACA, TRL,
-                   PAIR_LABEL, RANKED, KTO)
+    for layout in (
+        OPENAI,
+        OASST,
+        SHAREGPT,
+        ARENA,
+        CONTEXT,
+        STACK_EXCHANGE,
+        HH,
+        DIALOGUE,
+        ALPACA,
+        TRL,
+        PAIR_LABEL,
+        RANKED,
+        KTO,
+    )
 }
 LAYOUT_NAMES = tuple(LAYOUTS)
 # `data.format` values that choose the representation (strings or messages) rather than a layout.
@@ -65,8 +88,10 @@ def detect(sample: Sample, *, forced: str | None = None, unpaired: bool = False,
     if found is None:
         if forced:
             layout = LAYOUTS[forced]
-            raise LayoutError(f"`format: {forced}` ({layout.title}) expects {layout.rule}; "
-                              f"columns found: {', '.join(sample.keys) or 'none'}")
+            raise LayoutError(
+                f"`format: {forced}` ({layout.title}) expects {layout.rule}; "
+                f"columns found: {', '.join(sample.keys) or 'none'}"
+            )
         raise LayoutError(explain_no_pairs(sample) or _missing_columns(sample, unpaired))
     if found.kind == "unpaired" and not unpaired:
         raise LayoutError(explain_unpaired_for_pairs(sample, found.described), unpaired=True)
@@ -122,8 +147,9 @@ def _missing_columns(sample: Sample, unpaired: bool) -> str:
 def _candidates(sample: Sample, role: str) -> list[str]:
     keys = [k for k in sample.keys if k not in _taken(sample)]
     name = getattr(sample.columns, role) or role
-    close = difflib.get_close_matches(role, keys, n=3, cutoff=0.5) + difflib.get_close_matches(name, keys, n=3,
-                                                                                                cutoff=0.5)
+    close = difflib.get_close_matches(role, keys, n=3, cutoff=0.5) + difflib.get_close_matches(
+        name, keys, n=3, cutoff=0.5
+    )
     worded = [k for k in keys if any(w in k.lower() for w in ROLE_WORDS[role])]
     return list(dict.fromkeys(close + worded))
 
@@ -142,8 +168,9 @@ def _suggest(sample: Sample, unpaired: bool) -> str | None:
         return None
     # Prompt: a likely-named column, else any other text column (a file's names can be anything).
     texts = [k for k in sample.keys if isinstance(sample.first(k), str) and k not in _taken(sample)]
-    prompt_options = [None] if sample.has(cols.prompt) else [
-        *dict.fromkeys([*_candidates(sample, "prompt")[:3], *texts[:4]]), None]
+    prompt_options = (
+        [None] if sample.has(cols.prompt) else [*dict.fromkeys([*_candidates(sample, "prompt")[:3], *texts[:4]]), None]
+    )
     for chosen in options.get("chosen", [cols.chosen])[:3]:
         for rejected in options.get("rejected", [cols.rejected])[:3]:
             if chosen == rejected:
@@ -207,7 +234,9 @@ def _check_prompts(sample: Sample, found: Match, unpaired: bool, unpair: bool) -
     if not total or empty <= total / 2:
         return
     for column in _candidates(sample, "prompt"):
-        if column in found.used or not any(isinstance(r.get(column), (str, list)) and r.get(column) for r in sample.rows):
+        if column in found.used or not any(
+            isinstance(r.get(column), (str, list)) and r.get(column) for r in sample.rows
+        ):
             continue
         if _works(sample, {"prompt": column}, unpaired, unpair):
             raise LayoutError(
@@ -223,7 +252,12 @@ FORMATS_END = "<!-- END FORMATS TABLE -->"
 
 def render_formats_table() -> str:
     """The formats table of `docs/data-formats.md`, from the registry: name, what it is, how it is found, an example."""
-    lines = [FORMATS_BEGIN, "", "| `format` | source layout and how it is recognised | example (three lines) |", "|---|---|---|"]
+    lines = [
+        FORMATS_BEGIN,
+        "",
+        "| `format` | source layout and how it is recognised | example (three lines) |",
+        "|---|---|---|",
+    ]
     for layout in LAYOUTS.values():
         example = "<br>".join(f"<code>{_html(line)}</code>" for line in layout.example.splitlines())
         lines.append(f"| `{layout.name}` | **{layout.title}**: {layout.rule.replace('|', '&#124;')} | {example} |")

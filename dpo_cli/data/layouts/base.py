@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dpo_cli.data.rows import _MISSING, get_path, is_transcript
+from dpo_cli.data.rows import MISSING, get_path, is_transcript
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import DataColumns
@@ -43,13 +43,13 @@ class Sample:
 
     def has(self, path: str | None) -> bool:
         """Some sampled row holds `path` (a column or dotted nested field)."""
-        return path is not None and any(get_path(r, path) is not _MISSING for r in self.rows)
+        return path is not None and any(get_path(r, path) is not MISSING for r in self.rows)
 
     def first(self, path: str) -> Any:
         """The first non-null value of `path` in the sample, or None."""
         for row in self.rows:
             value = get_path(row, path)
-            if value is not _MISSING and value is not None:
+            if value is not MISSING and value is not None:
                 return value
         return None
 

@@ -34,10 +34,21 @@ def detect_sharegpt(sample: Sample) -> Match | None:
         return None
     system = sample.optional("system")
     tags = "from/value" if "from" in sample.first(conversation)[0] else "role/content"
-    described = (f"ShareGPT ranking pairs: prompt `{conversation}` ({tags} turns), chosen `{cols.chosen}`, "
-                 f"rejected `{cols.rejected}`" + (f"; system turn from `{system}`" if system else ""))
-    return match("sharegpt", "pairs", "messages", described, [conversation, cols.chosen, cols.rejected, system],
-                 conversation=conversation, chosen=cols.chosen, rejected=cols.rejected, system=system)
+    described = (
+        f"ShareGPT ranking pairs: prompt `{conversation}` ({tags} turns), chosen `{cols.chosen}`, "
+        f"rejected `{cols.rejected}`" + (f"; system turn from `{system}`" if system else "")
+    )
+    return match(
+        "sharegpt",
+        "pairs",
+        "messages",
+        described,
+        [conversation, cols.chosen, cols.rejected, system],
+        conversation=conversation,
+        chosen=cols.chosen,
+        rejected=cols.rejected,
+        system=system,
+    )
 
 
 def build_sharegpt(m: Match, messages: bool, options: Options) -> Converter:
@@ -48,18 +59,24 @@ def build_sharegpt(m: Match, messages: bool, options: Options) -> Converter:
         system_text = optional_text(row, system)
         if system_text.strip() and not (prompt and prompt[0]["role"] == "system"):
             prompt = [{"role": "system", "content": system_text}, *prompt]
-        return {"prompt": prompt, "chosen": response_messages(row, chosen), "rejected": response_messages(row, rejected)}
+        return {
+            "prompt": prompt,
+            "chosen": response_messages(row, chosen),
+            "rejected": response_messages(row, rejected),
+        }
 
     return convert
 
 
 SHAREGPT = Layout(
-    "sharegpt", "ShareGPT ranking (LLaMA-Factory)",
+    "sharegpt",
+    "ShareGPT ranking (LLaMA-Factory)",
     "`conversations` (`from`: system/human/gpt, `value`) or `messages` (`role`/`content`) with `chosen` and "
     "`rejected` single messages; a `system` column is kept",
     '{"conversations": [{"from": "human", "value": "Suggest a name for a cat."}],\n'
     ' "chosen": {"from": "gpt", "value": "How about Miso?"},\n "rejected": {"from": "gpt", "value": "Cat."}}',
-    detect_sharegpt, build_sharegpt,
+    detect_sharegpt,
+    build_sharegpt,
 )
 
 
@@ -77,19 +94,24 @@ def build_openai(m: Match, messages: bool, options: Options) -> Converter:
     def convert(row: dict[str, Any]) -> dict[str, Any]:
         if get_path(row, "input.tools"):
             raise RowProblem("unsupported_content", "`input.tools`: tool definitions are not passed to training")
-        return {"prompt": messages_field(row, "input.messages"), "chosen": response_messages(row, "preferred_output"),
-                "rejected": response_messages(row, "non_preferred_output")}
+        return {
+            "prompt": messages_field(row, "input.messages"),
+            "chosen": response_messages(row, "preferred_output"),
+            "rejected": response_messages(row, "non_preferred_output"),
+        }
 
     return convert
 
 
 OPENAI = Layout(
-    "openai", "OpenAI / Azure preference fine-tuning",
+    "openai",
+    "OpenAI / Azure preference fine-tuning",
     "`input.messages`, `preferred_output` and `non_preferred_output` (lists holding one assistant message)",
     '{"input": {"messages": [{"role": "user", "content": "Is 17 prime?"}]},\n'
     ' "preferred_output": [{"role": "assistant", "content": "Yes."}],\n'
     ' "non_preferred_output": [{"role": "assistant", "content": "No."}]}',
-    detect_openai, build_openai,
+    detect_openai,
+    build_openai,
 )
 
 
@@ -104,9 +126,18 @@ def detect_context(sample: Sample) -> Match | None:
     cols = sample.columns
     for chosen, rejected in ((cols.chosen, cols.rejected), *CONTEXT_RESPONSES):
         if sample.has(chosen) and sample.has(rejected):
-            described = f"context-style pairs: prompt `context` (earlier turns), chosen `{chosen}`, rejected `{rejected}`"
-            return match("context", "pairs", "messages", described, ["context", chosen, rejected], chosen=chosen,
-                         rejected=rejected)
+            described = (
+                f"context-style pairs: prompt `context` (earlier turns), chosen `{chosen}`, rejected `{rejected}`"
+            )
+            return match(
+                "context",
+                "pairs",
+                "messages",
+                described,
+                ["context", chosen, rejected],
+                chosen=chosen,
+                rejected=rejected,
+            )
     return None
 
 
@@ -114,20 +145,25 @@ def build_context(m: Match, messages: bool, options: Options) -> Converter:
     chosen, rejected = m.get("chosen"), m.get("rejected")
 
     def convert(row: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": messages_field(row, "context"), "chosen": response_messages(row, chosen),
-                "rejected": response_messages(row, rejected)}
+        return {
+            "prompt": messages_field(row, "context"),
+            "chosen": response_messages(row, chosen),
+            "rejected": response_messages(row, rejected),
+        }
 
     return convert
 
 
 CONTEXT = Layout(
-    "context", "Context-style pairs",
+    "context",
+    "Context-style pairs",
     "a `context` list of turns (`from`/`role`, `content`) with `chosen`/`rejected` (or `answer_w`/`answer_l`) "
     "as turn lists, single turns or text",
     '{"context": [{"from": "user", "content": "Plan a short walk."}],\n'
     ' "chosen": [{"from": "assistant", "content": "Try the river path."}],\n'
     ' "rejected": [{"from": "assistant", "content": "Walking is boring."}]}',
-    detect_context, build_context,
+    detect_context,
+    build_context,
 )
 
 
@@ -147,14 +183,21 @@ def detect_oasst(sample: Sample) -> Match | None:
     if not sample.rows or _tree_root(sample.rows[0]) is None:
         return None
     top = "prompt" if isinstance(sample.rows[0].get("prompt"), dict) else None
-    described = ("OpenAssistant message trees: under every prompt, the best-ranked reply is paired with each "
-                 "lower-ranked sibling; the prompt is the conversation path to them")
+    described = (
+        "OpenAssistant message trees: under every prompt, the best-ranked reply is paired with each "
+        "lower-ranked sibling; the prompt is the conversation path to them"
+    )
     return match("oasst", "pairs", "messages", described, [top] if top else sample.keys)
 
 
 def _usable(node: Any) -> bool:
-    return (isinstance(node, dict) and isinstance(node.get("text"), str) and bool(node["text"].strip())
-            and not node.get("deleted") and node.get("review_result") is not False)
+    return (
+        isinstance(node, dict)
+        and isinstance(node.get("text"), str)
+        and bool(node["text"].strip())
+        and not node.get("deleted")
+        and node.get("review_result") is not False
+    )
 
 
 def tree_pairs(root: dict[str, Any]) -> list[dict[str, Any]]:
@@ -172,8 +215,13 @@ def tree_pairs(root: dict[str, Any]) -> list[dict[str, Any]]:
             ranked = sorted((r for r in replies if isinstance(r.get("rank"), (int, float))), key=lambda r: r["rank"])
             for worse in ranked[1:]:
                 if worse["rank"] > ranked[0]["rank"]:
-                    pairs.append({"prompt": here, "chosen": [message(ranked[0], "reply", "assistant")],
-                                  "rejected": [message(worse, "reply", "assistant")]})
+                    pairs.append(
+                        {
+                            "prompt": here,
+                            "chosen": [message(ranked[0], "reply", "assistant")],
+                            "rejected": [message(worse, "reply", "assistant")],
+                        }
+                    )
         stack.extend((reply, here) for reply in reversed(replies))
     return pairs
 
@@ -192,11 +240,13 @@ def build_oasst(m: Match, messages: bool, options: Options) -> Converter:
 
 
 OASST = Layout(
-    "oasst", "OpenAssistant message trees (export format)",
+    "oasst",
+    "OpenAssistant message trees (export format)",
     "a tree per row (`prompt` with nested `replies`, each with `role`, `text` and `rank`); deleted or "
     "rejected-in-review messages are skipped",
     '{"message_tree_id": "t1", "prompt": {"role": "prompter", "text": "Why is the sky blue?", "replies": [\n'
     '  {"role": "assistant", "text": "Air scatters blue light most.", "rank": 0, "replies": []},\n'
     '  {"role": "assistant", "text": "Because it is.", "rank": 1, "replies": []}]}}',
-    detect_oasst, build_oasst,
+    detect_oasst,
+    build_oasst,
 )

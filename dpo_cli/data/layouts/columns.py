@@ -30,8 +30,10 @@ SCORE_PATTERNS = ("score_{}", "{}_score", "{}_rating", "rating_{}", "{}_reward",
 
 
 def is_messages(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
-        isinstance(m, dict) and ("role" in m or "from" in m) for m in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and ("role" in m or "from" in m) for m in value)
     )
 
 
@@ -135,9 +137,21 @@ def detect_trl(sample: Sample) -> Match | None:
         described = f"TRL {shape} pairs, prompt from `{prompt}`"
     described += _extras_text(system, history)
     return match(
-        "trl", "pairs", native, described, used, prompt=prompt, chosen=cols.chosen, rejected=cols.rejected,
-        system=system, history=history, responses=responses, prompt_kind=prompt_kind, implicit=implicit,
-        scores=_score_columns(sample), to_messages=not implicit,
+        "trl",
+        "pairs",
+        native,
+        described,
+        used,
+        prompt=prompt,
+        chosen=cols.chosen,
+        rejected=cols.rejected,
+        system=system,
+        history=history,
+        responses=responses,
+        prompt_kind=prompt_kind,
+        implicit=implicit,
+        scores=_score_columns(sample),
+        to_messages=not implicit,
     )
 
 
@@ -163,6 +177,7 @@ def build_trl(m: Match, messages: bool, options: Options) -> Converter:
     system, history = m.get("system"), m.get("history")
     if m.native == "text" and not messages:
         if m.implicit:
+
             def implicit_text(row: dict[str, Any]) -> dict[str, Any]:
                 c, r = text_field(row, chosen), text_field(row, rejected)
                 p, c, r = split_implicit_prompt(c, r)
@@ -171,8 +186,11 @@ def build_trl(m: Match, messages: bool, options: Options) -> Converter:
             return implicit_text
 
         def standard(row: dict[str, Any]) -> dict[str, Any]:
-            return {"prompt": text_field(row, prompt), "chosen": text_field(row, chosen),
-                    "rejected": text_field(row, rejected)}
+            return {
+                "prompt": text_field(row, prompt),
+                "chosen": text_field(row, chosen),
+                "rejected": text_field(row, rejected),
+            }
 
         return standard
 
@@ -193,11 +211,14 @@ def build_trl(m: Match, messages: bool, options: Options) -> Converter:
 
 
 TRL = Layout(
-    "trl", "TRL preference format (standard or conversational)",
+    "trl",
+    "TRL preference format (standard or conversational)",
     "`chosen` and `rejected` (`data.columns`) as strings or role/content lists; prompt from `prompt`, else "
     "`question`/`query`, else implicit (the shared start); `system`/`history` columns are kept",
     '{"prompt": "How do I keep basil alive?",\n "chosen": "Water it when the soil is dry.",\n "rejected": "No idea."}',
-    detect_trl, build_trl, builds_messages=True,
+    detect_trl,
+    build_trl,
+    builds_messages=True,
 )
 
 
@@ -212,15 +233,26 @@ def detect_hh(sample: Sample) -> Match | None:
         return None
     if not (sample.transcript(cols.chosen) and isinstance(sample.first(cols.rejected), str)):
         return None
-    described = (f"Anthropic HH-RLHF transcripts (`{cols.chosen}`/`{cols.rejected}` hold whole "
-                 "\\n\\nHuman:/\\n\\nAssistant: dialogues)")
-    return match("hh", "pairs", "text", described, [cols.chosen, cols.rejected], chosen=cols.chosen,
-                 rejected=cols.rejected, implicit=True)
+    described = (
+        f"Anthropic HH-RLHF transcripts (`{cols.chosen}`/`{cols.rejected}` hold whole "
+        "\\n\\nHuman:/\\n\\nAssistant: dialogues)"
+    )
+    return match(
+        "hh",
+        "pairs",
+        "text",
+        described,
+        [cols.chosen, cols.rejected],
+        chosen=cols.chosen,
+        rejected=cols.rejected,
+        implicit=True,
+    )
 
 
 def build_hh(m: Match, messages: bool, options: Options) -> Converter:
     chosen, rejected = m.get("chosen"), m.get("rejected")
     if not messages:
+
         def as_text(row: dict[str, Any]) -> dict[str, Any]:
             p, c, r = split_implicit_prompt(text_field(row, chosen), text_field(row, rejected))
             return {"prompt": p, "chosen": c, "rejected": r}
@@ -237,13 +269,16 @@ def build_hh(m: Match, messages: bool, options: Options) -> Converter:
 
 
 HH = Layout(
-    "hh", "Anthropic HH-RLHF transcripts",
+    "hh",
+    "Anthropic HH-RLHF transcripts",
     "no prompt column; `chosen`/`rejected` are `\\n\\nHuman: ... \\n\\nAssistant: ...` text. The prompt is the "
     "shared start, cut as TRL's `extract_prompt` cuts it; parsed into turns when the rows are conversational",
     '{"chosen": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Choose a caffeine-free one.",\n'
     ' "rejected": "\\n\\nHuman: Is tea ok at night?\\n\\nAssistant: Whatever.",\n'
     ' "source": "harmless-base"}',
-    detect_hh, build_hh, builds_messages=True,
+    detect_hh,
+    build_hh,
+    builds_messages=True,
 )
 
 
@@ -262,10 +297,21 @@ def detect_dialogue(sample: Sample) -> Match | None:
         if first_role(value) in ("user", "human") or (
             is_messages(value) and (cols.prompt is None or not sample.has(cols.prompt))
         ):
-            described = (f"whole-dialogue pairs (`{chosen}`/`{rejected}` are full conversations; the prompt is "
-                         "their shared opening)")
-            return match("dialogue", "pairs", "messages", described, [chosen, rejected], chosen=chosen,
-                         rejected=rejected, implicit=True, to_messages=True)
+            described = (
+                f"whole-dialogue pairs (`{chosen}`/`{rejected}` are full conversations; the prompt is "
+                "their shared opening)"
+            )
+            return match(
+                "dialogue",
+                "pairs",
+                "messages",
+                described,
+                [chosen, rejected],
+                chosen=chosen,
+                rejected=rejected,
+                implicit=True,
+                to_messages=True,
+            )
     return None
 
 
@@ -280,13 +326,15 @@ def build_dialogue(m: Match, messages: bool, options: Options) -> Converter:
 
 
 DIALOGUE = Layout(
-    "dialogue", "Whole-dialogue pairs (UltraFeedback-binarized style)",
+    "dialogue",
+    "Whole-dialogue pairs (UltraFeedback-binarized style)",
     "`chosen`/`rejected` (or `chosen_messages`/`rejected_messages`) are whole conversations opening with the "
     "user; the prompt is their shared opening. Content may be typed parts",
     '{"chosen": [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7"}],\n'
     ' "rejected": [{"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "9"}],\n'
     ' "score_chosen": 8.0, "score_rejected": 2.0}',
-    detect_dialogue, build_dialogue,
+    detect_dialogue,
+    build_dialogue,
 )
 
 
@@ -307,11 +355,25 @@ def detect_alpaca(sample: Sample) -> Match | None:
     query = "input" if sample.has("input") else None
     native = "messages" if system or history else "text"
     where = "`output`[0]/[1]" if responses[1] is None else f"`{responses[0]}`/`{responses[1]}`"
-    described = ("alpaca-style pairs: prompt from `instruction`" + (" + `input`" if query else "")
-                 + f", responses {where}" + _extras_text(system, history))
+    described = (
+        "alpaca-style pairs: prompt from `instruction`"
+        + (" + `input`" if query else "")
+        + f", responses {where}"
+        + _extras_text(system, history)
+    )
     used = ["instruction", query, responses[0], responses[1], system, history]
-    return match("alpaca", "pairs", native, described, used, query=query, chosen=responses[0],
-                 rejected=responses[1], system=system, history=history)
+    return match(
+        "alpaca",
+        "pairs",
+        native,
+        described,
+        used,
+        query=query,
+        chosen=responses[0],
+        rejected=responses[1],
+        system=system,
+        history=history,
+    )
 
 
 def alpaca_prompt(row: dict[str, Any], query: str | None) -> str:
@@ -341,19 +403,25 @@ def build_alpaca(m: Match, messages: bool, options: Options) -> Converter:
         if not messages:
             return {"prompt": prompt, "chosen": c, "rejected": r}
         turns = context_turns(row, system, history) + [{"role": "user", "content": prompt}]
-        return {"prompt": turns, "chosen": [{"role": "assistant", "content": c}],
-                "rejected": [{"role": "assistant", "content": r}]}
+        return {
+            "prompt": turns,
+            "chosen": [{"role": "assistant", "content": c}],
+            "rejected": [{"role": "assistant", "content": r}],
+        }
 
     return convert
 
 
 ALPACA = Layout(
-    "alpaca", "Alpaca-style instruction pairs (LLaMA-Factory)",
+    "alpaca",
+    "Alpaca-style instruction pairs (LLaMA-Factory)",
     "`instruction` (+ `input`) with `chosen`/`rejected`, or `output` = [chosen, rejected]; prompt = "
     "instruction, a newline, input; `system` and `history` ([[user, assistant], ...]) are kept",
     '{"instruction": "Translate to French.", "input": "Good night",\n "chosen": "Bonne nuit",\n'
     ' "rejected": "Bon jour", "history": [["Hi", "Hello!"]]}',
-    detect_alpaca, build_alpaca, builds_messages=True,
+    detect_alpaca,
+    build_alpaca,
+    builds_messages=True,
 )
 
 
@@ -363,23 +431,29 @@ ALPACA = Layout(
 def detect_stack_exchange(sample: Sample) -> Match | None:
     if not (sample.has("response_j") and sample.has("response_k") and sample.has("question")):
         return None
-    described = "stack-exchange-paired: prompt `question`, chosen `response_j` (the better-voted answer), rejected `response_k`"
+    described = (
+        "stack-exchange-paired: prompt `question`, chosen `response_j` (the better-voted answer), rejected `response_k`"
+    )
     return match("stack_exchange", "pairs", "text", described, ["question", "response_j", "response_k"])
 
 
 def build_stack_exchange(m: Match, messages: bool, options: Options) -> Converter:
     def convert(row: dict[str, Any]) -> dict[str, Any]:
-        return {"prompt": text_field(row, "question"), "chosen": text_field(row, "response_j"),
-                "rejected": text_field(row, "response_k")}
+        return {
+            "prompt": text_field(row, "question"),
+            "chosen": text_field(row, "response_j"),
+            "rejected": text_field(row, "response_k"),
+        }
 
     return convert
 
 
 STACK_EXCHANGE = Layout(
-    "stack_exchange", "stack-exchange-paired",
+    "stack_exchange",
+    "stack-exchange-paired",
     "`question`, `response_j` (preferred) and `response_k`",
     '{"qid": 12, "question": "How do I undo a commit?",\n "response_j": "Use git revert to keep history.",\n'
     ' "response_k": "Delete the repository."}',
-    detect_stack_exchange, build_stack_exchange,
+    detect_stack_exchange,
+    build_stack_exchange,
 )
-

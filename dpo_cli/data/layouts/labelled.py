@@ -17,10 +17,24 @@ from dpo_cli.data.layouts.base import Converter, Layout, Match, Options, Sample,
 from dpo_cli.data.layouts.columns import alpaca_prompt, is_messages, prompt_turns
 from dpo_cli.data.rows import RowProblem, get_path, messages_field, raw_field, split_dialogues, string_list, text_field
 
-PAIR_RESPONSES = (("output_1", "output_2"), ("response_0", "response_1"), ("response_a", "response_b"),
-                  ("response1", "response2"), ("answer_a", "answer_b"), ("completion_a", "completion_b"))
-PAIR_LABELS = ("preference", "better_response_id", "winner", "choice", "preferred", "overall_preference",
-               "label", "safer_response_id")
+PAIR_RESPONSES = (
+    ("output_1", "output_2"),
+    ("response_0", "response_1"),
+    ("response_a", "response_b"),
+    ("response1", "response2"),
+    ("answer_a", "answer_b"),
+    ("completion_a", "completion_b"),
+)
+PAIR_LABELS = (
+    "preference",
+    "better_response_id",
+    "winner",
+    "choice",
+    "preferred",
+    "overall_preference",
+    "label",
+    "safer_response_id",
+)
 TIES = {"tie", "both", "equal", "same", "tie (bothbad)", "both_bad", "bothbad", "none"}
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "query")
 
@@ -72,13 +86,31 @@ def detect_pair_label(sample: Sample) -> Match | None:
         return None
     scheme = "sign" if label == "overall_preference" else pair[0][-1]  # '1' (1/2), '0' (0/1) or 'a' (a/b)
     query = "input" if kind == "alpaca" and sample.has("input") else None
-    meaning = {"sign": "negative: the first, positive: the second, 0: tie", "1": "1 or 2", "0": "0 or 1",
-               "a": "a or b"}[scheme]
-    described = (f"two responses with a label: `{pair[0]}`/`{pair[1]}`, preferred one named by `{label}` ({meaning}), "
-                 f"prompt from `{prompt}`" + (" + `input`" if query else ""))
+    meaning = {
+        "sign": "negative: the first, positive: the second, 0: tie",
+        "1": "1 or 2",
+        "0": "0 or 1",
+        "a": "a or b",
+    }[scheme]
+    described = (
+        f"two responses with a label: `{pair[0]}`/`{pair[1]}`, preferred one named by `{label}` ({meaning}), "
+        f"prompt from `{prompt}`" + (" + `input`" if query else "")
+    )
     native = "messages" if kind == "messages" else "text"
-    return match("pair_label", "pairs", native, described, [prompt, query, *pair, label], first=pair[0],
-                 second=pair[1], label=label, scheme=scheme, prompt=prompt, prompt_kind=kind, query=query)
+    return match(
+        "pair_label",
+        "pairs",
+        native,
+        described,
+        [prompt, query, *pair, label],
+        first=pair[0],
+        second=pair[1],
+        label=label,
+        scheme=scheme,
+        prompt=prompt,
+        prompt_kind=kind,
+        query=query,
+    )
 
 
 def which_one(value: Any, scheme: str, first: str, second: str, label: str) -> int | None:
@@ -122,13 +154,16 @@ def build_pair_label(m: Match, messages: bool, options: Options) -> Converter:
 
 
 PAIR_LABEL = Layout(
-    "pair_label", "Two responses with a preference label (AlpacaFarm, PKU-SafeRLHF, HelpSteer3)",
+    "pair_label",
+    "Two responses with a preference label (AlpacaFarm, PKU-SafeRLHF, HelpSteer3)",
     "two response columns (`output_1`/`output_2`, `response_0`/`response_1`, `response_a`/`response_b`, "
     "`response1`/`response2`, ...) and a label naming the better one (`preference`, `better_response_id`, "
     "`winner`, `overall_preference` by sign, or `data.columns.label`); ties and empty labels are dropped",
     '{"instruction": "Give a synonym of quick.", "input": "",\n "output_1": "Slow.", "output_2": "Fast.",\n'
     ' "preference": 2}',
-    detect_pair_label, build_pair_label, builds_messages=True,
+    detect_pair_label,
+    build_pair_label,
+    builds_messages=True,
 )
 
 
@@ -137,15 +172,30 @@ PAIR_LABEL = Layout(
 
 def detect_arena(sample: Sample) -> Match | None:
     if all(sample.has(c) for c in ("response_a", "response_b", "winner_model_a", "winner_model_b")):
-        described = ("arena battles: `prompt` turns answered by `response_a`/`response_b` (JSON lists of turns are "
-                     "read), winner from `winner_model_a`/`winner_model_b`/`winner_tie`; ties dropped")
-        return match("arena", "pairs", "messages", described,
-                     ["prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie"],
-                     form="kaggle")
+        described = (
+            "arena battles: `prompt` turns answered by `response_a`/`response_b` (JSON lists of turns are "
+            "read), winner from `winner_model_a`/`winner_model_b`/`winner_tie`; ties dropped"
+        )
+        return match(
+            "arena",
+            "pairs",
+            "messages",
+            described,
+            ["prompt", "response_a", "response_b", "winner_model_a", "winner_model_b", "winner_tie"],
+            form="kaggle",
+        )
     if all(sample.has(c) for c in ("conversation_a", "conversation_b", "winner")):
-        described = "arena battles: `conversation_a`/`conversation_b` with `winner` (model_a, model_b, tie); ties dropped"
-        return match("arena", "pairs", "messages", described, ["conversation_a", "conversation_b", "winner"],
-                     form="conversations")
+        described = (
+            "arena battles: `conversation_a`/`conversation_b` with `winner` (model_a, model_b, tie); ties dropped"
+        )
+        return match(
+            "arena",
+            "pairs",
+            "messages",
+            described,
+            ["conversation_a", "conversation_b", "winner"],
+            form="conversations",
+        )
     return None
 
 
@@ -200,14 +250,16 @@ def build_arena(m: Match, messages: bool, options: Options) -> Converter:
 
 
 ARENA = Layout(
-    "arena", "Arena battles (Chatbot Arena, its Kaggle export)",
+    "arena",
+    "Arena battles (Chatbot Arena, its Kaggle export)",
     "`prompt`, `response_a`, `response_b` (text, or JSON-encoded lists of turns in CSV cells) with "
     "`winner_model_a`/`winner_model_b`/`winner_tie`, or `conversation_a`/`conversation_b` with `winner`; "
     "multi-turn battles become whole-dialogue pairs; ties are dropped",
-    'id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n'
+    "id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
     '7,"[""Hi"", ""Name a color""]","[""Hello!"", ""Teal""]","[""Hey"", ""No""]",1,0,0\n'
     '8,"[""Is ice hot?""]","[""No""]","[""No, it is cold.""]",0,1,0',
-    detect_arena, build_arena,
+    detect_arena,
+    build_arena,
 )
 
 
@@ -244,13 +296,27 @@ def detect_ranked(sample: Sample) -> Match | None:
     lower_better = (score or scores_column) in ("rank", "ranks", "ranking")
     where = f"`{responses}[].{text}` scored by `{score}`" if text else f"`{responses}` scored by `{scores_column}`"
     direction = "lowest rank" if lower_better else "highest score"
-    described = (f"ranked completions: {where}; chosen = {direction}, rejected = the other end; "
-                 "ties and gaps below data.min_score_gap dropped")
+    described = (
+        f"ranked completions: {where}; chosen = {direction}, rejected = the other end; "
+        "ties and gaps below data.min_score_gap dropped"
+    )
     query = "input" if kind == "alpaca" and sample.has("input") else None
     native = "messages" if kind == "messages" else "text"
-    return match("ranked", "pairs", native, described, [prompt, query, responses, scores_column], responses=responses,
-                 text=text, score=score, score_list=scores_column, lower_better=lower_better, prompt=prompt,
-                 prompt_kind=kind, query=query)
+    return match(
+        "ranked",
+        "pairs",
+        native,
+        described,
+        [prompt, query, responses, scores_column],
+        responses=responses,
+        text=text,
+        score=score,
+        score_list=scores_column,
+        lower_better=lower_better,
+        prompt=prompt,
+        prompt_kind=kind,
+        query=query,
+    )
 
 
 def build_ranked(m: Match, messages: bool, options: Options) -> Converter:
@@ -298,11 +364,14 @@ def build_ranked(m: Match, messages: bool, options: Options) -> Converter:
 
 
 RANKED = Layout(
-    "ranked", "Ranked or scored completions (UltraFeedback raw, Nectar)",
+    "ranked",
+    "Ranked or scored completions (UltraFeedback raw, Nectar)",
     "a list of responses (`completions`, `responses`, `answers`, ...) with scores (per entry: `overall_score`, "
     "`score`, `rating`, `reward`, or `rank` (lower is better); or a parallel `scores`/`ratings`/`ranks` list); "
     "chosen = best, rejected = worst; ties and gaps below `data.min_score_gap` are dropped",
     '{"instruction": "Name a planet.",\n "completions": [{"response": "Mars.", "overall_score": 8.5},\n'
     '  {"response": "The sun.", "overall_score": 2.0}]}',
-    detect_ranked, build_ranked, builds_messages=True,
+    detect_ranked,
+    build_ranked,
+    builds_messages=True,
 )

@@ -7,8 +7,18 @@ from dpo_cli.data.layouts.base import Sample
 from dpo_cli.data.layouts.columns import is_messages
 
 RESPONSE_COLUMNS = ("response", "completion", "output", "answer", "generation")
-SCORE_COLUMNS = ("score", "reward", "rating", "helpfulness", "correctness", "coherence", "quality", "overall",
-                 "harmlessness", "honesty")
+SCORE_COLUMNS = (
+    "score",
+    "reward",
+    "rating",
+    "helpfulness",
+    "correctness",
+    "coherence",
+    "quality",
+    "overall",
+    "harmlessness",
+    "honesty",
+)
 SAFETY_COLUMNS = ("is_safe", "safe", "is_response_safe", "unsafe", "is_harmful", "harmful", "is_unsafe")
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "query")
 
@@ -35,8 +45,10 @@ def explain_no_pairs(sample: Sample) -> str | None:
     if response and safety:
         advice = ""
         if isinstance(sample.first(safety), bool) and prompt == "prompt":
-            advice = (f" To train on the labels as they are, use KTO: `algorithm: kto` with "
-                      f"`data.columns.completion: {response}` and `data.columns.label: {safety}`.")
+            advice = (
+                f" To train on the labels as they are, use KTO: `algorithm: kto` with "
+                f"`data.columns.completion: {response}` and `data.columns.label: {safety}`."
+            )
         return (
             f"safety labels: each row marks one response (`{response}`) as safe or not (`{safety}`); that is no "
             "preference between two responses to one prompt. DPO needs a chosen and a rejected response per prompt: "
@@ -50,8 +62,10 @@ def explain_no_pairs(sample: Sample) -> str | None:
             "same prompt: group the rows by prompt and write the higher-scored response as chosen and a lower-scored "
             f"one as rejected (skip ties); or turn the score into a boolean label and train with KTO. {_found(sample)}"
         )
-    if any(is_messages(sample.first(c)) for c in ("messages", "conversations")) or keys == {"text"} or (
-        "instruction" in keys and isinstance(sample.first("output"), str)
+    if (
+        any(is_messages(sample.first(c)) for c in ("messages", "conversations"))
+        or keys == {"text"}
+        or ("instruction" in keys and isinstance(sample.first("output"), str))
     ):
         return (
             "single conversations or texts (the SFT layout): there is no rejected response to prefer against. DPO "

@@ -30,20 +30,49 @@ def detect_kto(sample: Sample) -> Match | None:
             raise LayoutError(f"unpaired rows need a prompt column `{prompt}`; columns found: {', '.join(sample.keys)}")
         native = "messages" if is_messages(sample.first(cols.completion)) else "text"
         described = f"unpaired rows (KTO): prompt `{prompt}`, completion `{cols.completion}`, boolean label `{label}`"
-        return match("kto", "unpaired", native, described, [prompt, cols.completion, label], form="columns",
-                     prompt=prompt, completion=cols.completion, label=label)
+        return match(
+            "kto",
+            "unpaired",
+            native,
+            described,
+            [prompt, cols.completion, label],
+            form="columns",
+            prompt=prompt,
+            completion=cols.completion,
+            label=label,
+        )
     conversation = next((c for c in CONVERSATIONS if is_messages(sample.first(c))), None)
     if conversation:
-        described = (f"unpaired conversations (KTO): `{conversation}` up to its last turn is the prompt, the last "
-                     f"(assistant) turn the completion, boolean label `{label}`")
-        return match("kto", "unpaired", "messages", described, [conversation, label], form="conversation",
-                     conversation=conversation, label=label)
+        described = (
+            f"unpaired conversations (KTO): `{conversation}` up to its last turn is the prompt, the last "
+            f"(assistant) turn the completion, boolean label `{label}`"
+        )
+        return match(
+            "kto",
+            "unpaired",
+            "messages",
+            described,
+            [conversation, label],
+            form="conversation",
+            conversation=conversation,
+            label=label,
+        )
     if isinstance(sample.first("instruction"), str) and sample.has("output"):
         query = "input" if sample.has("input") else None
-        described = (f"alpaca-style unpaired rows (KTO): prompt `instruction`{' + `input`' if query else ''}, "
-                     f"completion `output`, boolean label `{label}`")
-        return match("kto", "unpaired", "text", described, ["instruction", query, "output", label], form="alpaca",
-                     query=query, label=label)
+        described = (
+            f"alpaca-style unpaired rows (KTO): prompt `instruction`{' + `input`' if query else ''}, "
+            f"completion `output`, boolean label `{label}`"
+        )
+        return match(
+            "kto",
+            "unpaired",
+            "text",
+            described,
+            ["instruction", query, "output", label],
+            form="alpaca",
+            query=query,
+            label=label,
+        )
     return None
 
 
@@ -62,8 +91,11 @@ def build_kto(m: Match, messages: bool, options: Options) -> Converter:
             prompt_column, completion_column = m.get("prompt"), m.get("completion")
             if m.native == "messages":
                 value = get_path(row, prompt_column)
-                prompt = prompt_turns(text_field(row, prompt_column)) if isinstance(value, str) else messages_field(
-                    row, prompt_column)
+                prompt = (
+                    prompt_turns(text_field(row, prompt_column))
+                    if isinstance(value, str)
+                    else messages_field(row, prompt_column)
+                )
                 completion = response_messages(row, completion_column)
             else:
                 prompt, completion = text_field(row, prompt_column), text_field(row, completion_column)
@@ -84,9 +116,13 @@ def build_kto(m: Match, messages: bool, options: Options) -> Converter:
 
 
 KTO = Layout(
-    "kto", "Unpaired rows for KTO (TRL, conversations, alpaca with `kto_tag`)",
+    "kto",
+    "Unpaired rows for KTO (TRL, conversations, alpaca with `kto_tag`)",
     "`prompt`/`completion` (`data.columns`) with a boolean `label`; or `messages` whose last assistant turn is rated "
     "by `label`/`kto_tag`; or `instruction`/`output` with `kto_tag`. Trains with `algorithm: kto`",
     '{"prompt": "Suggest a weekend hobby.",\n "completion": "Try sketching in a park.",\n "label": true}',
-    detect_kto, build_kto, kinds=("unpaired",), builds_messages=True,
+    detect_kto,
+    build_kto,
+    kinds=("unpaired",),
+    builds_messages=True,
 )

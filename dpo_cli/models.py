@@ -1,8 +1,10 @@
-"""Small builders from the validated config to the libraries' own objects.
+"""Loading models and tokenizers from the validated config: the one place that assembles them.
 
-`to_*_config` functions are pure: config in, library object out. The `load_*` functions load
-weights with `from_pretrained`. Heavy imports stay inside the functions so that config checks
-never import torch.
+Training (policy, reference), evaluation (policy and reference for generation) and pair
+sampling all load through here, so every load gets the same dtype, revision, attention
+implementation, 4-bit settings, device placement and error messages. `to_bnb_config` is pure
+(config in, `BitsAndBytesConfig` out). Heavy imports stay inside the functions so that config
+checks never import torch.
 """
 
 from __future__ import annotations
@@ -14,19 +16,9 @@ from typing import TYPE_CHECKING, Any
 from dpo_cli.errors import EXIT_USAGE, DpoError
 
 if TYPE_CHECKING:
-    from peft import LoraConfig
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
-    from trl import DPOConfig
 
-    from dpo_cli.config.schema import LoraSection, ModelSection, QuantizationSection, RunConfig
-
-# Defaults where dpo deliberately differs from TRL; every other DPOConfig default is TRL's own.
-DPO_DEFAULTS: dict[str, Any] = {
-    # Step 1's loss is computed before any update, so it is the closed-form check of the setup.
-    "logging_first_step": True,
-    # Trackers are opt-in: a run must not try to reach wandb from an offline cluster node.
-    "report_to": "none",
-}
+    from dpo_cli.config.schema import ModelSection, QuantizationSection, RunConfig
 
 
 def torch_dtype(name: str) -> Any:
@@ -48,85 +40,6 @@ def to_bnb_config(quant: QuantizationSection) -> BitsAndBytesConfig:
     )
 
 
-def to_lora_config(lora: LoraSection) -> LoraConfig:
-    """LoRA settings as `peft.LoraConfig` for a causal LM."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        task_type="CAUSAL_LM",
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        target_modules=lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules),
-        bias=lora.bias,
-        modules_to_save=list(lora.modules_to_save) if lora.modules_to_save else None,
-        use_rslora=lora.use_rslora,
-        use_dora=lora.use_dora,
-    )
-
-
-def dpo_config_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
-    """Keyword arguments for `DPOConfig`: dpo's defaults, then every key the user set."""
-    kwargs: dict[str, Any] = {**DPO_DEFAULTS, **cfg.training_overrides()}
-    kwargs["output_dir"] = str(output_dir)
-    if kwargs.get("push_to_hub") and not kwargs.get("hub_model_id"):
-        from dpo_cli.publish.hub import default_repo_name
-
-        kwargs["hub_model_id"] = default_repo_name(Path(cfg.output_dir))
-    _rename_deprecated_checkpointing(kwargs)
-    if cfg.model.trust_remote_code:
-        kwargs["trust_remote_code"] = True
-    if not kwargs.get("use_cpu") and launched_without_gpu():
-        kwargs["use_cpu"] = True
-    return kwargs
-
-
-def launched_without_gpu() -> bool:
-    """True in a rank of a multi-process launch on a machine where no GPU is visible.
-
-    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
-    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
-    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    import torch
-
-    return not torch.cuda.is_available()
-
-
-def _rename_deprecated_checkpointing(kwargs: dict[str, Any]) -> None:
-    """`gradient_checkpointing*` -> `activation_checkpointing*` where transformers has the new names.
-
-    transformers 5.24 renamed them, keeping the old ones as deprecated aliases that warn on every
-    run; older 5.x releases only know the old names. TRL's trainers read either (they mirror).
-    """
-    from dataclasses import fields
-
-    from transformers import TrainingArguments
-
-    if "activation_checkpointing" not in {f.name for f in fields(TrainingArguments)}:
-        return
-    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
-                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
-        if old in kwargs and new not in kwargs:
-            kwargs[new] = kwargs.pop(old)
-
-
-def to_dpo_config(cfg: RunConfig, output_dir: Path) -> DPOConfig:
-    """Build TRL's `DPOConfig`; TRL's own checks of values become config errors.
-
-    Raises:
-        DpoError: TRL or transformers rejected a `training:` value.
-    """
-    from trl import DPOConfig
-
-    try:
-        return DPOConfig(**dpo_config_kwargs(cfg, output_dir))
-    except (TypeError, ValueError) as exc:
-        raise DpoError(f"training: DPOConfig rejected the settings: {exc}", exit_code=EXIT_USAGE) from None
-
-
 def model_load_kwargs(model: ModelSection, cfg: RunConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"dtype": torch_dtype(model.dtype), "trust_remote_code": model.trust_remote_code}
     if model.revision:
@@ -135,13 +48,13 @@ def model_load_kwargs(model: ModelSection, cfg: RunConfig) -> dict[str, Any]:
         kwargs["attn_implementation"] = model.attn_implementation
     if cfg.quantization is not None:
         kwargs["quantization_config"] = to_bnb_config(cfg.quantization)
-        device_map = _quantized_device_map()
+        device_map = quantized_device_map()
         if device_map is not None:
             kwargs["device_map"] = device_map
     return kwargs
 
 
-def _quantized_device_map() -> dict[str, int] | None:
+def quantized_device_map() -> dict[str, int] | None:
     # 4-bit weights cannot be moved after loading, so each process loads onto its own GPU.
     import torch
     from transformers.integrations import is_deepspeed_zero3_enabled
@@ -169,7 +82,7 @@ def load_tokenizer(cfg: RunConfig) -> PreTrainedTokenizerBase:
     source = cfg.model.tokenizer_name_or_path or cfg.model.name_or_path
     key = (source, cfg.model.revision, cfg.model.trust_remote_code, _stamp(source))
     if key not in _TOKENIZERS:
-        _TOKENIZERS[key] = _from_pretrained(
+        _TOKENIZERS[key] = from_pretrained(
             AutoTokenizer, source, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code
         )
     tokenizer = copy.deepcopy(_TOKENIZERS[key])
@@ -193,11 +106,43 @@ def _stamp(source: str) -> tuple[float, ...]:
     return tuple(p.stat().st_mtime for p in sorted(path.glob("tokenizer*")))
 
 
-def load_policy(cfg: RunConfig) -> PreTrainedModel:
-    """The model to train: full weights, a base for a new LoRA, or base + an existing adapter."""
+_SAME = object()
+
+
+def load_causal_lm(cfg: RunConfig, source: str | None = None, *, revision: Any = _SAME) -> PreTrainedModel:
+    """A causal LM loaded the way the config says (dtype, attention, 4-bit, device map).
+
+    Args:
+        cfg: The run config.
+        source: Weights to load instead of `model.name_or_path` (trained weights, a reference).
+        revision: The revision to load; unset: `model.revision`.
+    """
     from transformers import AutoModelForCausalLM
 
-    model = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **model_load_kwargs(cfg.model, cfg))
+    update = {} if source is None else {"name_or_path": source}
+    if revision is not _SAME:
+        update["revision"] = revision
+    section = cfg.model.model_copy(update=update) if update else cfg.model
+    return from_pretrained(AutoModelForCausalLM, section.name_or_path, **model_load_kwargs(section, cfg))
+
+
+def with_adapter(model: Any, adapter: str | Path, **kwargs: Any) -> Any:
+    """`model` with a saved PEFT adapter attached."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter), **kwargs)
+
+
+def inference_device() -> str:
+    """Where generation runs when the model is not placed by a device map: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_policy(cfg: RunConfig) -> PreTrainedModel:
+    """The model to train: full weights, a base for a new LoRA, or base + an existing adapter."""
+    model = load_causal_lm(cfg)
     if cfg.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -205,41 +150,39 @@ def load_policy(cfg: RunConfig) -> PreTrainedModel:
             model, use_gradient_checkpointing=bool(cfg.training.gradient_checkpointing)
         )
     if cfg.model.adapter:
-        from peft import PeftModel
-
         adapter = Path(cfg.model.adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise DpoError(f"model.adapter: {adapter}: no adapter_config.json there", exit_code=EXIT_USAGE)
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        model = with_adapter(model, adapter, is_trainable=True)
     return model
 
 
-def load_reference(cfg: RunConfig) -> PreTrainedModel | None:
+def load_reference(cfg: RunConfig, *, precomputed: bool) -> PreTrainedModel | None:
     """The frozen reference model, or None where TRL needs none.
 
     With LoRA, TRL computes the reference with the adapters disabled (or, when continuing an
     adapter, with a frozen copy of it). With precomputed reference log-probs, the starting
     policy itself provides them before training. Only full fine-tuning without precompute, or
     an explicit separate reference, loads a second model.
+
+    Args:
+        cfg: The run config.
+        precomputed: The reference log-probs are computed once before training.
     """
-    from transformers import AutoModelForCausalLM
-
-    from dpo_cli.speed import precompute_choice
-
     ref = cfg.reference
     if ref.kind == "model":
-        section = cfg.model.model_copy(update={"name_or_path": ref.name_or_path, "revision": ref.revision})
-        model = _from_pretrained(AutoModelForCausalLM, section.name_or_path, **model_load_kwargs(section, cfg))
-    elif cfg.lora is not None or cfg.model.adapter or precompute_choice(cfg)[0]:
+        model = load_causal_lm(cfg, ref.name_or_path, revision=ref.revision)
+    elif cfg.lora is not None or cfg.model.adapter or precomputed:
         return None
     else:
-        model = _from_pretrained(AutoModelForCausalLM, cfg.model.name_or_path, **model_load_kwargs(cfg.model, cfg))
+        model = load_causal_lm(cfg)
     model.eval()
     model.requires_grad_(False)
     return model
 
 
-def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
+def from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source, ...)` with dpo's messages for a missing model or one that needs its own code."""
     try:
         return cls.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -264,3 +207,18 @@ def remote_code_error(source: str, how: str) -> DpoError:
         exit_code=EXIT_USAGE,
         details=["allow it only for a model whose source you trust: the code runs with your permissions"],
     )
+
+
+def quiet_known_noise() -> None:
+    """Silence warnings that are harmless in this setup, so the ones that matter stay visible."""
+    import logging
+    import warnings
+
+    # bitsandbytes' CPU backend looks for an optional kernels package on import and logs its absence.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    for pattern in (
+        r".*is_gradient_checkpointing.*is deprecated",  # transformers 5 internal rename, not ours to fix
+        r".*'pin_memory' argument is set as true but no accelerator",  # CPU runs
+        r".*fan_in_fan_out is set to False but the target module is `Conv1D`",  # GPT-2 style layers, PEFT fixes it
+    ):
+        warnings.filterwarnings("ignore", message=pattern)

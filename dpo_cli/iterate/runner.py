@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.config.loader import load_config
+from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
-from dpo_cli.evaluation.generate import EvalPrompt
-from dpo_cli.rundir import atomic_write_json, atomic_write_text, read_json, run_lock
+from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
+from dpo_cli.generation import Prompt
+from dpo_cli.rundir import run_lock
 
 STATE = "iterate.json"
 
@@ -49,25 +50,31 @@ def round_dir(out: Path, k: int) -> Path:
     return out / f"round-{k}"
 
 
-def policy_overrides(base: RunConfig, out: Path, k: int) -> list[str]:
-    """Overrides that make the config's model the policy after round `k` (0: the starting model)."""
+def policy_updates(base: RunConfig, out: Path, k: int) -> dict[str, Any]:
+    """Config updates that make the config's model the policy after round `k` (0: the starting model)."""
     if k == 0:
-        return []
+        return {}
     final = round_dir(out, k) / "run" / "final"
     if base.lora is not None or base.model.adapter:
-        return [f"model.adapter={final}", "lora=null"]  # continue the adapter (its own rank, alpha, modules)
-    return [f"model.name_or_path={final}"]
+        return {"model.adapter": final, "lora": None}  # continue the adapter (its own rank, alpha, modules)
+    return {"model.name_or_path": final}
 
 
-def train_overrides(base: RunConfig, out: Path, k: int) -> list[str]:
-    """Overrides for round `k`'s training run: its pairs, its directory, its start and its reference."""
+def train_updates(base: RunConfig, out: Path, k: int) -> dict[str, Any]:
+    """Config updates for round `k`'s training run: its pairs, its directory, its start and its reference."""
     rd = round_dir(out, k)
-    found = [f"output_dir={rd / 'run'}", f"data.train={rd / 'pairs' / 'pairs.jsonl'}", "data.eval=null",
-             "data.eval_fraction=null", "data.max_train_samples=null", "data.unpair=false",
-             *policy_overrides(base, out, k - 1)]
+    found: dict[str, Any] = {
+        "output_dir": rd / "run",
+        "data.train": rd / "pairs" / "pairs.jsonl",
+        "data.eval": None,
+        "data.eval_fraction": None,
+        "data.max_train_samples": None,
+        "data.unpair": False,
+        **policy_updates(base, out, k - 1),
+    }
     if k > 1 and base.iterate.reference == "original" and base.reference.kind == "policy":
         # The policy now starts from round k-1's weights; the original model must be named explicitly.
-        found += ["reference.kind=model", f"reference.name_or_path={base.model.name_or_path}"]
+        found |= {"reference.kind": "model", "reference.name_or_path": base.model.name_or_path}
     return found
 
 
@@ -84,7 +91,9 @@ def check_loop(base: RunConfig) -> None:
     if base.generate.prompts is None:
         problems.append("no prompts to sample from: set `generate.prompts` or pass --prompts FILE")
     if base.algorithm != "dpo":
-        problems.append(f"`dpo iterate` builds preference pairs for DPO; `algorithm: {base.algorithm}` is not supported")
+        problems.append(
+            f"`dpo iterate` builds preference pairs for DPO; `algorithm: {base.algorithm}` is not supported"
+        )
     if base.iterate.reference == "original" and base.model.adapter:
         problems.append(
             "`iterate.reference: original` with `model.adapter`: the original policy is base + adapter, which no "
@@ -110,33 +119,39 @@ def prepare_dir(out: Path, digest: str, overwrite: bool) -> dict[str, Any]:
         if state.get("config_digest") != digest:
             raise DpoError(
                 f"{out}: holds a loop run with a different config (only `iterate.rounds` may change between reruns)",
-                exit_code=EXIT_USAGE, details=["pass --overwrite to start over, or set another output_dir"],
+                exit_code=EXIT_USAGE,
+                details=["pass --overwrite to start over, or set another output_dir"],
             )
         return state
     if out.exists() and any(out.iterdir()):
-        raise DpoError(f"{out}: exists and is not a `dpo iterate` directory (no {STATE})", exit_code=EXIT_USAGE,
-                       details=["set another output_dir"])
+        raise DpoError(
+            f"{out}: exists and is not a `dpo iterate` directory (no {STATE})",
+            exit_code=EXIT_USAGE,
+            details=["set another output_dir"],
+        )
     return {"config_digest": digest, "rounds": {}}
 
 
-def heldout_prompts(base: RunConfig) -> list[EvalPrompt]:
+def heldout_prompts(base: RunConfig) -> list[Prompt]:
     """The fixed held-out prompts: `iterate.eval_prompts`, else those of the `data:` eval split."""
     from dpo_cli.pairs.prompts import load_prompts
 
     n = base.eval.num_prompts
     if base.iterate.eval_prompts is not None:
-        return load_prompts(base.iterate.eval_prompts, base.generate.prompt_column, limit=n,
-                            key="iterate.eval_prompts")
+        return load_prompts(base.iterate.eval_prompts, base.generate.prompt_column, limit=n, key="iterate.eval_prompts")
     if base.data.eval is None and not base.data.eval_fraction:
-        raise DpoError("iterate: no held-out prompts", exit_code=EXIT_USAGE,
-                       details=["set `iterate.eval_prompts`, or `data.eval` / `data.eval_fraction`"])
+        raise DpoError(
+            "iterate: no held-out prompts",
+            exit_code=EXIT_USAGE,
+            details=["set `iterate.eval_prompts`, or `data.eval` / `data.eval_fraction`"],
+        )
     from dpo_cli.data import load_preference_data
     from dpo_cli.evaluation.generate import eval_prompts
 
     return eval_prompts(load_preference_data(base.data).eval, n)
 
 
-def round_prompts(prompts: list[EvalPrompt], per_round: int | None, k: int) -> list[EvalPrompt]:
+def round_prompts(prompts: list[Prompt], per_round: int | None, k: int) -> list[Prompt]:
     """Round `k`'s prompts: all of them, or the next `per_round` in turn (wrapping around)."""
     if per_round is None or per_round >= len(prompts):
         return prompts
@@ -151,7 +166,7 @@ class HeldOut:
     starting model's responses (0.5 for round 0), judged in both orders.
     """
 
-    def __init__(self, prompts: list[EvalPrompt], scorer: Any, base: RunConfig, out: Path):
+    def __init__(self, prompts: list[Prompt], scorer: Any, base: RunConfig, out: Path):
         from dpo_cli.pairs.runner import sampling_of
 
         self.prompts, self.scorer, self.out = prompts, scorer, out
@@ -161,8 +176,14 @@ class HeldOut:
     def evaluate(self, sampler: Any, k: int, progress: bool) -> dict[str, Any]:
         from dpo_cli.pairs.sampling import sample_prompts
 
-        rows, _ = sample_prompts(sampler, self.prompts, self.sampling, round_dir(self.out, k) / "heldout.jsonl",
-                                 progress=progress, desc=f"held-out round {k}")
+        rows, _ = sample_prompts(
+            sampler,
+            self.prompts,
+            self.sampling,
+            round_dir(self.out, k) / "heldout.jsonl",
+            progress=progress,
+            desc=f"held-out round {k}",
+        )
         texts = [r["samples"][0]["text"].strip() for r in rows]
         words = [len(t.split()) for t in texts]
         found: dict[str, Any] = {
@@ -170,21 +191,26 @@ class HeldOut:
             "heldout_unfinished": sum(not r["samples"][0]["finished"] for r in rows) / len(rows),
         }
         if self.scorer.pointwise:
-            scores = [self.scorer.score(r["prompt"], t, where=f" (held-out prompt {r['index'] + 1})")
-                      for r, t in zip(rows, texts)]
+            scores = [
+                self.scorer.score(r["prompt"], t, where=f" (held-out prompt {r['index'] + 1})")
+                for r, t in zip(rows, texts)
+            ]
             found["heldout_score"] = statistics.fmean(scores)
             found["heldout_score_sem"] = statistics.stdev(scores) / len(scores) ** 0.5 if len(scores) > 1 else None
         elif k == 0:
             found["heldout_win_rate"] = 0.5
         else:
-            from dpo_cli.evaluation.generate import read_cache
             from dpo_cli.evaluation.winrate import judge_pair, tally
+            from dpo_cli.generation import read_cache
 
             # Round 0's answers as written then (sampling them here would use this round's model).
             start = read_cache(round_dir(self.out, 0) / "heldout.jsonl")
-            results = [judge_pair(self.scorer.judge, r["index"], r["prompt"], t,
-                                  start[r["index"]]["samples"][0]["text"].strip())
-                       for r, t in zip(rows, texts)]
+            results = [
+                judge_pair(
+                    self.scorer.judge, r["index"], r["prompt"], t, start[r["index"]]["samples"][0]["text"].strip()
+                )
+                for r, t in zip(rows, texts)
+            ]
             summary = tally(results)
             found["heldout_win_rate"] = summary["win_rate"] + summary["tie_rate"] / 2
             found["heldout_win_rate_ci95"] = summary["win_ci95"]
@@ -218,8 +244,9 @@ def run_iterate(
     state = prepare_dir(out, config_digest(base), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        prompts = load_prompts(base.generate.prompts, base.generate.prompt_column, limit=base.generate.max_prompts,
-                               key="generate.prompts")
+        prompts = load_prompts(
+            base.generate.prompts, base.generate.prompt_column, limit=base.generate.max_prompts, key="generate.prompts"
+        )
         scorer = make_scorer(base)
         scorer.check()
         heldout = HeldOut(heldout_prompts(base), scorer, base, out)
@@ -228,8 +255,11 @@ def run_iterate(
         try:
             loop.run(total)
         except KeyboardInterrupt:
-            raise DpoError("iterate interrupted; finished stages are kept", exit_code=EXIT_INTERRUPTED,
-                           details=["run the same command again to continue"]) from None
+            raise DpoError(
+                "iterate interrupted; finished stages are kept",
+                exit_code=EXIT_INTERRUPTED,
+                details=["run the same command again to continue"],
+            ) from None
         finally:
             loop.release()
         files = write_report(out, state, heldout.metric)
@@ -237,9 +267,19 @@ def run_iterate(
 
 
 class _Loop:
-    def __init__(self, config_path: Path, overrides: list[str], base: RunConfig, out: Path, state: dict[str, Any],
-                 scorer: Any, heldout: HeldOut, prompts: list[EvalPrompt], progress: bool,
-                 echo: Callable[[str], None]):
+    def __init__(
+        self,
+        config_path: Path,
+        overrides: list[str],
+        base: RunConfig,
+        out: Path,
+        state: dict[str, Any],
+        scorer: Any,
+        heldout: HeldOut,
+        prompts: list[Prompt],
+        progress: bool,
+        echo: Callable[[str], None],
+    ):
         self.config_path, self.overrides, self.base, self.out = config_path, overrides, base, out
         self.state, self.scorer, self.heldout, self.prompts = state, scorer, heldout, prompts
         self.progress, self.echo = progress, echo
@@ -253,13 +293,17 @@ class _Loop:
         self.sampler = self.sampler_round = None
         gc.collect()
 
+    def config(self, updates: dict[str, Any]) -> RunConfig:
+        """The loop's config with a round's updates (typed: the file is not read again)."""
+        return with_updates(self.base, updates, source=str(self.config_path))
+
     def sampler_after(self, k: int) -> Any:
         """A sampler holding the policy after round `k`, loaded once for its held-out eval and the next round."""
         if self.sampler_round != k:
             from dpo_cli.pairs.sampling import make_sampler
 
             self.release()
-            cfg = load_config(self.config_path, [*self.overrides, *policy_overrides(self.base, self.out, k)])
+            cfg = self.config(policy_updates(self.base, self.out, k))
             self.sampler, self.sampler_round = make_sampler(cfg), k
         return self.sampler
 
@@ -286,39 +330,55 @@ class _Loop:
         if (pairs_dir / SUMMARY).exists():
             summary = read_json(pairs_dir / SUMMARY)
         else:
-            cfg = load_config(self.config_path, [*self.overrides, *policy_overrides(self.base, self.out, k - 1)])
+            cfg = self.config(policy_updates(self.base, self.out, k - 1))
             chosen = round_prompts(self.prompts, self.base.iterate.prompts_per_round, k)
-            summary = generate_pairs(cfg, chosen, pairs_dir, sampler=self.sampler_after(k - 1), scorer=self.scorer,
-                                     progress=self.progress, echo=self.echo)
+            summary = generate_pairs(
+                cfg,
+                chosen,
+                pairs_dir,
+                sampler=self.sampler_after(k - 1),
+                scorer=self.scorer,
+                progress=self.progress,
+                echo=self.echo,
+            )
             for line in console_lines(summary):
                 self.echo(f"round {k}: {line.strip()}")
         if summary["pairs"] < self.base.iterate.min_pairs:
             raise DpoError(
                 f"round {k}: {summary['pairs']} pair(s), fewer than iterate.min_pairs ({self.base.iterate.min_pairs})",
-                details=[*(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
-                         ("more prompts, more generate.num_samples, a higher temperature or a lower "
-                          "generate.min_score_gap give more pairs")],
+                details=[
+                    *(f"no pair for {n} prompt(s): {why}" for why, n in summary["skipped"].items()),
+                    (
+                        "more prompts, more generate.num_samples, a higher temperature or a lower "
+                        "generate.min_score_gap give more pairs"
+                    ),
+                ],
             )
         self.release()  # training loads its own copy of the model
         run_dir = self.train(k)
         found = self.heldout.evaluate(self.sampler_after(k), k, self.progress)
         run_summary = read_json(run_dir / "summary.json")
         return {
-            "pairs": summary["pairs"], "prompts_with_pairs": summary["prompts_with_pairs"],
+            "pairs": summary["pairs"],
+            "prompts_with_pairs": summary["prompts_with_pairs"],
             "mean_score_gap": summary["mean_score_gap"],
-            "train_initial_loss": run_summary.get("initial_loss"), "train_final_loss": run_summary.get("final_loss"),
-            "train_reward_accuracy": run_summary.get("final_train_reward_accuracy"), **found,
+            "train_initial_loss": run_summary.get("initial_loss"),
+            "train_final_loss": run_summary.get("final_loss"),
+            "train_reward_accuracy": run_summary.get("final_train_reward_accuracy"),
+            **found,
         }
 
     def train(self, k: int) -> Path:
-        from dpo_cli import launch
-        from dpo_cli.sweep import point_status
+        from dpo_cli.rundir import run_status
+        from dpo_cli.train import launch
         from dpo_cli.validation import check_before_training
 
-        round_overrides = [*self.overrides, *train_overrides(self.base, self.out, k)]
-        cfg = load_config(self.config_path, round_overrides)
+        updates = train_updates(self.base, self.out, k)
+        cfg = self.config(updates)
+        # The same settings as command-line text: for the launched ranks and the resume message.
+        round_overrides = [*self.overrides, *set_strings(updates)]
         run_dir = Path(cfg.output_dir)
-        status = point_status(run_dir)
+        status = run_status(run_dir)
         if status == "completed":
             return run_dir
         data_check = check_before_training(cfg, str(self.config_path))
@@ -327,18 +387,28 @@ class _Loop:
             # The launched ranks read this check from where it is saved instead of checking again.
             check_dir = round_dir(self.out, k) / "pairs"
             data_check.save(check_dir)
-            args = launch.train_args(str(self.config_path), [*round_overrides], overwrite=overwrite, resume=resume,
-                                     skip_validation=False, data_check=str(check_dir))
-            code = launch.launch(cfg, args, overwrite=overwrite, resume=resume)
-            if code != 0:
-                raise DpoError(f"round {k}: training exited with code {code}", exit_code=code)
+            args = launch.train_args(
+                str(self.config_path),
+                [*round_overrides],
+                overwrite=overwrite,
+                resume=resume,
+                skip_validation=False,
+                data_check=str(check_dir),
+            )
+            launch.launch(cfg, args, overwrite=overwrite, resume=resume)  # returns 0 or raises
         else:
-            from dpo_cli.training import train
+            from dpo_cli.train.run import train
 
             try:
-                train(cfg, resume=resume, overwrite=overwrite, config_path=str(self.config_path),
-                      overrides=round_overrides, starts_at_reference=cfg.reference.kind != "model",
-                      data_check=data_check)
+                train(
+                    cfg,
+                    resume=resume,
+                    overwrite=overwrite,
+                    config_path=str(self.config_path),
+                    overrides=round_overrides,
+                    starts_at_reference=cfg.reference.kind != "model",
+                    data_check=data_check,
+                )
             except DpoError as exc:
                 if exc.exit_code != EXIT_INTERRUPTED:
                     raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
@@ -368,14 +438,34 @@ def write_report(out: Path, state: dict[str, Any], metric: str) -> list[Path]:
     def cell(value: Any) -> str:
         return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    columns = [metric, "heldout_words", "heldout_unfinished", "pairs", "prompts_with_pairs", "mean_score_gap",
-               "train_initial_loss", "train_final_loss", "train_reward_accuracy"]
-    lines = [f"# dpo iterate: {out}", "", f"Scored by {state.get('scorer')}; held-out metric `{metric}`.", "",
-             "| round | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+    columns = [
+        metric,
+        "heldout_words",
+        "heldout_unfinished",
+        "pairs",
+        "prompts_with_pairs",
+        "mean_score_gap",
+        "train_initial_loss",
+        "train_final_loss",
+        "train_reward_accuracy",
+    ]
+    lines = [
+        f"# dpo iterate: {out}",
+        "",
+        f"Scored by {state.get('scorer')}; held-out metric `{metric}`.",
+        "",
+        "| round | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
     lines += [f"| {r['round']} | " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
     if len(rows) > 1 and rows[0].get(metric) is not None and rows[-1].get(metric) is not None:
-        lines += ["", (f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
-                       f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f}).")]
+        lines += [
+            "",
+            (
+                f"{metric}: {rows[0][metric]:.4f} at the start, {rows[-1][metric]:.4f} after round "
+                f"{rows[-1]['round']} ({rows[-1][metric] - rows[0][metric]:+.4f})."
+            ),
+        ]
     table = out / "rounds.md"
     atomic_write_text(table, "\n".join(lines) + "\n")
     return [table, write_plot(out / "rounds.png", rows, metric)]
@@ -387,7 +477,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dpo_cli.plots import _save
+    from dpo_cli.train.plots import save_figure
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
     left.plot([r["round"] for r in rows], [r.get(metric) for r in rows], marker="o")
@@ -398,7 +488,7 @@ def write_plot(path: Path, rows: list[dict[str, Any]], metric: str) -> Path:
     for ax in (left, right):
         ax.set_xticks([r["round"] for r in rows])
     try:
-        _save(fig, path)
+        save_figure(fig, path)
     finally:
         plt.close(fig)
     return path

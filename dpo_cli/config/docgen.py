@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from dpo_cli.config.schema import RunConfig, _TrainingCommon
+from dpo_cli.config.schema import DPOTrainingArgs, RunConfig
 
 PAGE = "reference/configuration.md"  # under docs/
 
@@ -67,7 +67,9 @@ def _table(model: type[BaseModel], prefix: str, fields: list[str] | None = None)
     for name in fields or list(model.model_fields):
         field = model.model_fields[name]
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc}{_constraints(field)} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_type_name(field.annotation)} | {_default(field)} | {desc}{_constraints(field)} |"
+        )
     return rows
 
 
@@ -102,7 +104,7 @@ def render_page() -> str:
             intro = f"{intro} {field.description}"
         lines += ["", f"## `{name}:`", "", intro, ""]
         if name == "training":
-            common = list(_TrainingCommon.model_fields)
+            common = list(DPOTrainingArgs.model_fields)
             lines += _table(model, "training.", common)
             others = sorted(set(model.model_fields) - set(common))
             lines += [
@@ -111,6 +113,7 @@ def render_page() -> str:
                 "checked by TRL when the run is built: " + ", ".join(f"`{o}`" for o in others) + ".",
             ]
             lines += _algorithm_tables()
+            lines += _deliberate_table()
             continue
         lines += _table(model, f"{name}.")
         # Sub-sections; one table per model, so `data.train` and `data.eval` share their source table.
@@ -132,19 +135,51 @@ def render_page() -> str:
 
 def _algorithm_tables() -> list[str]:
     """`training:` under the other algorithms: the keys each adds to (or changes from) DPO's common ones."""
-    from dpo_cli.config.schema import _TrainerArgs
-    from dpo_cli.config.variants import CONFIG_CLASSES, TRAINING_SECTIONS
+    from dpo_cli.config.algorithms import ALGORITHMS
+    from dpo_cli.config.schema import TrainerArgs
+    from dpo_cli.config.variants import TYPED_ARGS
 
     lines: list[str] = []
-    shared = set(_TrainerArgs.model_fields)
-    for algorithm, section in TRAINING_SECTIONS.items():
+    shared = TrainerArgs.model_fields
+    for algorithm, row in ALGORITHMS.items():
         if algorithm == "dpo":
             continue
-        typed = section.__mro__[1]  # the hand-written class the generated section extends
-        own = [n for n in typed.model_fields if n not in shared or repr(typed.model_fields[n]) != repr(_TrainerArgs.model_fields[n])]
-        config = CONFIG_CLASSES[algorithm][0]
+        typed = TYPED_ARGS[row.typed_args]
+        own = [n for n in typed.model_fields if n not in shared or repr(typed.model_fields[n]) != repr(shared[n])]
+        config = row.config_path
         lines += ["", f"### `training:` with `algorithm: {algorithm}` (`{config}`)", ""]
         lines += _table(typed, "training.", own)
-        lines += ["", (f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
-                       "is accepted by name.")]
+        lines += [
+            "",
+            (
+                f"The shared keys above (except the DPO loss keys) apply too; any other `{config}` field "
+                "is accepted by name."
+            ),
+        ]
+    return lines
+
+
+def _deliberate_table() -> list[str]:
+    """Where dpo's defaults differ from TRL's, from the algorithm table (every other default is TRL's)."""
+    from dpo_cli.config.algorithms import ALGORITHMS, DECIDED_PER_RUN, DELIBERATE
+
+    lines = [
+        "",
+        "### Defaults that differ from TRL's",
+        "",
+        (
+            "Every other `training:` default above is TRL's own, read from TRL (frozen in "
+            "`dpo_cli/config/dpo_fields.py`, checked against the installed TRL by the tests)."
+        ),
+        "",
+        "| key | algorithms | dpo's default | why |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, (value, why) in DELIBERATE.items():
+        lines.append(f"| `training.{name}` | all | `{json.dumps(value)}` | {why} |")
+    for algorithm in ALGORITHMS.values():
+        for name, value in algorithm.defaults.items():
+            lines.append(f"| `training.{name}` | {algorithm.name} | `{json.dumps(value)}` | {algorithm.defaults_why} |")
+    for name, why in DECIDED_PER_RUN.items():
+        lines.append(f"| `training.{name}` | dpo | unset: chosen per run | {why} |")
     return lines

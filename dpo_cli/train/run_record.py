@@ -14,8 +14,8 @@ from typing import Any
 
 from dpo_cli.checkpoints import discard_incomplete, saving_checkpoint
 from dpo_cli.errors import EXIT_INTERRUPTED, DpoError
-from dpo_cli.fsio import as_write_error
-from dpo_cli.rundir import RUN_INFO, checkpoints_dir, latest_checkpoint, read_json, write_run_info
+from dpo_cli.fsio import as_write_error, read_json
+from dpo_cli.rundir import RUN_INFO, checkpoints_dir, latest_checkpoint, write_run_info
 
 
 class RunRecord:
@@ -27,7 +27,9 @@ class RunRecord:
             named when that write fails.
     """
 
-    def __init__(self, output_dir: Path, info: dict[str, Any], *, main: bool, resume_command: str, restart_command: str):
+    def __init__(
+        self, output_dir: Path, info: dict[str, Any], *, main: bool, resume_command: str, restart_command: str
+    ):
         self.output_dir = output_dir
         self.info = info
         self.main = main
@@ -66,7 +68,10 @@ class RunRecord:
         return DpoError(
             f"interrupted at step {step}; {where}",
             exit_code=EXIT_INTERRUPTED,
-            details=[*details, f"resume with: {self.resume_command}" if kept else f"start again with: {self.restart_command}"],
+            details=[
+                *details,
+                f"resume with: {self.resume_command}" if kept else f"start again with: {self.restart_command}",
+            ],
         )
 
     def interrupted(self, step: int, phase: str) -> DpoError:
@@ -78,8 +83,9 @@ class RunRecord:
             details.append(f"the save of {cut.name} was cut short; --resume ignores it")
         if phase == "finishing":
             details.append("final/ was not finished; --resume writes it again")
-        self._write_last("interrupted", details, checkpoint=str(kept) if kept else None, stopped_at_step=step,
-                         stopped_while=phase)
+        self._write_last(
+            "interrupted", details, checkpoint=str(kept) if kept else None, stopped_at_step=step, stopped_while=phase
+        )
         if kept is None:
             return DpoError(
                 f"interrupted at step {step} before any checkpoint was complete; nothing to resume",
@@ -114,11 +120,15 @@ class RunRecord:
         if error.out_of_space and saving is not None and self.main and discard_incomplete(self.output_dir, step):
             details.append(f"the incomplete {saving.name} was removed to free its space")
         kept = latest_checkpoint(self.output_dir)
-        self._write_last("failed", details, error=error.message, stopped_at_step=step,
-                         checkpoint=str(kept) if kept else None)
+        self._write_last(
+            "failed", details, error=error.message, stopped_at_step=step, checkpoint=str(kept) if kept else None
+        )
         details.append(f"last complete checkpoint: {kept}" if kept else "no checkpoint was complete")
         action = "free some space" if error.out_of_space else "fix the storage"
-        details.append(f"{action}, then resume with: {self.resume_command}" if kept
-                       else f"{action}, then start again with: {self.restart_command}")
+        details.append(
+            f"{action}, then resume with: {self.resume_command}"
+            if kept
+            else f"{action}, then start again with: {self.restart_command}"
+        )
         error.details = [*error.details, *details]
         return error

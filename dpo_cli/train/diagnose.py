@@ -9,8 +9,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-LN2 = math.log(2)
-
 # A first loss further than this from its closed form means policy and reference differ at step 0.
 INITIAL_LOSS_TOLERANCE = 0.05
 
@@ -19,38 +17,6 @@ INITIAL_LOSS_TOLERANCE = 0.05
 class Finding:
     level: str  # "ok", "warning" or "error"
     message: str
-
-
-def expected_initial_loss(
-    loss_types: list[str], loss_weights: list[float] | None, beta: float, *, label_smoothing: float = 0.0
-) -> float | None:
-    """Loss at step 0, when policy == reference and every log-ratio is 0; None if it has no closed form.
-
-    Each value is TRL 1.16's DPO loss with every log-ratio set to 0 (each checked against a real
-    first step in tests/integration/test_variants.py). `sft` has none: it is the policy's NLL.
-    """
-    closed_forms = {
-        "sigmoid": LN2,
-        "sigmoid_norm": LN2,
-        "robust": LN2,  # the label-smoothing terms cancel to ln 2 when the margin is 0
-        "aot": LN2,  # both smoothing terms are log-sigmoid(0)
-        "aot_unpaired": LN2,
-        "hinge": 1.0,
-        "ipo": (1.0 / (2.0 * beta)) ** 2,
-        "sppo_hard": 2 * (0.5 / beta) ** 2,  # winner and loser are each 1/(2 beta) from their target
-        "nca_pair": 2 * LN2,
-        "bco_pair": 2 * LN2,
-        "apo_zero": 1.0,  # 1 - sigmoid(0) + sigmoid(0)
-        "apo_down": 1.0,
-        "discopop": (LN2 + 1.0) / 2,  # logistic and exponential parts mixed half and half at 0
-    }
-    if 0.0 < label_smoothing < 1.0:
-        # KL between the uniform model distribution and the (1 - eps, eps) target
-        closed_forms["exo_pair"] = -LN2 - 0.5 * math.log(label_smoothing * (1.0 - label_smoothing))
-    weights = loss_weights or [1.0] * len(loss_types)
-    if any(loss not in closed_forms for loss in loss_types):
-        return None
-    return sum(w * closed_forms[loss] for loss, w in zip(loss_types, weights, strict=True))
 
 
 def train_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """`dpo sweep-beta` as a library: a grid of normal `dpo train` runs, compared on held-out pairs.
 
-Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs, into
+Each point is trained by `dpo_cli.train.run.train`, the function `dpo train` runs, into
 `SWEEP_DIR/beta_<b>[_lr_<lr>]/`. What does not depend on beta is done once:
 
 - tokenization: `datasets` caches the tokenized splits by fingerprint, so the second point
@@ -8,7 +8,7 @@ Each point is trained by `dpo_cli.training.train`, the function `dpo train` runs
 - reference log-probs: every point runs with `precompute_ref_log_probs`; the first point
   computes them and the others read them from `SWEEP_DIR/.ref_logps/`, keyed by the token ids
   and TRL's hash of the starting model (same data, same seed, same fresh adapter), see
-  `dpo_cli.ref_cache`;
+  `dpo_cli.train.ref_cache`;
 - libraries and the base model: points run in one process by default, and with LoRA the base
   model is loaded once and the adapter removed (`unload`) after each point.
 
@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.config.loader import load_config
+from dpo_cli.config.algorithms import ALGORITHMS
+from dpo_cli.config.loader import load_config, set_strings, with_updates
 from dpo_cli.config.schema import RunConfig, SweepSection
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DpoError
-from dpo_cli.rundir import atomic_write_json, atomic_write_text, holds_run, latest_checkpoint, read_json, run_lock
+from dpo_cli.fsio import atomic_write_json, read_json
+from dpo_cli.rundir import run_lock, run_status
 
 STATE_FILE = "sweep.json"
 REF_CACHE_DIR = ".ref_logps"
@@ -45,31 +47,27 @@ class Point:
 
     beta: float
     learning_rate: float | None = None
-    algorithm: str = "dpo"  # whose strength parameter `beta` sets (see dpo_cli.algorithms)
+    algorithm: str = "dpo"  # whose strength parameter `beta` sets (see dpo_cli.train.trl_args)
 
     @property
     def name(self) -> str:
         name = f"beta_{self.beta:g}"
         return name if self.learning_rate is None else f"{name}_lr_{self.learning_rate:g}"
 
-    def overrides(self, sweep_dir: Path) -> list[str]:
-        from dpo_cli.algorithms import ALGORITHMS
-
+    def updates(self, sweep_dir: Path) -> dict[str, Any]:
+        """The point's settings over the base config, as typed dotted-key updates."""
         algorithm = ALGORITHMS[self.algorithm]
-        sets = [f"{algorithm.strength_key}={_yaml_float(self.beta)}", f"output_dir={sweep_dir / self.name}"]
+        updates: dict[str, Any] = {algorithm.strength_key: float(self.beta), "output_dir": sweep_dir / self.name}
         if self.learning_rate is not None:
-            sets.append(f"training.learning_rate={_yaml_float(self.learning_rate)}")
+            updates["training.learning_rate"] = float(self.learning_rate)
         if algorithm.reference:
             # Reference log-probs do not depend on beta: computed once, cached by TRL, reused.
-            sets.append("training.precompute_ref_log_probs=true")
-        return sets
+            updates["training.precompute_ref_log_probs"] = True
+        return updates
 
-
-def _yaml_float(value: float) -> str:
-    # YAML 1.1 reads "1e-05" as a string; "1.0e-05" is a float.
-    text = repr(float(value))
-    mantissa, sep, exponent = text.partition("e")
-    return f"{mantissa}.0e{exponent}" if sep and "." not in mantissa else text
+    def overrides(self, sweep_dir: Path) -> list[str]:
+        """The same settings as `--set` texts, for a `dpo train` command line (schedulers, parallel points)."""
+        return set_strings(self.updates(sweep_dir))
 
 
 def expand(
@@ -88,35 +86,35 @@ def sweep_dir_of(cfg: RunConfig, explicit: str | Path | None = None) -> Path:
     return Path(explicit or cfg.sweep.output_dir or f"{cfg.output_dir.rstrip('/')}-sweep")
 
 
-def point_configs(config_path: Path, overrides: list[str], points: list[Point], sweep_dir: Path) -> dict[str, RunConfig]:
-    """Validate every point before anything trains; all problems of all points are reported together."""
+def point_configs(base: RunConfig, points: list[Point], sweep_dir: Path, source: str) -> dict[str, RunConfig]:
+    """Validate every point before anything trains; all problems of all points are reported together.
+
+    Args:
+        base: The sweep's config (the file with the command line's `--set`).
+        points: The grid.
+        sweep_dir: Where the points' run directories go.
+        source: The config file, named in the problems.
+    """
     configs: dict[str, RunConfig] = {}
     problems: list[str] = []
     for point in points:
         try:
-            configs[point.name] = load_config(config_path, [*overrides, *point.overrides(sweep_dir)])
+            configs[point.name] = with_updates(base, point.updates(sweep_dir), source=source)
         except ConfigError as exc:
             problems += [f"{point.name}: {p}" for p in exc.problems]
     if problems:
-        raise ConfigError(str(config_path), problems)
+        raise ConfigError(source, problems)
     first = next(iter(configs.values()))
     if first.data.eval is None and not first.data.eval_fraction:
         raise DpoError("a sweep compares points on held-out pairs: set `data.eval` or `data.eval_fraction`", EXIT_USAGE)
     return configs
 
 
-def point_status(run_dir: Path) -> str:
-    """`completed`, `resumable` (a complete checkpoint exists), `partial` (no usable checkpoint) or `new`."""
-    info = run_dir / "run.json"
-    if info.exists() and read_json(info).get("status") == "completed" and (run_dir / "summary.json").exists():
-        return "completed"
-    if latest_checkpoint(run_dir) is not None:
-        return "resumable"
-    return "partial" if holds_run(run_dir) else "new"
-
-
-def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
+def point_metrics(run_dir: Path, point: Point) -> dict[str, Any]:
     """The held-out numbers a point is judged by, from its `summary.json` and `metrics.jsonl`."""
+    beta = point.beta
+    # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
+    has_reference = ALGORITHMS[point.algorithm].reference
     from dpo_cli.rundir import read_metrics
 
     summary = read_json(run_dir / "summary.json")
@@ -131,19 +129,10 @@ def point_metrics(run_dir: Path, beta: float) -> dict[str, Any]:
         "dpo_loss": summary.get("eval_loss"),
         "logp_margin": chosen - rejected if chosen is not None and rejected is not None else None,
         # rewards/chosen = beta * (log p_policy - log p_ref) averaged over pairs: the shift in nats.
-        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None and _has_reference(run_dir) else None,
+        "chosen_logp_shift": reward_chosen / beta if reward_chosen is not None and has_reference else None,
         "final_train_loss": summary.get("final_loss"),
         "final_dir": summary.get("final_dir"),
     }
-
-
-def _has_reference(run_dir: Path) -> bool:
-    # ORPO/CPO/SimPO rewards are beta * the policy's own log-probs: there is no shift from a reference.
-    from dpo_cli.algorithms import ALGORITHMS
-    from dpo_cli.config.yaml_safe import load_yaml_file
-
-    saved = load_yaml_file(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
-    return ALGORITHMS[(saved or {}).get("algorithm", "dpo")].reference
 
 
 def choose(rows: list[dict[str, Any]], sweep: SweepSection) -> tuple[dict[str, Any] | None, str]:
@@ -246,7 +235,7 @@ def _prepare(
 ) -> tuple[RunConfig, list[Point], dict[str, RunConfig], Path, _State, Any]:
     """Everything checked before the first point trains: every point's config, and the data once."""
     base_cfg = load_config(config_path, overrides)
-    from dpo_cli.tracking import check_trackers
+    from dpo_cli.train.tracking import check_trackers
 
     check_trackers(base_cfg.training.report_to)  # before the shared base model loads
     if base_cfg.algorithm == "kto" and base_cfg.sweep.select_by == "reward_accuracy":
@@ -257,7 +246,7 @@ def _prepare(
     out = sweep_dir_of(base_cfg, sweep_dir)
     betas, learning_rates = resolve_grid(base_cfg.sweep, out, betas, learning_rates)
     points = expand(base_cfg.sweep, betas, learning_rates, base_cfg.algorithm)
-    configs = point_configs(config_path, overrides, points, out)
+    configs = point_configs(base_cfg, points, out, str(config_path))
     data_check = None
     if validate:
         from dpo_cli.validation import check_before_training
@@ -266,7 +255,14 @@ def _prepare(
     out.mkdir(parents=True, exist_ok=True)
     if data_check is not None:
         data_check.save(out)  # every point leaves out the same rows (`dpo train --data-check` reads it)
-    return base_cfg, points, configs, out, _State(out, points, {"betas": betas, "learning_rates": learning_rates}), data_check
+    return (
+        base_cfg,
+        points,
+        configs,
+        out,
+        _State(out, points, {"betas": betas, "learning_rates": learning_rates}),
+        data_check,
+    )
 
 
 def run_sweep(
@@ -295,20 +291,20 @@ def run_sweep(
     with run_lock(out):
         shared_base = None
         reuse_base = base_cfg.mode in ("lora", "qlora") and not base_cfg.model.adapter
-        from dpo_cli.report import print_point_line
-        from dpo_cli.training import train
+        from dpo_cli.sweep.report import print_point_line
+        from dpo_cli.train.run import train
 
         for point in points:
             cfg = configs[point.name]
             run_dir = Path(cfg.output_dir)
-            status = point_status(run_dir)
+            status = run_status(run_dir)
             if status == "completed":
-                state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                state.update(point.name, status="completed", **point_metrics(run_dir, point))
                 print_point_line(point.name, "done earlier, skipped")
                 continue
             state.update(point.name, status="running", error=None)
             if reuse_base and shared_base is None:
-                from dpo_cli.build import load_policy
+                from dpo_cli.models import load_policy
 
                 shared_base = load_policy(cfg)
             try:
@@ -329,20 +325,26 @@ def run_sweep(
                     raise DpoError(
                         f"sweep interrupted during {point.name}; its checkpoint is saved",
                         exit_code=EXIT_INTERRUPTED,
-                        details=[f"continue with: {sweep_command(config_path, overrides, out, state.grid, validate=validate)}"],
+                        details=[
+                            f"continue with: {sweep_command(config_path, overrides, out, state.grid, validate=validate)}"
+                        ],
                     ) from None
                 print_point_line(point.name, f"failed: {exc.message}")
                 shared_base = None  # its adapter may still be attached: load a clean base next time
                 continue
             except Exception as exc:  # noqa: BLE001 (an unexpected failure of one point must not lose the others)
-                state.update(point.name, status="failed", error=f"{type(exc).__name__}: {exc}",
-                             traceback=traceback.format_exc(limit=8))
+                state.update(
+                    point.name,
+                    status="failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(limit=8),
+                )
                 print_point_line(point.name, f"failed: {type(exc).__name__}: {exc}")
                 shared_base = None
                 continue
             if shared_base is not None:
                 shared_base = _detach_adapter(result.model)
-            state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+            state.update(point.name, status="completed", **point_metrics(run_dir, point))
             print_point_line(point.name, "trained")
         judge_points(out, state, base_cfg)
         return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
@@ -378,8 +380,7 @@ def _detach_adapter(peft_model: Any) -> Any:
 
 def finish(out: Path, points: dict[str, dict[str, Any]], sweep: SweepSection, algorithm: str = "dpo") -> SweepResult:
     """Write the table, the plot and the choice from the recorded point states."""
-    from dpo_cli.algorithms import ALGORITHMS
-    from dpo_cli.sweep_report import write_plot, write_tables
+    from dpo_cli.sweep.report import write_plot, write_tables
 
     rows = [{"point": name, **info} for name, info in points.items()]
     winner, rule = choose(rows, sweep)
@@ -465,9 +466,9 @@ def run_parallel(
             while queue and free:
                 point, argv = queue.pop(0)
                 run_dir = out / point.name
-                status = point_status(run_dir)
+                status = run_status(run_dir)
                 if status == "completed":
-                    state.update(point.name, status="completed", **point_metrics(run_dir, point.beta))
+                    state.update(point.name, status="completed", **point_metrics(run_dir, point))
                     continue
                 # Checked once above: each point reads that check instead of checking again.
                 checked = ["--data-check", str(out)] if data_check is not None else ["--skip-validation"]
@@ -488,11 +489,14 @@ def run_parallel(
                 del running[name]
                 free.append(group)
                 if code == 0:
-                    state.update(name, status="completed", **point_metrics(out / name, point.beta))
+                    state.update(name, status="completed", **point_metrics(out / name, point))
                 else:
                     tail = _log_tail(out / f"{name}.log")
-                    state.update(name, status="interrupted" if code == EXIT_INTERRUPTED else "failed",
-                                 error=f"exit code {code}: {tail}")
+                    state.update(
+                        name,
+                        status="interrupted" if code == EXIT_INTERRUPTED else "failed",
+                        error=f"exit code {code}: {tail}",
+                    )
             time.sleep(0.5)
         judge_points(out, state, base_cfg)
         return finish(out, state.points, base_cfg.sweep, base_cfg.algorithm)
@@ -502,7 +506,3 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     if not path.exists():
         return ""
     return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-
-
-def write_commands(path: Path, commands: list[list[str]]) -> None:
-    atomic_write_text(path, "".join(shlex.join(argv) + "\n" for argv in commands))

@@ -10,9 +10,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from dpo_cli.diagnose import is_bad_number
 from dpo_cli.interrupts import RunSignals
 from dpo_cli.rundir import ends_with_newline, mark_complete
+from dpo_cli.train.diagnose import is_bad_number
 
 # Metrics whose NaN/inf means the run is broken, not merely noisy.
 GUARDED_KEYS = ("loss", "grad_norm", "logits/chosen", "logits/rejected", "logps/chosen", "logps/rejected")
@@ -31,7 +31,12 @@ class MetricsWriter(TrainerCallback):
         from dpo_cli.fsio import WriteError
 
         # Wall-clock time lets throughput be read off the file (and benchmarks compare runs).
-        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": round(time.time(), 3), **logs}
+        record = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "time": round(time.time(), 3),
+            **logs,
+        }
         # A line cut off by a kill must not swallow the next record: start it on a line of its own.
         lead = "" if self._checked or ends_with_newline(self.path) else "\n"
         self._checked = True
@@ -61,7 +66,7 @@ class NanGuard(TrainerCallback):
 class GracefulStop(TrainerCallback):
     """On SIGTERM/SIGINT, finish the current step, save a checkpoint and stop.
 
-    The signals are the run's `interrupts.RunSignals` (installed by `dpo_cli.training.train`
+    The signals are the run's `interrupts.RunSignals` (installed by `dpo_cli.train.run.train`
     from model loading on; here, for the training loop only, when another caller trains): a
     second signal stops at once, even during the save. In a multi-process run the ranks agree
     at every step end: when any rank got a signal, all of them save and stop together (a rank
@@ -209,7 +214,9 @@ class ProgressBar(TrainerCallback):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:

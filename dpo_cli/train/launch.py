@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import LAUNCH_DIR, atomic_write_text, check_run_dir
+from dpo_cli.fsio import atomic_write_text
+from dpo_cli.rundir import LAUNCH_DIR, check_run_dir
 
 # Set by torchrun / accelerate in every rank; one of them means "already launched, just train".
 LAUNCHED_ENV = ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED", "DPO_LAUNCHED")
@@ -67,7 +68,11 @@ def inside_launcher(env: Mapping[str, str] | None = None) -> bool:
 def wants_launcher(cfg: Any) -> bool:
     """True when the config asks for a launcher: several processes, or DeepSpeed (even on one GPU, for offload)."""
     launch = cfg.launch
-    return launch.num_processes > 1 or launch.deepspeed is not None or bool(launch.deepspeed_config or launch.accelerate_config)
+    return (
+        launch.num_processes > 1
+        or launch.deepspeed is not None
+        or bool(launch.deepspeed_config or launch.accelerate_config)
+    )
 
 
 def needs_launcher(cfg: Any, env: Mapping[str, str] | None = None) -> bool:
@@ -257,8 +262,12 @@ def train_args(
         args += ["--set", override]
     if data_check is not None:
         args += ["--data-check", data_check]
-    flags = (("--overwrite", overwrite), ("--resume", resume), ("--skip-validation", skip_validation),
-             ("--strict", strict))
+    flags = (
+        ("--overwrite", overwrite),
+        ("--resume", resume),
+        ("--skip-validation", skip_validation),
+        ("--strict", strict),
+    )
     for flag, on in flags:
         if on:
             args.append(flag)
@@ -331,7 +340,7 @@ def launch(
 def _launch_failure(cfg: Any, code: int, train_args: list[str]) -> DpoError:
     # torchrun reports any non-zero rank as a failure (exit 1), so the run's own record says what happened.
     from dpo_cli.errors import EXIT_INTERRUPTED
-    from dpo_cli.rundir import read_json
+    from dpo_cli.fsio import read_json
 
     info_path = Path(cfg.output_dir) / "run.json"
     try:
@@ -391,7 +400,9 @@ def _check_user_accelerate(path: Path) -> None:
     except ConfigError as exc:
         raise DpoError(f"launch.accelerate_config: {exc.problems[0]}", exit_code=EXIT_USAGE) from None
     if not isinstance(data, dict):
-        raise DpoError(f"launch.accelerate_config: {path}: expected a mapping of accelerate settings", exit_code=EXIT_USAGE)
+        raise DpoError(
+            f"launch.accelerate_config: {path}: expected a mapping of accelerate settings", exit_code=EXIT_USAGE
+        )
     precision = data.get("mixed_precision")
     if precision not in (None, "no"):
         raise DpoError(
@@ -412,3 +423,23 @@ def _check_user_deepspeed(path: Path) -> None:
         ) from None
     if not isinstance(data, dict) or "zero_optimization" not in data:
         raise DpoError(f"launch.deepspeed_config: {path}: no `zero_optimization` section", exit_code=EXIT_USAGE)
+
+
+def is_main_process() -> bool:
+    """True on the main rank of a launched run, and in a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def close_process_group() -> None:
+    """Tear down torch.distributed before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads can be destroyed while still joinable,
+    and the process dies with `terminate called without an active exception` (SIGABRT) after a
+    run that succeeded. Training has no collectives left once `train` returns on this rank.
+    """
+    import torch.distributed as dist
+
+    # Only in a launched multi-process run, where this process trains once and exits; one process
+    # training several runs (a sweep) keeps accelerate's state, which owns the group.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

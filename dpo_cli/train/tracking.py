@@ -88,8 +88,10 @@ def check_trackers(report_to: str | list[str] | None) -> None:
             problems.append(f"`{name}` is not a tracker transformers knows{hint} (known: {', '.join(TRACKERS)})")
             continue
         if not any(_importable(m) for m in tracker.modules):
-            how = f"pip install 'dpo-cli[{tracker.extra}]' (or pip install {tracker.pip})" if tracker.extra else (
-                f"pip install {tracker.pip}"
+            how = (
+                f"pip install 'dpo-cli[{tracker.extra}]' (or pip install {tracker.pip})"
+                if tracker.extra
+                else (f"pip install {tracker.pip}")
             )
             problems.append(f"`{name}` needs the `{tracker.modules[0]}` package, which is not installed: {how}")
     if len(problems) == 1:

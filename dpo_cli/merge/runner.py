@@ -24,14 +24,14 @@ import glob
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
-from dpo_cli.rundir import COMPLETE_MARKER, atomic_write_json
+from dpo_cli.fsio import atomic_write_json, publish_dir, staging_dir
+from dpo_cli.rundir import COMPLETE_MARKER
 
 MERGE_DTYPES = ("bfloat16", "float16", "float32")
 
@@ -152,7 +152,8 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
         base=chosen,
         recorded_base=recorded or run_base,
         revision=(model_section.get("revision") if same_base else None) or adapter_config.get("revision"),
-        trust_remote_code=bool(model_section.get("trust_remote_code")) if trust_remote_code is None and same_base
+        trust_remote_code=bool(model_section.get("trust_remote_code"))
+        if trust_remote_code is None and same_base
         else bool(trust_remote_code),
         run_dtype=run_dtype if run_dtype in MERGE_DTYPES else None,
         run_dir=run_dir,
@@ -195,7 +196,8 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
     `completed` (it was written only after `final/`) and its files pass the same checks.
     """
     from dpo_cli.checkpoints import folder_problems
-    from dpo_cli.rundir import is_complete, read_json
+    from dpo_cli.fsio import read_json
+    from dpo_cli.rundir import is_complete
 
     if adapter_dir.parent.name == "checkpoints":
         if not is_complete(adapter_dir):
@@ -214,8 +216,12 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
                 f"{adapter_dir}: incomplete: the run ended {status or 'without a record'!r} before final/ was "
                 f"finished (no {COMPLETE_MARKER} marker)",
                 exit_code=EXIT_USAGE,
-                details=[(f"resume the run (dpo train ... --resume), or merge a complete checkpoint: "
-                          f"dpo merge-adapter {run_dir / 'checkpoints'}/checkpoint-N ...")],
+                details=[
+                    (
+                        f"resume the run (dpo train ... --resume), or merge a complete checkpoint: "
+                        f"dpo merge-adapter {run_dir / 'checkpoints'}/checkpoint-N ..."
+                    )
+                ],
             )
     problems = folder_problems(adapter_dir)
     if problems:
@@ -295,7 +301,9 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
     """
     forceable: list[str] = []
     if source.recorded_base and not _same_model(source.base, source.recorded_base):
-        forceable.append(f"base model: the adapter was trained on {source.recorded_base!r}, merging into {source.base!r}")
+        forceable.append(
+            f"base model: the adapter was trained on {source.recorded_base!r}, merging into {source.base!r}"
+        )
     config = _load_base_config(source)
     if getattr(config, "quantization_config", None):
         return [
@@ -313,10 +321,12 @@ def base_mismatches(source: MergeSource) -> tuple[list[str], list[str]]:
 def _load_base_config(source: MergeSource) -> Any:
     from transformers import AutoConfig
 
-    from dpo_cli.build import needs_remote_code, remote_code_error
+    from dpo_cli.models import needs_remote_code, remote_code_error
 
     try:
-        return AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
+        return AutoConfig.from_pretrained(
+            source.base, revision=source.revision, trust_remote_code=source.trust_remote_code
+        )
     except (OSError, ValueError) as exc:
         if needs_remote_code(exc):
             raise remote_code_error(
@@ -396,7 +406,9 @@ def _shape_problems(source: MergeSource, config: Any) -> tuple[list[str], list[s
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=source.trust_remote_code)
     try:
-        expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(get_peft_model(skeleton, peft_config)).items()}
+        expected = {
+            k: tuple(v.shape) for k, v in get_peft_model_state_dict(get_peft_model(skeleton, peft_config)).items()
+        }
     except ValueError as exc:  # e.g. "Target modules {...} not found in the base model"
         return [f"the adapter does not fit {source.base}: {str(exc).splitlines()[0]}"], []
     found = _adapter_shapes(source.adapter_dir)
@@ -446,7 +458,9 @@ def default_dtype(source: MergeSource) -> str:
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(source.base, revision=source.revision, trust_remote_code=source.trust_remote_code)
+        config = AutoConfig.from_pretrained(
+            source.base, revision=source.revision, trust_remote_code=source.trust_remote_code
+        )
     except (OSError, ValueError):
         return "float32"
     stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
@@ -493,8 +507,16 @@ def merge_adapter(
         for note in clean_leftovers(output):
             progress(note)
         return _merge(
-            source_path, output, dtype=dtype, base=base, force=force, overwrite=overwrite,
-            max_shard_size=max_shard_size, device=device, trust_remote_code=trust_remote_code, progress=progress,
+            source_path,
+            output,
+            dtype=dtype,
+            base=base,
+            force=force,
+            overwrite=overwrite,
+            max_shard_size=max_shard_size,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
         )
 
 
@@ -564,7 +586,7 @@ def _merge(
         progress(f"the run used QLoRA: the base is loaded in {dtype}, not 4-bit, for the merge")
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.merging-"))
+    staging = staging_dir(output, "merging-")
     try:
         progress(f"merging in {dtype} ...")
         reference, base_effect, tokenizer = _merge_into(source, staging, dtype, device, max_shard_size)
@@ -577,8 +599,10 @@ def _merge(
             raise DpoError(
                 f"verification failed: merged logits differ from the adapter's by {max_diff:.3g} "
                 f"(tolerance {tolerance:g} for {dtype}); nothing was written to {output}",
-                details=[f"the adapter itself changes logits by {base_effect:.3g}",
-                         "try --dtype float32 to rule out rounding"],
+                details=[
+                    f"the adapter itself changes logits by {base_effect:.3g}",
+                    "try --dtype float32 to rule out rounding",
+                ],
             )
         if base_effect == 0.0:
             warnings.append("the adapter leaves the base's logits unchanged (an untrained adapter?)")
@@ -591,16 +615,25 @@ def _merge(
                 "revision": source.revision,
                 "dtype": dtype,
                 "forced": bool(forceable),
-                "verification": {"prompts": len(reference), "max_abs_diff": max_diff, "mean_abs_diff": mean_diff, "tolerance": tolerance,
-                                 "adapter_effect": base_effect},
+                "verification": {
+                    "prompts": len(reference),
+                    "max_abs_diff": max_diff,
+                    "mean_abs_diff": mean_diff,
+                    "tolerance": tolerance,
+                    "adapter_effect": base_effect,
+                },
             },
         )
         from dpo_cli.publish.card import write_merged_card
 
-        write_merged_card(staging, run_dir=source.run_dir, merge_command=merge_command(
-            source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size))
-        _readable_by_all(staging)
-        _move_into_place(staging, output)
+        write_merged_card(
+            staging,
+            run_dir=source.run_dir,
+            merge_command=merge_command(
+                source_path, output, dtype=dtype, base=base, force=force, max_shard_size=max_shard_size
+            ),
+        )
+        publish_dir(staging, output)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -623,7 +656,15 @@ def merge_command(
     """The `dpo merge-adapter` command line that makes this merge again (for the model card)."""
     import shlex
 
-    parts = ["dpo", "merge-adapter", shlex.quote(str(source_path)), "--output", shlex.quote(str(output)), "--dtype", dtype]
+    parts = [
+        "dpo",
+        "merge-adapter",
+        shlex.quote(str(source_path)),
+        "--output",
+        shlex.quote(str(output)),
+        "--dtype",
+        dtype,
+    ]
     if base:
         parts += ["--base", shlex.quote(base)]
     if force:
@@ -652,13 +693,15 @@ def _load_kwargs(dtype: str, device: str, trust_remote_code: bool) -> dict[str, 
     return kwargs
 
 
-def _merge_into(source: MergeSource, staging: Path, dtype: str, device: str, max_shard_size: str) -> tuple[list[Any], float, Any]:
+def _merge_into(
+    source: MergeSource, staging: Path, dtype: str, device: str, max_shard_size: str
+) -> tuple[list[Any], float, Any]:
     """Load base + adapter, record logits, merge, save; returns (adapter logits, adapter effect, tokenizer)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dpo_cli.training import quiet_known_noise
+    from dpo_cli.models import quiet_known_noise
 
     quiet_known_noise()
     device = _resolve_device(device)
@@ -721,24 +764,3 @@ def verification_inputs(tokenizer: Any) -> list[Any]:
 def _logits(model: Any, ids: Any) -> Any:
     device = next(model.parameters()).device
     return model(input_ids=ids.to(device)).logits.float().cpu()
-
-
-def _readable_by_all(directory: Path) -> None:
-    # mkdtemp makes the directory private and safetensors writes 0600 files; a model directory
-    # is meant to be read by a serving process that may run as another user, so apply the umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
-    for path in directory.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _move_into_place(staging: Path, output: Path) -> None:
-    """Rename the finished directory to `output`, replacing an earlier one only at the last moment."""
-    if output.exists():
-        old = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.old-"))
-        os.replace(output, old / output.name)
-        os.replace(staging, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, output)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.diagnose import LN2, eval_records, train_records
+from dpo_cli.config.algorithms import LN2
+from dpo_cli.fsio import atomic_save
+from dpo_cli.train.diagnose import eval_records, train_records
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -15,14 +15,9 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _save(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as `path` (PNG), atomically and with the umask's file mode."""
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
 def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss: float | None = LN2) -> list[Path]:
@@ -36,13 +31,26 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
     train, evals = train_records(records), eval_records(records)
     panels = [
         ("loss.png", "DPO loss", [("train", train, "loss"), ("eval", evals, "eval_loss")]),
-        ("reward_margins.png", "reward margin (chosen - rejected)", [
-            ("train", train, "rewards/margins"), ("eval", evals, "eval_rewards/margins")]),
-        ("reward_accuracy.png", "reward accuracy", [
-            ("train", train, "rewards/accuracies"), ("eval", evals, "eval_rewards/accuracies")]),
-        ("rewards.png", "implicit rewards", [
-            ("chosen", train, "rewards/chosen"), ("rejected", train, "rewards/rejected"),
-            ("eval chosen", evals, "eval_rewards/chosen"), ("eval rejected", evals, "eval_rewards/rejected")]),
+        (
+            "reward_margins.png",
+            "reward margin (chosen - rejected)",
+            [("train", train, "rewards/margins"), ("eval", evals, "eval_rewards/margins")],
+        ),
+        (
+            "reward_accuracy.png",
+            "reward accuracy",
+            [("train", train, "rewards/accuracies"), ("eval", evals, "eval_rewards/accuracies")],
+        ),
+        (
+            "rewards.png",
+            "implicit rewards",
+            [
+                ("chosen", train, "rewards/chosen"),
+                ("rejected", train, "rewards/rejected"),
+                ("eval chosen", evals, "eval_rewards/chosen"),
+                ("eval rejected", evals, "eval_rewards/rejected"),
+            ],
+        ),
     ]
     written = []
     for filename, title, lines in panels:
@@ -52,7 +60,9 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=label)
         if filename == "loss.png" and expected_loss is not None:
-            ax.axhline(expected_loss, color="grey", linestyle="--", linewidth=1, label=f"step-0 value {expected_loss:.3f}")
+            ax.axhline(
+                expected_loss, color="grey", linestyle="--", linewidth=1, label=f"step-0 value {expected_loss:.3f}"
+            )
         if filename == "reward_accuracy.png":
             ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
             ax.set_ylim(-0.02, 1.02)
@@ -64,7 +74,7 @@ def write_plots(records: list[dict[str, Any]], plot_dir: Path, *, expected_loss:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         path = plot_dir / filename
-        _save(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written

@@ -1,11 +1,11 @@
-"""Human-readable summaries printed at the end of a command."""
+"""The human-readable summary `dpo train` prints at the end of a run."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dpo_cli.training import RunResult
+    from dpo_cli.train.run import RunResult
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -66,19 +66,3 @@ def _data_lines(data: dict[str, Any] | None) -> list[str]:
     if data.get("dropped") and any(d["dropped"] for d in data["dropped"].values()):
         lines.append(f"           dropped rows and why: {data.get('rejects')}")
     return lines
-
-
-def print_point_line(name: str, what: str) -> None:
-    print(f"[sweep] {name}: {what}", flush=True)
-
-
-def print_sweep_summary(result: Any) -> None:
-    lines = ["", result.table.read_text().rstrip(), ""]
-    if result.plot:
-        lines.append(f"plot       {result.plot}")
-    if result.page:
-        lines.append(f"page       {result.page}")
-    lines.append(f"state      {result.sweep_dir / 'sweep.json'}")
-    if result.winner:
-        lines.append(f"winner     {result.winner['point']}: {result.winner.get('final_dir')}")
-    print("\n".join(lines))

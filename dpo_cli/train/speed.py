@@ -3,14 +3,14 @@
 Three things, each with a switch under `training:` (TRL/transformers names, our defaults):
 
 - `train_sampling_strategy: group_by_length` (dpo's default; TRL's is `random`): batches of
-  pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.batching`);
+  pairs of similar length, shuffled mega-batches reproducible for a seed (`dpo_cli.train.batching`);
   evaluation and the reference precompute run sorted by length;
 - `padding_free` (unset: on where it applies and was measured to pay): a DPO batch's sequences run
-  packed, without padding (`dpo_cli.packing`), where the model and attention kernel support packed
+  packed, without padding (`dpo_cli.train.packing`), where the model and attention kernel support packed
   rows, and with SDPA/eager/flex only on length-grouped batches (see `padding_free_choice`);
 - `precompute_ref_log_probs` (unset: dpo decides): reference log-probs computed once, sorted by
   length, and kept in a content-keyed cache that resumes and sweep points reuse
-  (`dpo_cli.ref_cache`; see `precompute_choice`).
+  (`dpo_cli.train.ref_cache`; see `precompute_choice`).
 
 Where one cannot apply (an algorithm whose trainer is not wrapped, a model or kernel without
 packed-sequence support, rows with no known length columns) the run falls back to padded,
@@ -23,12 +23,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dpo_cli.rundir import REF_CACHE
+from dpo_cli.config.algorithms import algorithm_of
 
 if TYPE_CHECKING:
     from dpo_cli.config.schema import RunConfig
-
-REF_CACHE_DIR = REF_CACHE  # dpo_cli.rundir: what a run directory may hold
 
 
 def note(message: str) -> None:
@@ -53,7 +51,7 @@ def precompute_choice(cfg: RunConfig) -> tuple[bool, str]:
     if "precompute_ref_log_probs" in t.model_fields_set:
         value = bool(t.precompute_ref_log_probs)
         return value, "set in the config"
-    if cfg.algorithm != "dpo" or cfg.reference.kind == "none":
+    if not algorithm_of(cfg).packs or cfg.reference.kind == "none":
         return False, f"`algorithm: {cfg.algorithm}` keeps TRL's default"
     if getattr(t, "sync_ref_model", None):
         return False, "`sync_ref_model` updates the reference during training"
@@ -68,7 +66,7 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     """Whether a DPO batch runs packed (padding-free) on `model`, and why.
 
     Packed rows never hold more tokens, nor more attention pairs, than the padded batch (see
-    `dpo_cli.packing.row_width`). With a variable-length kernel (FlashAttention) they are the
+    `dpo_cli.train.packing.row_width`). With a variable-length kernel (FlashAttention) they are the
     default wherever they apply. With kernels that compute the whole mask (SDPA, eager, flex)
     they are the default on length-grouped batches only: measured on the CPU, packing was as fast
     or faster there (padded / packed 0.89-1.31, median 1.06 at batch sizes 4-16) and slower on
@@ -78,11 +76,11 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
         cfg: The run config.
         model: The loaded policy (PEFT's base model or the model itself).
     """
-    from dpo_cli import packing
+    from dpo_cli.train import packing
 
     t = cfg.training
     explicit = getattr(t, "padding_free", None)
-    if cfg.algorithm != "dpo":
+    if not algorithm_of(cfg).packs:
         return False, f"TRL's {cfg.algorithm.upper()} trainer is not wrapped for packing; padded batches"
     reason = packing.unsupported_reason(model)
     if reason is not None:
@@ -93,8 +91,10 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
     if attn in packing.VARLEN_ATTENTION:
         return True, f"{attn}: one packed row through its variable-length kernels"
     if t.train_sampling_strategy != "group_by_length":
-        return False, (f"{attn} with {t.train_sampling_strategy} batches: packed rows measured slower than padded ones "
-                       "there; padded batches (set training.padding_free: true to pack anyway)")
+        return False, (
+            f"{attn} with {t.train_sampling_strategy} batches: packed rows measured slower than padded ones "
+            "there; padded batches (set training.padding_free: true to pack anyway)"
+        )
     # Rows as wide as the longest sequence: never more tokens, nor more attention, than the padded batch.
     return True, f"{attn}: sequences packed into rows as wide as the batch's longest"
 
@@ -102,7 +102,7 @@ def padding_free_choice(cfg: RunConfig, model: Any) -> tuple[bool, str]:
 def trainer_class(base: type, cfg: RunConfig, ref_cache: Path | None) -> type:
     """`base` (a TRL trainer class) with dpo's batch order, packing and reference cache mixed in."""
     mixins: list[type] = [LengthAwareBatches]
-    if cfg.algorithm == "dpo":
+    if algorithm_of(cfg).packs:
         mixins.insert(0, FasterDPO)
     else:
         note(f"padding-free pairs off (TRL's {base.__name__} is not wrapped for packing; padded batches)")
@@ -112,12 +112,12 @@ def trainer_class(base: type, cfg: RunConfig, ref_cache: Path | None) -> type:
 
 
 class LengthAwareBatches:
-    """Trainer mixin: `group_by_length` with `dpo_cli.batching`'s order, eval sorted by length."""
+    """Trainer mixin: `group_by_length` with `dpo_cli.train.batching`'s order, eval sorted by length."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_train_sampler(train_dataset)
-        from dpo_cli.batching import MEGABATCH_BATCHES, LengthGroupedSampler
+        from dpo_cli.train.batching import MEGABATCH_BATCHES, LengthGroupedSampler
 
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         lengths = _lengths(dataset, self.args)
@@ -136,7 +136,7 @@ class LengthAwareBatches:
     def _get_eval_sampler(self, eval_dataset: Any) -> Any:
         if self.args.train_sampling_strategy != "group_by_length":
             return super()._get_eval_sampler(eval_dataset)
-        from dpo_cli.batching import LongestFirstSampler
+        from dpo_cli.train.batching import LongestFirstSampler
 
         lengths = _lengths(eval_dataset, self.args)
         if lengths is None:
@@ -149,7 +149,7 @@ class LengthAwareBatches:
 def _lengths(dataset: Any, args: Any) -> Any:
     from datasets import Dataset
 
-    from dpo_cli.batching import pair_lengths
+    from dpo_cli.train.batching import pair_lengths
 
     if not isinstance(dataset, Dataset):
         return None
@@ -184,7 +184,7 @@ class FasterDPO:
     def _dpo_install_packing(self) -> None:
         if "padding_free" in self.dpo_speed:
             return
-        from dpo_cli import packing
+        from dpo_cli.train import packing
 
         models = self._dpo_models()
         on, why = padding_free_choice(self.dpo_cfg, models[0])
@@ -201,8 +201,8 @@ class FasterDPO:
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
         import numpy as np
 
-        from dpo_cli import ref_cache
-        from dpo_cli.batching import longest_first, pair_lengths
+        from dpo_cli.train import ref_cache
+        from dpo_cli.train.batching import longest_first, pair_lengths
 
         self._dpo_install_packing()
         sources = self.__dict__.setdefault("ref_logps_source", {})

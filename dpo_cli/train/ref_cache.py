@@ -8,14 +8,12 @@ instead: the token ids of every row and TRL's own hash of the starting model.
 
 `dpo train` keeps the cache in its run directory (`ref_logps/`), so `--resume` and every epoch
 reuse it; `dpo sweep-beta` shares one cache between its points. The precompute itself runs in
-`dpo_cli.speed.FasterDPO`.
+`dpo_cli.train.speed.FasterDPO`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +56,9 @@ def save(cache_dir: Path, name: str, key: str, chosen: Any, rejected: Any) -> Pa
     """Write the log-probs atomically (a run killed mid-write leaves no half file to reuse)."""
     import numpy as np
 
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".npz")
-    os.close(fd)
-    np.savez(tmp, chosen=np.asarray(chosen, dtype=np.float32), rejected=np.asarray(rejected, dtype=np.float32))
-    path = cache_path(cache_dir, name, key)
-    os.replace(tmp, path)
+    from dpo_cli.fsio import atomic_save
+
+    path = cache_path(Path(cache_dir), name, key)
+    arrays = {"chosen": np.asarray(chosen, dtype=np.float32), "rejected": np.asarray(rejected, dtype=np.float32)}
+    atomic_save(path, lambda tmp: np.savez(tmp, **arrays))
     return path

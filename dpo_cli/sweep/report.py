@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.rundir import atomic_write_text
+from dpo_cli.fsio import atomic_write_text
 
 COLUMNS = [
     ("point", "point"),
@@ -82,15 +82,20 @@ def sweep_figure(rows: list[dict[str, Any]]) -> Any:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, NullLocator
 
-    panels = [("reward_accuracy", "held-out reward accuracy"), ("logp_margin", "log-prob margin (chosen - rejected)"),
-              ("chosen_logp_shift", "chosen log-prob shift vs reference")]
+    panels = [
+        ("reward_accuracy", "held-out reward accuracy"),
+        ("logp_margin", "log-prob margin (chosen - rejected)"),
+        ("chosen_logp_shift", "chosen log-prob shift vs reference"),
+    ]
     # Constrained layout keeps long y tick labels (e.g. -41.80875) clear of the panel to their left.
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     rates = sorted({r.get("learning_rate") for r in done}, key=lambda v: (v is None, v or 0))
     betas = sorted({r["beta"] for r in done})
     for ax, (key, title) in zip(axes, panels, strict=True):
         for rate in rates:
-            series = sorted((r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None)
+            series = sorted(
+                (r["beta"], r[key]) for r in done if r.get("learning_rate") == rate and r.get(key) is not None
+            )
             if series:
                 label = "default lr" if rate is None else f"lr {rate:g}"
                 ax.plot([s[0] for s in series], [s[1] for s in series], marker="o", label=label)
@@ -114,9 +119,27 @@ def write_plot(out: Path, rows: list[dict[str, Any]]) -> Path | None:
         return None
     import matplotlib.pyplot as plt
 
+    from dpo_cli.train.plots import save_figure
+
     path = out / "sweep.png"
-    tmp = out / ".sweep.png.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
     return path
+
+
+def print_point_line(name: str, what: str) -> None:
+    print(f"[sweep] {name}: {what}", flush=True)
+
+
+def print_sweep_summary(result: Any) -> None:
+    lines = ["", result.table.read_text().rstrip(), ""]
+    if result.plot:
+        lines.append(f"plot       {result.plot}")
+    if result.page:
+        lines.append(f"page       {result.page}")
+    lines.append(f"state      {result.sweep_dir / 'sweep.json'}")
+    if result.winner:
+        lines.append(f"winner     {result.winner['point']}: {result.winner.get('final_dir')}")
+    print("\n".join(lines))

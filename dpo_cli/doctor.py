@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import platform
+import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from dpo_cli.errors import EXIT_USAGE, DpoError
+
+if TYPE_CHECKING:
+    from dpo_cli.config.schema import RunConfig
+
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "bitsandbytes", "datasets", "numpy")
+# The stack a run records in its run.json.
+RUN_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "bitsandbytes", "deepspeed")
 
 # What this project is tested with (the versions in its CI environment, widened to the
 # releases it is written against). Outside these: a warning, not a failure.
@@ -106,37 +116,49 @@ def find_problems(
             found.append(Problem("bad", f"{name} is not installed", "`dpo train` cannot start", f"pip install {name}"))
     trl = rel.get("trl")
     if trl is not None and trl < Version("1.16"):
-        found.append(Problem(
-            "bad", f"trl {versions['trl']} is older than 1.16",
-            "dpo's `training:` names and its trainer build follow TRL 1.16's DPOConfig/DPOTrainer; older "
-            "releases reject or ignore them (TypeError at DPOConfig, no fused LM head: full logits in memory)",
-            "pip install 'trl>=1.16,<2'",
-        ))
+        found.append(
+            Problem(
+                "bad",
+                f"trl {versions['trl']} is older than 1.16",
+                "dpo's `training:` names and its trainer build follow TRL 1.16's DPOConfig/DPOTrainer; older "
+                "releases reject or ignore them (TypeError at DPOConfig, no fused LM head: full logits in memory)",
+                "pip install 'trl>=1.16,<2'",
+            )
+        )
     transformers = rel.get("transformers")
     if transformers is not None and transformers.major < 5:
-        found.append(Problem(
-            "bad", f"transformers {versions['transformers']} is a 4.x release",
-            "dpo loads models with transformers 5 arguments (`dtype=`); 4.x fails or silently loads fp32",
-            "pip install 'transformers>=5,<6'",
-        ))
+        found.append(
+            Problem(
+                "bad",
+                f"transformers {versions['transformers']} is a 4.x release",
+                "dpo loads models with transformers 5 arguments (`dtype=`); 4.x fails or silently loads fp32",
+                "pip install 'transformers>=5,<6'",
+            )
+        )
     numpy, torch = rel.get("numpy"), rel.get("torch")
     if numpy is not None and torch is not None and numpy.major >= 2 and torch < Version("2.3"):
-        found.append(Problem(
-            "bad", f"numpy {versions['numpy']} with torch {versions['torch']}",
-            "torch wheels before 2.3 are built against NumPy 1.x: 'A module that was compiled using NumPy 1.x "
-            "cannot be run in NumPy 2', then tensor/array conversion fails",
-            "pip install 'numpy<2' (or upgrade torch)",
-        ))
+        found.append(
+            Problem(
+                "bad",
+                f"numpy {versions['numpy']} with torch {versions['torch']}",
+                "torch wheels before 2.3 are built against NumPy 1.x: 'A module that was compiled using NumPy 1.x "
+                "cannot be run in NumPy 2', then tensor/array conversion fails",
+                "pip install 'numpy<2' (or upgrade torch)",
+            )
+        )
     if deepspeed_torch and torch is not None and versions.get("deepspeed"):
         built = _v(deepspeed_torch)
         if built is not None and (built.major, built.minor) != (torch.major, torch.minor):
-            found.append(Problem(
-                "bad", f"deepspeed {versions['deepspeed']} was built against torch {deepspeed_torch}, "
-                f"torch {versions['torch']} is installed",
-                "DeepSpeed's compiled ops fail to load ('undefined symbol') or JIT-rebuild on every launch; "
-                "`ds_report` shows the mismatch",
-                "pip install --no-build-isolation --force-reinstall --no-deps deepspeed",
-            ))
+            found.append(
+                Problem(
+                    "bad",
+                    f"deepspeed {versions['deepspeed']} was built against torch {deepspeed_torch}, "
+                    f"torch {versions['torch']} is installed",
+                    "DeepSpeed's compiled ops fail to load ('undefined symbol') or JIT-rebuild on every launch; "
+                    "`ds_report` shows the mismatch",
+                    "pip install --no-build-isolation --force-reinstall --no-deps deepspeed",
+                )
+            )
     for package, lines in (declared or {}).items():
         if rel.get(package) is None:
             continue
@@ -152,18 +174,25 @@ def find_problems(
             if name not in versions or have is None or not req.specifier:
                 continue
             if not SpecifierSet(str(req.specifier)).contains(_release(have) or have, prereleases=True):
-                found.append(Problem(
-                    "bad", f"{package} {versions[package]} needs {name}{req.specifier}, found {have}",
-                    f"{package} fails at import or mid-run with missing {name} attributes",
-                    f"pip install '{name}{req.specifier}'",
-                ))
+                found.append(
+                    Problem(
+                        "bad",
+                        f"{package} {versions[package]} needs {name}{req.specifier}, found {have}",
+                        f"{package} fails at import or mid-run with missing {name} attributes",
+                        f"pip install '{name}{req.specifier}'",
+                    )
+                )
     for name, spec in KNOWN_GOOD.items():
         have = rel.get(name)
         if have is not None and not SpecifierSet(spec).contains(have, prereleases=True):
-            found.append(Problem(
-                "warn", f"{name} {versions[name]} is outside the tested range {spec}",
-                "untested: may work; report problems with `dpo doctor --json` attached", f"pip install '{name}{spec}'",
-            ))
+            found.append(
+                Problem(
+                    "warn",
+                    f"{name} {versions[name]} is outside the tested range {spec}",
+                    "untested: may work; report problems with `dpo doctor --json` attached",
+                    f"pip install '{name}{spec}'",
+                )
+            )
     if devices is not None:
         found.extend(_device_problems(versions, devices))
     return sorted(found, key=lambda p: p.severity != "bad")
@@ -173,34 +202,58 @@ def _device_problems(versions: dict[str, str | None], devices: dict[str, Any]) -
     found = []
     gpus = devices.get("gpus", [])
     if not gpus:
-        found.append(Problem(
-            "warn", "no CUDA GPU visible", "training runs on the CPU (fine for smoke tests; QLoRA and DeepSpeed need a GPU)",
-            "check CUDA_VISIBLE_DEVICES and that torch is a CUDA build (`torch.version.cuda`)",
-        ))
+        found.append(
+            Problem(
+                "warn",
+                "no CUDA GPU visible",
+                "training runs on the CPU (fine for smoke tests; QLoRA and DeepSpeed need a GPU)",
+                "check CUDA_VISIBLE_DEVICES and that torch is a CUDA build (`torch.version.cuda`)",
+            )
+        )
     if gpus and not all(g.get("bf16") for g in gpus):
-        found.append(Problem(
-            "warn", "a GPU without bfloat16 support (compute capability below 8.0)",
-            "TRL turns bf16 on by default; `dpo train` stops with a bf16 error",
-            "set `training.bf16: false` and `training.fp16: true`",
-        ))
+        found.append(
+            Problem(
+                "warn",
+                "a GPU without bfloat16 support (compute capability below 8.0)",
+                "TRL turns bf16 on by default; `dpo train` stops with a bf16 error",
+                "set `training.bf16: false` and `training.fp16: true`",
+            )
+        )
     if gpus and versions.get("bitsandbytes") is None:
-        found.append(Problem("warn", "bitsandbytes is not installed", "QLoRA configs (`quantization:`) fail to load",
-                             "pip install bitsandbytes"))
+        found.append(
+            Problem(
+                "warn",
+                "bitsandbytes is not installed",
+                "QLoRA configs (`quantization:`) fail to load",
+                "pip install bitsandbytes",
+            )
+        )
     if gpus and versions.get("deepspeed") is None:
-        found.append(Problem("warn", "deepspeed is not installed", "configs with `launch.deepspeed` fail at launch",
-                             "pip install --no-build-isolation deepspeed"))
+        found.append(
+            Problem(
+                "warn",
+                "deepspeed is not installed",
+                "configs with `launch.deepspeed` fail at launch",
+                "pip install --no-build-isolation deepspeed",
+            )
+        )
     return found
 
 
-def collect_versions() -> dict[str, str | None]:
-    """Installed versions from package metadata, without importing the packages."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
+def collect_versions(names: Iterable[str] = PACKAGES, *, python: bool = True) -> dict[str, str | None]:
+    """Installed versions from package metadata, without importing the packages (None: not installed)."""
+    found: dict[str, str | None] = {"python": platform.python_version()} if python else {}
+    for name in names:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+def installed_versions(names: Iterable[str] = RUN_PACKAGES, *, python: bool = True) -> dict[str, str]:
+    """`collect_versions` without the packages that are not installed (run.json, model cards)."""
+    return {name: v for name, v in collect_versions(names, python=python).items() if v is not None}
 
 
 def collect_declared() -> dict[str, list[str]]:
@@ -239,13 +292,15 @@ def collect_devices() -> dict[str, Any]:
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            gpus.append({
-                "index": index,
-                "name": props.name,
-                "memory_gib": round(props.total_memory / 1024**3, 1),
-                "compute_capability": f"{props.major}.{props.minor}",
-                "bf16": props.major >= 8,
-            })
+            gpus.append(
+                {
+                    "index": index,
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 1024**3, 1),
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "bf16": props.major >= 8,
+                }
+            )
     return {
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
@@ -283,3 +338,55 @@ def render(report: Report) -> str:
         lines.append(f"  fix: {problem.fix}")
     lines.append("ok" if report.ok else "known-bad combination found: fix the lines marked KNOWN BAD before training")
     return "\n".join(lines)
+
+
+def preflight(cfg: RunConfig, *, main: bool) -> None:
+    """Hardware checks before a run loads anything, separate from config validation so configs
+    validate on a laptop.
+
+    Args:
+        cfg: The run config.
+        main: This is the main process (the one that prints notes).
+
+    Raises:
+        DpoError: The precision or quantization asked for cannot run here.
+    """
+    import torch
+
+    t = cfg.training
+    cuda = torch.cuda.is_available() and not t.use_cpu
+    if not t.use_cpu and launched_without_gpu() and main:
+        print(
+            f"note: no GPU visible: the {os.environ.get('WORLD_SIZE')} processes train on the CPU "
+            "(as with `training.use_cpu: true`)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if t.fp16 and not cuda:
+        raise DpoError("training.fp16 needs a CUDA GPU; none is in use here (set `fp16: false`)", exit_code=EXIT_USAGE)
+    bf16 = t.bf16 if t.bf16 is not None else not t.fp16
+    if bf16 and cuda and not torch.cuda.is_bf16_supported():
+        raise DpoError(
+            f"training.bf16: {torch.cuda.get_device_name()} has no bfloat16 support",
+            exit_code=EXIT_USAGE,
+            details=["set `training.fp16: true` and `training.bf16: false` (pre-Ampere GPUs)"],
+        )
+    if cfg.quantization is not None:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise DpoError("quantization needs bitsandbytes: pip install bitsandbytes", exit_code=EXIT_USAGE) from None
+
+
+def launched_without_gpu() -> bool:
+    """True in a rank of a multi-process launch on a machine where no GPU is visible.
+
+    Such a run trains on the CPU whatever `training.use_cpu` says: without it transformers sizes
+    the batch for one process while DeepSpeed counts every rank, and ZeRO refuses to start
+    ("train_batch_size is not equal to micro_batch_per_gpu * gradient_acc_step * world_size").
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+
+    return not torch.cuda.is_available()

@@ -1,0 +1,1 @@
+"""`dpo iterate`: rounds of sample -> score -> pair -> train, each round starting from the last (`runner`)."""
