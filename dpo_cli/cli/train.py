@@ -40,7 +40,7 @@ def train(
     from dpo_cli.config.loader import load_config
     from dpo_cli.train import launch
     from dpo_cli.train.launch import is_main_process
-    from dpo_cli.train.run import train as run_training
+    from dpo_cli.train.run import train_or_launch
     from dpo_cli.train.summary import print_run_summary
     from dpo_cli.train.tracking import check_trackers
 
@@ -49,7 +49,7 @@ def train(
     with user_errors():
         cfg = load_config(config, set_)
         check_trackers(cfg.training.report_to)  # before the data check, the launch and any model
-        if dry_run or launch.needs_launcher(cfg):
+        if dry_run:
             args = launch.train_args(
                 str(config),
                 set_,
@@ -59,32 +59,17 @@ def train(
                 strict=strict,
                 data_check=data_check,
             )
-            if dry_run:
-                print(launch.dry_run(cfg, args))
-                return
-            raise typer.Exit(launch.launch(cfg, args, overwrite=overwrite, resume=resume))
-        # One rank checks the data; the others wait for it at the first collective, then read the
-        # rows it dropped from the run directory.
-        check = None
-        if data_check is not None and is_main_process():
-            from pathlib import Path
-
-            from dpo_cli.validation import DataCheck
-
-            check = DataCheck.load(Path(data_check), cfg.data)
-        elif not skip_validation and is_main_process():
-            from pathlib import Path
-
-            from dpo_cli.rundir import check_run_dir, config_inputs
-            from dpo_cli.validation import check_before_training
-
-            # The cheapest refusal first.
-            protected = config_inputs(cfg.model_dump(mode="json"), config)
-            check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume, protected=protected)
-            # Before any model is loaded: bad rows stop the run here, in seconds.
-            check = check_before_training(cfg, str(config), strict=strict)
-        result = run_training(
-            cfg, overwrite=overwrite, resume=resume, config_path=str(config), overrides=set_ or [], data_check=check
+            print(launch.dry_run(cfg, args))
+            return
+        result = train_or_launch(
+            cfg,
+            config_path=str(config),
+            overrides=set_,
+            overwrite=overwrite,
+            resume=resume,
+            validate=not skip_validation,
+            strict=strict,
+            data_check=data_check,
         )
-        if is_main_process():  # one summary, not one per rank
+        if result is not None and is_main_process():  # one summary, not one per rank
             print_run_summary(result)

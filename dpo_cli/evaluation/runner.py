@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +23,29 @@ class EvalTarget:
     out_dir: Path
 
 
-def resolve_target(path: Path, *, model: Path | None, overrides: list[str] | None) -> EvalTarget:
+def resolve_target(
+    path: Path,
+    *,
+    model: Path | None,
+    overrides: list[str] | None = None,
+    updates: Mapping[str, Any] | None = None,
+) -> EvalTarget:
     """A finished run directory, or a config file plus `model` (an adapter or a full model).
+
+    Args:
+        path: A run directory (its `config.yaml` and `final/`) or a config file.
+        model: The weights to evaluate (required with a config file).
+        overrides: `--set KEY=VALUE` strings from the command line.
+        updates: Typed dotted-key updates from an internal caller (a sweep), applied after `overrides`.
 
     Raises:
         DpoError: Neither form, a run without final weights, or a config without `model`.
     """
-    from dpo_cli.config.loader import load_config
+    from dpo_cli.config.loader import load_config, with_updates
+
+    def load(config_path: Path) -> Any:
+        cfg = load_config(config_path, overrides)
+        return with_updates(cfg, updates, source=str(config_path)) if updates else cfg
 
     if path.is_dir():
         config_path = path / "config.yaml"
@@ -37,7 +54,7 @@ def resolve_target(path: Path, *, model: Path | None, overrides: list[str] | Non
                 f"{path}: not a run directory (no config.yaml); pass a run directory or a config file",
                 exit_code=EXIT_USAGE,
             )
-        cfg = load_config(config_path, overrides)
+        cfg = load(config_path)
         weights = model or path / "final"
         if not weights.is_dir():
             raise DpoError(
@@ -47,7 +64,7 @@ def resolve_target(path: Path, *, model: Path | None, overrides: list[str] | Non
             )
         return EvalTarget(path.name, cfg, config_path, weights, path / "eval")
     if path.is_file():
-        cfg = load_config(path, overrides)
+        cfg = load(path)
         if model is None:
             raise DpoError(
                 f"{path}: a config needs --model PATH (a LoRA adapter or a model directory)", exit_code=EXIT_USAGE

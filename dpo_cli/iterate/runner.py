@@ -370,49 +370,28 @@ class _Loop:
 
     def train(self, k: int) -> Path:
         from dpo_cli.rundir import run_status
-        from dpo_cli.train import launch
-        from dpo_cli.validation import check_before_training
+        from dpo_cli.train.run import train_or_launch
 
         updates = train_updates(self.base, self.out, k)
         cfg = self.config(updates)
-        # The same settings as command-line text: for the launched ranks and the resume message.
-        round_overrides = [*self.overrides, *set_strings(updates)]
         run_dir = Path(cfg.output_dir)
         status = run_status(run_dir)
         if status == "completed":
             return run_dir
-        data_check = check_before_training(cfg, str(self.config_path))
-        resume, overwrite = status == "resumable", status == "partial"
-        if launch.needs_launcher(cfg):
-            # The launched ranks read this check from where it is saved instead of checking again.
-            check_dir = round_dir(self.out, k) / "pairs"
-            data_check.save(check_dir)
-            args = launch.train_args(
-                str(self.config_path),
-                [*round_overrides],
-                overwrite=overwrite,
-                resume=resume,
-                skip_validation=False,
-                data_check=str(check_dir),
+        try:
+            train_or_launch(
+                cfg,
+                config_path=str(self.config_path),
+                # The same settings as command-line text: for launched ranks and the resume message.
+                overrides=[*self.overrides, *set_strings(updates)],
+                resume=status == "resumable",
+                overwrite=status == "partial",
+                starts_at_reference=cfg.reference.kind != "model",
             )
-            launch.launch(cfg, args, overwrite=overwrite, resume=resume)  # returns 0 or raises
-        else:
-            from dpo_cli.train.run import train
-
-            try:
-                train(
-                    cfg,
-                    resume=resume,
-                    overwrite=overwrite,
-                    config_path=str(self.config_path),
-                    overrides=round_overrides,
-                    starts_at_reference=cfg.reference.kind != "model",
-                    data_check=data_check,
-                )
-            except DpoError as exc:
-                if exc.exit_code != EXIT_INTERRUPTED:
-                    raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
-                raise KeyboardInterrupt from None  # the checkpoint is saved; the loop's own message follows
+        except DpoError as exc:
+            if exc.exit_code != EXIT_INTERRUPTED:
+                raise DpoError(f"round {k}: {exc.message}", exit_code=exc.exit_code, details=exc.details) from None
+            raise KeyboardInterrupt from None  # the checkpoint is saved; the loop's own message follows
         return run_dir
 
 

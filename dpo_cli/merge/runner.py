@@ -31,6 +31,7 @@ from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
 from dpo_cli.fsio import atomic_write_json, publish_dir, staging_dir
+from dpo_cli.merge.run_config import RunSettings, read_run_settings
 from dpo_cli.rundir import COMPLETE_MARKER
 
 MERGE_DTYPES = ("bfloat16", "float16", "float32")
@@ -135,8 +136,9 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
     if run_dir is not None:
         _check_finished(adapter_dir, run_dir)
     recorded = adapter_config.get("base_model_name_or_path")
-    model_section = _run_model_section(run_dir) if run_dir else {}
-    run_base = model_section.get("name_or_path")
+    settings = read_run_settings(run_dir) if run_dir else RunSettings()
+    run_model = settings.model
+    run_base = run_model.name_or_path
     chosen = base or recorded or run_base
     if not chosen:
         raise DpoError(
@@ -146,18 +148,18 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
         )
     # The run's loading settings apply only when merging into the run's own base.
     same_base = run_base is not None and _same_model(chosen, run_base)
-    run_dtype = model_section.get("dtype") if same_base else None
+    run_dtype = run_model.dtype if same_base else None
     return MergeSource(
         adapter_dir=adapter_dir,
         base=chosen,
         recorded_base=recorded or run_base,
-        revision=(model_section.get("revision") if same_base else None) or adapter_config.get("revision"),
-        trust_remote_code=bool(model_section.get("trust_remote_code"))
+        revision=(run_model.revision if same_base else None) or adapter_config.get("revision"),
+        trust_remote_code=run_model.trust_remote_code
         if trust_remote_code is None and same_base
         else bool(trust_remote_code),
         run_dtype=run_dtype if run_dtype in MERGE_DTYPES else None,
         run_dir=run_dir,
-        quantized_run=bool(run_dir and _run_config(run_dir).get("quantization")),
+        quantized_run=bool(settings.quantization),
     )
 
 
@@ -226,18 +228,6 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
     problems = folder_problems(adapter_dir)
     if problems:
         raise DpoError(f"{adapter_dir}: damaged since it was saved", details=problems[:5])
-
-
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    from dpo_cli.config.yaml_safe import load_yaml_file
-
-    data = load_yaml_file(run_dir / "config.yaml") or {}
-    return data if isinstance(data, dict) else {}
-
-
-def _run_model_section(run_dir: Path) -> dict[str, Any]:
-    section = _run_config(run_dir).get("model")
-    return section if isinstance(section, dict) else {}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -363,7 +363,7 @@ def judge_points(out: Path, state: _State, base_cfg: RunConfig) -> None:
     for name, info in state.points.items():
         if info.get("status") != "completed" or info.get("win_rate") is not None:
             continue
-        target = resolve_target(out / name, model=None, overrides=["eval.preference=false"])
+        target = resolve_target(out / name, model=None, updates={"eval.preference": False})
         (report,) = run_eval([target], overwrite=True, echo=lambda _text: None)
         rates = report.get("winrate") or {}
         state.update(name, win_rate=rates.get("win_rate"), win_rate_ci95=rates.get("win_ci95"))

@@ -295,7 +295,8 @@ def launch(
     *,
     overwrite: bool = False,
     resume: bool = False,
-    run: Runner = run_forwarding_signals,
+    prepare: Callable[[], list[str]] | None = None,
+    run: Runner | None = None,
 ) -> int:
     """Write the launch files into `output_dir/launch/` and run `dpo train` under `accelerate launch`.
 
@@ -304,14 +305,17 @@ def launch(
         train_args: Arguments after `dpo train`, passed to every rank.
         overwrite: The run replaces an earlier one (rank 0 clears the directory, keeping `launch/`).
         resume: The run continues the one in `output_dir`.
-        run: Runs the command and returns its exit code; tests pass a recorder.
+        prepare: Run on the main node under the run directory's lock, after its check and before any
+            file is written; returns arguments added for every rank (`train_or_launch` checks the
+            data here and passes `--data-check`).
+        run: Runs the command and returns its exit code (`run_forwarding_signals`); tests pass a recorder.
 
     Returns:
         The launcher's exit code.
 
     Raises:
-        DpoError: `output_dir` holds an earlier run and neither flag allows reusing it, or a
-            user-provided launch file is unusable. Checked before any process starts.
+        DpoError: `output_dir` holds an earlier run and neither flag allows reusing it, a
+            user-provided launch file is unusable, or `prepare` refused. Checked before any process starts.
     """
     import contextlib
 
@@ -328,9 +332,11 @@ def launch(
             # The other nodes may start after rank 0 has begun writing the run directory.
             protected = config_inputs(cfg.model_dump(mode="json"), train_args[0] if train_args else None)
             check_run_dir(output_dir, overwrite=overwrite, resume=resume, protected=protected)
-        plan = plan_launch(cfg, train_args)
+        rank_args = [*train_args, *(prepare() if prepare is not None and main_node else [])]
+        plan = plan_launch(cfg, rank_args)
         write_files(plan)
         print(f"launching {cfg.launch.num_processes} processes: {plan.command_line()}", file=sys.stderr, flush=True)
+        run = run or run_forwarding_signals
         code = run([accelerate_executable(), *plan.argv[1:]], {**plan.env, "DPO_LAUNCHED": "1", **env})
     if code != 0:
         raise _launch_failure(cfg, code, train_args)

@@ -351,3 +351,93 @@ def _data_summary(data: Any, data_check: Any, output_dir: Path) -> dict[str, Any
         }
         out["rejects"] = str(output_dir / "data" / "rejects.jsonl")
     return out
+
+
+def train_or_launch(
+    cfg: RunConfig,
+    *,
+    config_path: str,
+    overrides: list[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    validate: bool = True,
+    strict: bool = False,
+    data_check: str | Path | None = None,
+    starts_at_reference: bool = True,
+) -> RunResult | None:
+    """Train in this process, or re-run `dpo train` under `accelerate launch` when the config asks for ranks.
+
+    The data is checked once, here, before any rank is spawned (on node 0 of several): a bad file
+    fails in seconds with one message, and the launched ranks read the check saved in
+    `output_dir/launch/` (kept by `--overwrite`) instead of checking again. Inside a launched run only the main
+    rank checks; the others read the rows it dropped from the run directory.
+
+    Args:
+        cfg: The validated run config.
+        config_path: The config file; the launched ranks load it again with `overrides`.
+        overrides: `--set` strings that make `cfg` from `config_path` (for the ranks and the resume message).
+        overwrite: Replace an earlier run in `output_dir`.
+        resume: Continue the run in `output_dir`.
+        validate: Check the data first (`--skip-validation` turns it off).
+        strict: Stop on any row with an error instead of dropping it.
+        data_check: A folder holding a check saved earlier (sweep, iterate), used instead of checking.
+        starts_at_reference: False when the policy deliberately starts away from its reference.
+
+    Returns:
+        The run's result in this process; None after a launch (its ranks print their own summary).
+
+    Raises:
+        DpoError: The run directory is taken, the data cannot train, or the run (or launch) failed.
+    """
+    from dpo_cli.train import launch
+
+    overrides = list(overrides or [])
+    if launch.needs_launcher(cfg):
+
+        def check_for_the_ranks() -> list[str]:
+            # Under the run directory's lock, after its check (a second launch cannot overwrite the files).
+            from dpo_cli.validation import check_before_training
+
+            folder = launch.launch_dir(cfg)
+            check_before_training(cfg, config_path, strict=strict).save(folder)
+            return ["--data-check", str(folder)]
+
+        args = launch.train_args(
+            config_path,
+            overrides,
+            overwrite=overwrite,
+            resume=resume,
+            skip_validation=not validate,
+            strict=strict,
+            data_check=None if data_check is None else str(data_check),
+        )
+        # Only node 0's launcher has the main rank below it (`launch` runs `prepare` there only).
+        prepare = check_for_the_ranks if data_check is None and validate else None
+        launch.launch(cfg, args, overwrite=overwrite, resume=resume, prepare=prepare)  # returns 0 or raises
+        return None
+    check = None
+    if is_main_process():
+        if data_check is not None:
+            from dpo_cli.validation import DataCheck
+
+            check = DataCheck.load(Path(data_check), cfg.data)
+        elif validate:
+            check = _check_data(cfg, config_path, overwrite=overwrite, resume=resume, strict=strict)
+    return train(
+        cfg,
+        overwrite=overwrite,
+        resume=resume,
+        config_path=config_path,
+        overrides=overrides,
+        starts_at_reference=starts_at_reference,
+        data_check=check,
+    )
+
+
+def _check_data(cfg: RunConfig, config_path: str, *, overwrite: bool, resume: bool, strict: bool) -> Any:
+    """The run directory refusal first (the cheapest), then the data check, before any model is loaded."""
+    from dpo_cli.validation import check_before_training
+
+    protected = config_inputs(cfg.model_dump(mode="json"), config_path)
+    check_run_dir(Path(cfg.output_dir), overwrite=overwrite, resume=resume, protected=protected)
+    return check_before_training(cfg, config_path, strict=strict)

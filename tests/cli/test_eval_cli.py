@@ -117,3 +117,17 @@ def test_judge_overrides(judge, model, expected) -> None:
 def test_judge_overrides_reject_unknown_kind() -> None:
     with pytest.raises(DpoError):
         judge_overrides("oracle:x", None)
+
+
+def test_a_target_takes_typed_updates_over_the_runs_config(tmp_path: Path) -> None:
+    """What `sweep-beta` passes (no `--set` text to parse again), after the command line's overrides."""
+    from dpo_cli.evaluation.runner import resolve_target
+
+    run = fake_run(tmp_path)
+    target = resolve_target(
+        run, model=None, overrides=["eval.num_prompts=3"], updates={"eval.preference": False, "eval.max_new_tokens": 7}
+    )
+    assert target.cfg.eval.preference is False and target.cfg.eval.max_new_tokens == 7
+    assert target.cfg.eval.num_prompts == 3 and target.weights == run / "final"
+    with pytest.raises(DpoError, match="config.yaml"):
+        resolve_target(run, model=None, updates={"eval.preference": "sometimes"})

@@ -177,3 +177,33 @@ def test_the_next_merge_into_an_output_cleans_its_leftovers(tmp_path: Path) -> N
     result = invoke(str(tmp_path / "nope"), "-o", str(out))  # refused, but only after the clean-up
     assert result.exit_code == 2
     assert "removed" in result.stdout and sorted(p.name for p in tmp_path.iterdir()) == [".out.lock"]
+
+
+def test_a_run_config_key_of_the_wrong_type_is_one_clear_message(tmp_path: Path) -> None:
+    """The keys the merge reads are typed; a wrong one names the file and the key (it was ignored or crashed)."""
+    run = lora_run(tmp_path / "run")
+    config = run / "config.yaml"
+    cases = {
+        "model:\n  name_or_path: some/base\n  trust_remote_code: [yes]\n": "`model.trust_remote_code`",
+        "model:\n  name_or_path: 7\n": "`model.name_or_path`",
+        "model: [some/base]\n": "`model`",
+        "model:\n  name_or_path: some/base\nquantization: 4\n": "`quantization`",
+    }
+    for text, key in cases.items():
+        config.write_text(text)
+        result = invoke(str(run), "-o", str(tmp_path / "out"))
+        assert_clean_error(result, 2, f"{config}: {key}", "found")
+    config.write_text("- model\n")
+    assert_clean_error(invoke(str(run), "-o", str(tmp_path / "out")), 2, f"{config}: expected a mapping")
+
+
+def test_a_partial_run_config_reads_its_keys_and_ignores_the_rest() -> None:
+    from dpo_cli.merge.run_config import RunSettings
+
+    settings = RunSettings.model_validate(
+        {"model": {"name_or_path": "b", "dtype": "auto", "attn_implementation": "sdpa"}, "future_section": {"x": 1}}
+    )
+    assert settings.model.name_or_path == "b" and settings.model.dtype == "auto"
+    assert settings.model.revision is None and settings.model.trust_remote_code is False
+    assert settings.quantization is None
+    assert RunSettings.model_validate({"model": None, "quantization": {"bnb_4bit_quant_type": "nf4"}}).quantization

@@ -177,6 +177,46 @@ def test_train_drops_a_few_bad_rows_and_refuses_many_before_loading_a_model(tmp_
     assert "nothing was trained" not in skipped.output
 
 
+def test_a_launched_train_checks_the_data_once_before_spawning_ranks(tmp_path: Path, monkeypatch) -> None:
+    """The launching process checks the data: bad rows fail before any rank starts, and the ranks
+    get the saved check (`--data-check`) instead of checking again each."""
+    from dpo_cli.train import launch
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(launch, "run_forwarding_signals", lambda argv, env: launched.append(argv) or 0)
+    many = write(tmp_path / "many.jsonl", [row if i % 6 else "{broken" for i, row in enumerate(rows())])
+    data = rows()
+    data[4] = "{broken"
+    few = write(tmp_path / "few.jsonl", data)
+    out = tmp_path / "run"
+
+    def train(path: Path):
+        args = ["train", str(ROOT / "configs" / "smoke.yaml"), "--num-processes", "2"]
+        for item in (
+            f"output_dir={out}",
+            f"data.train={path}",
+            "data.eval=null",
+            "model.name_or_path=/nonexistent",
+            f"model.tokenizer_name_or_path={_tokenizer_dir(tmp_path)}",
+        ):
+            args += ["--set", item]
+        return runner.invoke(app, args)
+
+    refused = train(many)
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.count("20 of 120 train rows (16.7%) have errors") == 1 and "Traceback" not in refused.output
+    assert launched == [] and not out.exists()  # nothing written, no launch file, no rank started
+
+    started = train(few)
+    assert started.exit_code == 0, started.output
+    assert "dropped: 1 of 120 train rows (malformed_line x1), 119 left" in started.output
+    (args,) = launched
+    assert args[args.index("--data-check") + 1] == str(out / "launch")
+    assert "--skip-validation" not in args
+    check = json.loads((out / "launch" / "data" / "check.json").read_text())
+    assert check["train"]["dropped"] == 1
+
+
 def _tokenizer_dir(tmp_path: Path) -> Path:
     """A small fast tokenizer with a chat template, trained here offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

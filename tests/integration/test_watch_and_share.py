@@ -181,7 +181,7 @@ def test_dpo_eval_refreshes_the_card_and_the_page(tracked) -> None:
 
     from dpo_cli.evaluation.runner import resolve_target, run_eval
 
-    target = resolve_target(tracked.run, model=None, overrides=["eval.generate=false"])
+    target = resolve_target(tracked.run, model=None, updates={"eval.generate": False})
     (report,) = run_eval([target], overwrite=True, progress=False, echo=lambda _t: None)
     card = ModelCard.load(tracked.run / "final" / "README.md")
     evaluation = _sections(card.text)["Evaluation (`dpo eval`)"]
