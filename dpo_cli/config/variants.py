@@ -131,6 +131,12 @@ RUN_CONFIG_CLASSES: dict[str, type[RunConfig]] = {
 }
 
 
+# Each generated class is also a module attribute under its own name: pickle (and dill, with which
+# `datasets` fingerprints the trainers' tokenizing functions) finds a class by module and name, and
+# an unbound one makes it fall back to a random fingerprint, so the tokenized data is never reused.
+globals().update({cls.__name__: cls for cls in (*TRAINING_SECTIONS.values(), *RUN_CONFIG_CLASSES.values())})
+
+
 def run_config_class(algorithm: object) -> type[RunConfig]:
     """The `RunConfig` whose `training:` matches the algorithm; DPO's for a missing or invalid name
     (pydantic then reports the invalid name itself)."""

@@ -272,3 +272,17 @@ def test_every_config_loads_and_says_how_to_run_it(path: Path) -> None:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# dpo ") and f" {path.relative_to(REPO)}" in first, first
     load_config(path)
+
+
+def test_generated_config_classes_pickle_by_reference() -> None:
+    # `datasets` fingerprints TRL's tokenizing functions, which close over the trainer config, by
+    # pickling them; a class pickle cannot find by module and name makes it use a random
+    # fingerprint, and the tokenized data is then built again on every run.
+    import pickle
+
+    from dpo_cli.config.variants import RUN_CONFIG_CLASSES, TRAINING_SECTIONS
+
+    for cls in (*TRAINING_SECTIONS.values(), *RUN_CONFIG_CLASSES.values()):
+        assert pickle.loads(pickle.dumps(cls)) is cls, cls.__name__
+    for name, cls in TRAINING_SECTIONS.items():
+        assert pickle.loads(pickle.dumps(cls())) == cls(), name
