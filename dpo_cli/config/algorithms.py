@@ -5,7 +5,7 @@ config class (by name, imported only when a run is built), the `training:` secti
 validates it, whether a frozen reference model is loaded, whether it trains on pairs, the
 loss at step 0 where it has a closed form, the values dpo passes even when unset, and whether
 dpo's own packing applies. The schema, the loader's hints, the docs, the trainer builder,
-`sweep-beta`, `eval` and `scripts/gen_dpo_fields.py` all read this table.
+`sweep-beta`, `eval` and `scripts/gen_trl_fields.py` all read this table.
 
 TRL 1.16 keeps DPO and KTO in `trl` and ORPO and CPO (SimPO is CPO with its own loss and no
 behaviour-cloning term) in `trl.experimental`. The module is pure: the standard library only,
@@ -60,7 +60,7 @@ class Algorithm:
     trl_module: str  # where TRL keeps its trainer and config
     trainer: str  # TRL trainer class name
     config: str  # TRL config class name
-    fields: str  # the dict of the config's frozen field names in `dpo_cli.config.dpo_fields` (`*_DEFAULTS` beside it)
+    fields: str  # the dict of the config's frozen field names in `dpo_cli.config.trl_fields` (`*_DEFAULTS` beside it)
     reference: bool  # the loss compares against a frozen reference model (False: reference-free)
     strength: str  # the TRL config field that sets how hard the preference is pushed
     strength_meaning: str  # what that field is, in the algorithm's own words
@@ -98,15 +98,15 @@ class Algorithm:
 
     def frozen_fields(self) -> dict[str, str]:
         """Every field of its TRL config class with one line of help, as frozen from TRL."""
-        from dpo_cli.config import dpo_fields
+        from dpo_cli.config import trl_fields
 
-        return getattr(dpo_fields, self.fields)
+        return getattr(trl_fields, self.fields)
 
     def frozen_defaults(self) -> dict[str, Any]:
         """Every field's declared default in its TRL config class, as frozen from TRL."""
-        from dpo_cli.config import dpo_fields
+        from dpo_cli.config import trl_fields
 
-        return getattr(dpo_fields, self.fields.removesuffix("_FIELDS") + "_DEFAULTS")
+        return getattr(trl_fields, self.fields.removesuffix("_FIELDS") + "_DEFAULTS")
 
     def default(self, name: str) -> Any:
         """The default of `training.<name>` under this algorithm: the algorithm's own deliberate value,

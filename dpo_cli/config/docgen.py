@@ -169,7 +169,7 @@ def _deliberate_table() -> list[str]:
         "",
         (
             "Every other `training:` default above is TRL's own, read from TRL (frozen in "
-            "`dpo_cli/config/dpo_fields.py`, checked against the installed TRL by the tests)."
+            "`dpo_cli/config/trl_fields.py`, checked against the installed TRL by the tests)."
         ),
         "",
         "| key | algorithms | dpo's default | why |",

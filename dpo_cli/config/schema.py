@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from dpo_cli.config.algorithms import ALGORITHMS, reference_free
-from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
+from dpo_cli.config.trl_fields import DPO_CONFIG_FIELDS
 from dpo_cli.data.layouts import LAYOUT_NAMES, REPRESENTATIONS
 
 DPO_LOSS_TYPES = (
@@ -491,7 +491,7 @@ RESERVED_TRAINING_FIELDS = {
 
 
 def _dpo(name: str) -> Any:
-    # TRL's declared default (frozen in dpo_fields.py), or dpo's deliberate one: never retyped here.
+    # TRL's declared default (frozen in trl_fields.py), or dpo's deliberate one: never retyped here.
     return ALGORITHMS["dpo"].default(name)
 
 

@@ -3,7 +3,7 @@
 `algorithm:` picks which TRL config class `training:` feeds, so each algorithm gets the
 same checks as DPO: the common fields typed with ranges, every other field of its own config
 class accepted by name, any other key an error naming that class. Field lists come from
-`dpo_fields.py` (frozen from TRL, so validation never imports it). Which classes exist, and
+`trl_fields.py` (frozen from TRL, so validation never imports it). Which classes exist, and
 their names, follow the algorithm table (`dpo_cli.config.algorithms`).
 """
 

@@ -1,4 +1,4 @@
-"""TRL's names and defaults come from TRL: the frozen copy (`dpo_cli/config/dpo_fields.py`) against the
+"""TRL's names and defaults come from TRL: the frozen copy (`dpo_cli/config/trl_fields.py`) against the
 installed TRL, transformers and torch, and the config `dpo train` builds against the schema's defaults."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dpo_cli.config import dpo_fields
+from dpo_cli.config import trl_fields
 from dpo_cli.config.algorithms import ALGORITHMS, DECIDED_PER_RUN, DELIBERATE_DEFAULTS
 from dpo_cli.config.loader import validate
 from tests.conftest import load_script
 
-generator = load_script("gen_dpo_fields")
-FIX = "run python scripts/gen_dpo_fields.py"
+generator = load_script("gen_trl_fields")
+FIX = "run python scripts/gen_trl_fields.py"
 
 
 @pytest.mark.parametrize(("dict_name", "where"), list(generator.CONFIG_CLASSES.items()))
@@ -21,9 +21,9 @@ def test_frozen_names_and_defaults_match_the_installed_trl(dict_name: str, where
     # Config validation reads these instead of importing TRL. Names and defaults only: help texts
     # come from transformers' docstrings and change wording between releases.
     module, cls = where
-    frozen, installed = set(getattr(dpo_fields, dict_name)), set(generator.collect(module, cls))
+    frozen, installed = set(getattr(trl_fields, dict_name)), set(generator.collect(module, cls))
     assert frozen == installed, f"{cls}: {FIX} ({frozen ^ installed})"
-    frozen_defaults = getattr(dpo_fields, generator.defaults_name(dict_name))
+    frozen_defaults = getattr(trl_fields, generator.defaults_name(dict_name))
     installed_defaults = generator.collect_defaults(module, cls)
     changed = {k: (frozen_defaults.get(k), v) for k, v in installed_defaults.items() if frozen_defaults.get(k) != v}
     assert not changed, f"{cls}: {FIX} (frozen, installed): {changed}"
@@ -33,7 +33,7 @@ def test_frozen_versions_are_the_installed_ones() -> None:
     import transformers
     import trl
 
-    assert (dpo_fields.TRL_VERSION, dpo_fields.TRANSFORMERS_VERSION) == (trl.__version__, transformers.__version__), FIX
+    assert (trl_fields.TRL_VERSION, trl_fields.TRANSFORMERS_VERSION) == (trl.__version__, transformers.__version__), FIX
 
 
 # What TRL's `__post_init__` turns a declared default into (the value means the same).

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from dpo_cli.config.dpo_fields import DPO_CONFIG_FIELDS
 from dpo_cli.config.loader import apply_override, load_config
 from dpo_cli.config.schema import RESERVED_TRAINING_FIELDS, RunConfig
+from dpo_cli.config.trl_fields import DPO_CONFIG_FIELDS
 from dpo_cli.errors import EXIT_USAGE, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,7 +183,7 @@ def test_missing_file() -> None:
     assert "config file not found" in str(info.value)
 
 
-def test_json_schema_covers_sections_and_dpo_fields() -> None:
+def test_json_schema_covers_sections_and_trl_fields() -> None:
     schema = RunConfig.model_json_schema()
     text = json.dumps(schema)
     for section in ("model", "reference", "quantization", "lora", "data", "training", "launch"):

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from dpo_cli.config.algorithms import ALGORITHMS, expected_first_loss, expected_initial_loss
-from dpo_cli.config.dpo_fields import CPO_CONFIG_FIELDS, DPO_CONFIG_FIELDS, KTO_CONFIG_FIELDS, ORPO_CONFIG_FIELDS
 from dpo_cli.config.loader import load_config
 from dpo_cli.config.schema import DPO_LOSS_TYPES, REFERENCE_FREE, RunConfig
+from dpo_cli.config.trl_fields import CPO_CONFIG_FIELDS, DPO_CONFIG_FIELDS, KTO_CONFIG_FIELDS, ORPO_CONFIG_FIELDS
 from dpo_cli.config.variants import RUN_CONFIG_CLASSES, TRAINING_SECTIONS
 from dpo_cli.errors import ConfigError
 from dpo_cli.sweep.runner import Point, expand
