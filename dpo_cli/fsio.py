@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dpo_cli.errors import DpoError
+from dpo_cli.errors import EXIT_USAGE, DpoError
 
 OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _OUT_OF_SPACE_TEXT = ("no space left on device", "storagefull", "os error 28", "disk quota exceeded", "errno 28")
@@ -202,6 +202,28 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_json_object(path: Path, *, what: str = "file") -> dict[str, Any]:
+    """A JSON object from a file the user pointed at (a model's `config.json`, an adapter's config).
+
+    Raises:
+        DpoError: Exit code 2, naming the file: it is missing (as `what`), unreadable, not JSON
+            (with the line), or not an object.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DpoError(f"{path}: {what} not found", exit_code=EXIT_USAGE) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DpoError(f"{path}: unreadable: {exc}", exit_code=EXIT_USAGE) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DpoError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}", exit_code=EXIT_USAGE) from None
+    if not isinstance(data, dict):
+        raise DpoError(f"{path}: expected a JSON object", exit_code=EXIT_USAGE)
+    return data
 
 
 # --------------------------------------------------------------------------- publishing a directory

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
+from dpo_cli.fsio import read_json_object
 from dpo_cli.merge.run_config import RunSettings, read_run_settings
 from dpo_cli.rundir import COMPLETE_MARKER
 
@@ -75,7 +74,7 @@ def resolve_source(path: Path, base: str | None = None, trust_remote_code: bool 
             exit_code=EXIT_USAGE,
         )
 
-    adapter_config = _read_json(adapter_dir / "adapter_config.json")
+    adapter_config = read_json_object(adapter_dir / "adapter_config.json", what="adapter config")
     _check_adapter_weights(adapter_dir)
     if run_dir is not None:
         _check_finished(adapter_dir, run_dir)
@@ -172,13 +171,6 @@ def _check_finished(adapter_dir: Path, run_dir: Path) -> None:
     problems = folder_problems(adapter_dir)
     if problems:
         raise DpoError(f"{adapter_dir}: damaged since it was saved", details=problems[:5])
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DpoError(f"{path}: unreadable: {exc}") from None
 
 
 def same_model(a: str, b: str) -> bool:

@@ -8,13 +8,13 @@ only, never weights).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dpo_cli.errors import EXIT_USAGE, DpoError
+from dpo_cli.fsio import read_json_object
 
 KNOWN_CONFIGS = Path(__file__).parent / "known_configs"
 
@@ -162,23 +162,27 @@ def load_model_shape(
         DpoError: No config could be found (with what was tried).
     """
     if model_config is not None:
-        return shape_from_config(_read_json(Path(model_config)), str(model_config))
+        return shape_from_config(read_json_object(Path(model_config), what="model config"), str(model_config))
     local = Path(name_or_path)
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise DpoError(f"{local}: no config.json in this model directory", exit_code=EXIT_USAGE)
-        return shape_from_config(_read_json(local / "config.json"), str(local / "config.json"))
+        return shape_from_config(
+            read_json_object(local / "config.json", what="model config"), str(local / "config.json")
+        )
     known = known_config(name_or_path)
     if known is not None:
         return known
     path = _hub_config(name_or_path, revision)
-    return shape_from_config(_read_json(path), f"{name_or_path} (config.json from the Hub cache)")
+    return shape_from_config(
+        read_json_object(path, what="model config"), f"{name_or_path} (config.json from the Hub cache)"
+    )
 
 
 def known_config(name: str) -> ModelShape | None:
     """The shipped config of a popular Hub model, matched by its id (case-insensitive)."""
     for path in sorted(KNOWN_CONFIGS.glob("*.json")):
-        raw = _read_json(path)
+        raw = read_json_object(path, what="model config")
         if name.lower() in (alias.lower() for alias in raw.get("_dpo_aliases", [])):
             return shape_from_config(raw, f"{name} (shipped copy: {raw.get('_dpo_source', path.name)})")
     return None
@@ -200,15 +204,3 @@ def _hub_config(repo_id: str, revision: str | None) -> Path:
                 f"configs shipped for offline planning: {shipped}",
             ],
         ) from None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise DpoError(f"{path}: model config not found", exit_code=EXIT_USAGE)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DpoError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}", exit_code=EXIT_USAGE) from None
-    if not isinstance(data, dict):
-        raise DpoError(f"{path}: expected a JSON object", exit_code=EXIT_USAGE)
-    return data

@@ -82,3 +82,27 @@ def test_publish_dir_swaps_a_whole_directory_in(tmp_path: Path) -> None:
     assert (out / "weights.safetensors").stat().st_mode & 0o777 == 0o666 & ~UMASK
     assert out.stat().st_mode & 0o777 == 0o777 & ~UMASK
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # the old copy is gone too
+
+
+def test_a_json_object_the_user_pointed_at_is_read_or_named_in_the_error(tmp_path: Path) -> None:
+    import pytest
+
+    from dpo_cli.errors import EXIT_USAGE, DpoError
+    from dpo_cli.fsio import read_json_object
+
+    good = tmp_path / "config.json"
+    good.write_text('{"hidden_size": 64}')
+    assert read_json_object(good) == {"hidden_size": 64}
+    cases = {
+        "missing.json": (None, "model config not found"),
+        "broken.json": ('{\n  "a": 1,\n  oops\n}', ":3: invalid JSON"),
+        "list.json": ("[1, 2]", "expected a JSON object"),
+    }
+    for name, (text, message) in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(DpoError) as caught:
+            read_json_object(path, what="model config")
+        assert str(caught.value).startswith(str(path)) and message in str(caught.value), name
+        assert caught.value.exit_code == EXIT_USAGE
