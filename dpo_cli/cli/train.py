@@ -73,3 +73,4 @@ def train(
         )
         if result is not None and is_main_process():  # one summary, not one per rank
             print_run_summary(result)
+    launch.exit_worker_rank()  # a launched run's other ranks end here, past finalization

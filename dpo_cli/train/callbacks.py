@@ -13,6 +13,7 @@ from transformers import TrainerCallback
 from dpo_cli.interrupts import RunSignals
 from dpo_cli.rundir import ends_with_newline, mark_complete
 from dpo_cli.train.diagnose import is_bad_number
+from dpo_cli.train.launch import wait_for_all_ranks
 
 # Metrics whose NaN/inf means the run is broken, not merely noisy.
 GUARDED_KEYS = ("loss", "grad_norm", "logits/chosen", "logits/rejected", "logps/chosen", "logps/rejected")
@@ -115,13 +116,6 @@ def _any_rank(flag: bool, args) -> bool:
     return bool(value.item())
 
 
-def _barrier(args) -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 class CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete once every rank has written it, then rotates older ones.
 
@@ -143,7 +137,7 @@ class CheckpointMarker(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         from dpo_cli.checkpoints import rotate
 
-        _barrier(args)  # every rank's shard of a ZeRO checkpoint is written before rank 0 vouches for it
+        wait_for_all_ranks()  # every rank's shard of a ZeRO checkpoint is written before rank 0 vouches for it
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if checkpoint.is_dir():

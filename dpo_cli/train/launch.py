@@ -436,6 +436,22 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def launched_rank() -> bool:
+    """True in a process that `accelerate launch` started as one of several ranks."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def wait_for_all_ranks() -> None:
+    """A barrier over the launched run's ranks (nothing in a single process).
+
+    It also drains the process group: a barrier completes only after the collectives queued before it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 def close_process_group() -> None:
     """Tear down torch.distributed before the interpreter exits.
 
@@ -447,5 +463,29 @@ def close_process_group() -> None:
 
     # Only in a launched multi-process run, where this process trains once and exits; one process
     # training several runs (a sweep) keeps accelerate's state, which owns the group.
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and dist.is_initialized():
+    if launched_rank() and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_worker_rank() -> None:
+    """End a launched run's non-main rank that has finished, without interpreter finalization.
+
+    By the time it is called, the main rank has written the whole run (`_finish_run` waits for
+    every rank after `run.json` says completed) and this rank has written nothing of its own.
+    What is left is finalization, where DeepSpeed's and torch.distributed's C++ objects are
+    destroyed in an order Python does not control; on a loaded CI machine a rank died there with
+    `terminate called without an active exception` (SIGABRT), so that torchrun reported the
+    launch as failed and stopped the main rank (PyTorch's own account of the gloo case:
+    pytorch/pytorch#179291). Output is flushed and logging shut down first; exit status 0.
+    """
+    import logging
+
+    if not launched_rank() or is_main_process():
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+            pass
+    os._exit(0)

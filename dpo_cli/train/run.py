@@ -29,7 +29,7 @@ from dpo_cli.rundir import (
     unmark,
 )
 from dpo_cli.train.diagnose import Finding, diagnose, summarize
-from dpo_cli.train.launch import close_process_group, is_main_process
+from dpo_cli.train.launch import close_process_group, is_main_process, wait_for_all_ranks
 from dpo_cli.train.resume import check_resume_compatible, resume_command
 from dpo_cli.train.tracking import check_trackers
 from dpo_cli.train.trainer import BuiltRun, build_trainer
@@ -328,10 +328,14 @@ def _finish_run(
         refresh_run_documents(output_dir)  # final/README.md (the model card) and report.html
         record.target = (output_dir / "run.json", "run record")
         record.write("completed", final_complete=True)
-        if trainer.args.push_to_hub:
-            from dpo_cli.publish.hub import push_final
+    # Every rank stays until the main rank has written the run: a rank that ended sooner could not
+    # take the main one down with it (see `exit_worker_rank`). The push comes after: it has no
+    # time bound, and the barrier has the process group's timeout.
+    wait_for_all_ranks()
+    if main and trainer.args.push_to_hub:
+        from dpo_cli.publish.hub import push_final
 
-            push_final(trainer, final_dir)
+        push_final(trainer, final_dir)
     return RunResult(
         output_dir=output_dir, final_dir=final_dir, summary=summary, findings=findings, plots=plots, model=trainer.model
     )

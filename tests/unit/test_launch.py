@@ -348,3 +348,26 @@ def test_an_interrupted_launch_prints_the_exact_resume_command(tmp_path: Path) -
     with pytest.raises(DpoError) as info:
         launch.launch(cfg, args, overwrite=True, run=Recorder(code=1))
     assert "nothing to resume" in info.value.message and info.value.details[0].endswith("--overwrite")
+
+
+# An atexit handler that aborts stands for a C++ destructor that aborts during interpreter
+# finalization, as gloo's did on a CI machine after a ZeRO-3 run had finished.
+FINISHED_RANK = """
+import atexit, os, sys
+os.environ.update(WORLD_SIZE="2", RANK=sys.argv[1])
+atexit.register(os.abort)
+from dpo_cli.train.launch import exit_worker_rank
+print("trained")  # a pipe is block-buffered: this is lost unless the exit flushes it
+exit_worker_rank()
+"""
+
+
+def test_a_finished_worker_rank_ends_before_finalization() -> None:
+    done = subprocess.run([sys.executable, "-c", FINISHED_RANK, "1"], capture_output=True, text=True, cwd=ROOT)
+    assert (done.returncode, done.stdout) == (0, "trained\n"), done.stderr
+
+
+def test_the_main_rank_and_a_single_process_exit_as_usual() -> None:
+    """The main rank's atexit handlers run (trackers flush there), so here the stand-in abort fires."""
+    done = subprocess.run([sys.executable, "-c", FINISHED_RANK, "0"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == -6 and done.stdout == "trained\n"
