@@ -21,9 +21,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import re
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
 from dpo_cli.generation import Prompt
-from dpo_cli.rundir import run_lock
+from dpo_cli.rundir import config_inputs, run_lock
 
 STATE = "iterate.json"
 
@@ -105,15 +106,23 @@ def check_loop(base: RunConfig) -> None:
         raise DpoError("iterate: the config cannot run a loop", exit_code=EXIT_USAGE, details=problems)
 
 
-def prepare_dir(out: Path, digest: str, overwrite: bool) -> dict[str, Any]:
-    """The saved state of this loop (empty for a new one).
+# What a loop writes into its output_dir (the layout above), and atomic writes' temporary names.
+LOOP_ENTRY = re.compile(r"^(iterate\.json|rounds\.md|rounds\.png|round-\d+|\..+\.tmp)$")
+
+
+def prepare_dir(out: Path, digest: str, overwrite: bool, protected: Iterable[tuple[str, Path]] = ()) -> dict[str, Any]:
+    """The saved state of this loop (empty for a new one); with `overwrite`, an earlier loop's files removed.
+
+    `protected` are `(key, path)` of the files the loop reads (`rundir.config_inputs`). Call it
+    holding the loop's lock.
 
     Raises:
-        DpoError: `out` holds something else, or a loop run with a different config.
+        DpoError: `out` holds something else, or a loop run with a different config; or
+            `overwrite` would delete a file that is not the earlier loop's own (nothing is deleted then).
     """
     state_path = out / STATE
     if overwrite and state_path.exists():
-        shutil.rmtree(out)
+        clear_loop(out, protected)
     if state_path.exists():
         state = read_json(state_path)
         if state.get("config_digest") != digest:
@@ -130,6 +139,33 @@ def prepare_dir(out: Path, digest: str, overwrite: bool) -> dict[str, Any]:
             details=["set another output_dir"],
         )
     return {"config_digest": digest, "rounds": {}}
+
+
+def clear_loop(out: Path, protected: Iterable[tuple[str, Path]] = ()) -> None:
+    """Delete an earlier loop's own entries from `out`, or nothing when anything else would go with them.
+
+    The same rule as `dpo train --overwrite` (`rundir.check_run_dir`): a folder the user also keeps
+    other files in, or one holding a file this loop reads, is refused with the names.
+    """
+    problems = [
+        f"{c.name}: not a file dpo iterate writes" for c in sorted(out.iterdir()) if not LOOP_ENTRY.match(c.name)
+    ]
+    folder = out.resolve()
+    for key, path in protected:
+        if path == folder or path.is_relative_to(folder):
+            problems.append(f"{key}: {path} is inside the loop it would replace")
+    if problems:
+        raise DpoError(
+            f"{out}: --overwrite would delete files that are not the earlier loop's own",
+            exit_code=EXIT_USAGE,
+            details=[*problems, "move them out of output_dir, or choose another output_dir"],
+        )
+    # iterate.json last: a deletion cut short still leaves a folder that --overwrite recognises.
+    for child in sorted(out.iterdir(), key=lambda c: c.name == STATE):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def heldout_prompts(base: RunConfig) -> list[Prompt]:
@@ -241,9 +277,11 @@ def run_iterate(
     total = rounds or base.iterate.rounds
     check_loop(base)
     out = Path(base.output_dir)
-    state = prepare_dir(out, config_digest(base), overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    with run_lock(out):
+    with run_lock(out):  # before --overwrite deletes anything: a loop still running keeps its folder
+        state = prepare_dir(
+            out, config_digest(base), overwrite, protected=config_inputs(base.model_dump(mode="json"), config_path)
+        )
+        out.mkdir(parents=True, exist_ok=True)
         prompts = load_prompts(
             base.generate.prompts, base.generate.prompt_column, limit=base.generate.max_prompts, key="generate.prompts"
         )

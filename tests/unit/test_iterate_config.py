@@ -10,7 +10,8 @@ import yaml
 from dpo_cli.config.loader import load_config, with_updates
 from dpo_cli.errors import DpoError
 from dpo_cli.generation import Prompt
-from dpo_cli.iterate.runner import check_loop, config_digest, prepare_dir, round_prompts, train_updates
+from dpo_cli.iterate.runner import check_loop, config_digest, prepare_dir, round_prompts, run_iterate, train_updates
+from dpo_cli.rundir import run_lock
 
 BASE = {
     "output_dir": "runs/loop",
@@ -66,7 +67,7 @@ def test_rerun_with_another_config_is_refused(tmp_path: Path) -> None:
     assert state == {"config_digest": config_digest(base), "rounds": {}}
     more_rounds = load_config(write(tmp_path, iterate={"rounds": 5}))
     assert config_digest(more_rounds) == config_digest(base)  # only the number of rounds may change
-    assert prepare_dir(out, config_digest(base), overwrite=True)["rounds"] == {} and not out.exists()
+    assert prepare_dir(out, config_digest(base), overwrite=True)["rounds"] == {} and not any(out.iterdir())
 
 
 def test_foreign_directory_is_never_taken_over(tmp_path: Path) -> None:
@@ -74,6 +75,45 @@ def test_foreign_directory_is_never_taken_over(tmp_path: Path) -> None:
     with pytest.raises(DpoError, match="not a `dpo iterate` directory"):
         prepare_dir(tmp_path, "d", overwrite=True)
     assert (tmp_path / "keep.txt").exists()
+
+
+def earlier_loop(out: Path) -> None:
+    """The files a finished two-round loop leaves (see the layout in dpo_cli.iterate.runner)."""
+    for k in (0, 1, 2):
+        (out / f"round-{k}").mkdir(parents=True)
+        (out / f"round-{k}" / "heldout.jsonl").write_text("{}\n")
+    (out / "round-1" / "run" / "final").mkdir(parents=True)
+    for name in ("iterate.json", "rounds.md", "rounds.png", ".rounds.md.tmp"):
+        (out / name).write_text('{"config_digest": "old", "rounds": {}}')
+
+
+def test_overwrite_deletes_the_earlier_loops_own_entries(tmp_path: Path) -> None:
+    out = tmp_path / "loop"
+    earlier_loop(out)
+    assert prepare_dir(out, "new", overwrite=True) == {"config_digest": "new", "rounds": {}}
+    assert list(out.iterdir()) == []
+
+
+def test_overwrite_keeps_everything_when_a_foreign_file_or_an_input_is_inside(tmp_path: Path) -> None:
+    out = tmp_path / "loop"
+    earlier_loop(out)
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(DpoError, match="not the earlier loop's own") as exc:
+        prepare_dir(out, "new", overwrite=True)
+    assert exc.value.details[0] == "notes.md: not a file dpo iterate writes"
+    (out / "notes.md").unlink()
+    model = (out / "round-1" / "run" / "final").resolve()
+    with pytest.raises(DpoError) as exc:
+        prepare_dir(out, "new", overwrite=True, protected=[("model.name_or_path", model)])
+    assert exc.value.details[0] == f"model.name_or_path: {model} is inside the loop it would replace"
+    assert (out / "iterate.json").is_file() and (out / "round-2" / "heldout.jsonl").is_file()
+
+
+def test_overwrite_waits_for_the_lock_of_a_loop_still_running(tmp_path: Path) -> None:
+    earlier_loop(tmp_path / "loop")
+    with run_lock(tmp_path / "loop"), pytest.raises(DpoError, match="in use"):
+        run_iterate(write(tmp_path, output_dir=str(tmp_path / "loop")), overwrite=True, progress=False)
+    assert (tmp_path / "loop" / "round-1" / "run" / "final").is_dir()
 
 
 def test_prompts_per_round_take_turns_and_wrap() -> None:
