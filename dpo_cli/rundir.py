@@ -139,6 +139,38 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def refuse_foreign_overwrite(
+    output_dir: Path, foreign: Iterable[str], inputs: Iterable[tuple[str, Path]], *, writer: str, kind: str
+) -> None:
+    """Refuse an `--overwrite` of `output_dir` that would delete more than the earlier `kind`'s own files.
+
+    `foreign` are entry names `writer` (the command) does not write there; `inputs` the `(key, path)`
+    of files the new one reads (`config_inputs`). `dpo train` and `dpo iterate` share this rule.
+
+    Raises:
+        DpoError: Listing each foreign entry and each input inside `output_dir`; nothing is deleted.
+    """
+    folder = output_dir.resolve()
+    problems = [f"{name}: not a file {writer} writes" for name in foreign]
+    problems += [
+        f"{key}: {path} is inside the {kind} it would replace" for key, path in inputs if _inside(path, folder)
+    ]
+    if problems:
+        raise DpoError(
+            f"{output_dir}: --overwrite would delete files that are not the earlier {kind}'s own",
+            exit_code=EXIT_USAGE,
+            details=[*problems, "move them out of output_dir, or choose another output_dir"],
+        )
+
+
+def remove_entry(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def check_run_dir(
     output_dir: Path, *, overwrite: bool, resume: bool, protected: Iterable[tuple[str, Path]] = ()
 ) -> None:
@@ -190,19 +222,10 @@ def check_run_dir(
             exit_code=EXIT_USAGE,
             details=[f"it holds: {', '.join(names)}", "choose another output_dir, or empty this one yourself"],
         )
-    problems = [f"{name}: not a file dpo writes" for name in foreign_entries(output_dir)]
-    folder = output_dir.resolve()
-    own_config = folder / "config.yaml"
-    for key, path in protected:
-        # The run's own config.yaml, read as the config, is rewritten from what was loaded at once.
-        if _inside(path, folder) and not (key == "the config file" and path == own_config):
-            problems.append(f"{key}: {path} is inside the run it would replace")
-    if problems:
-        raise DpoError(
-            f"{output_dir}: --overwrite would delete files that are not the earlier run's own",
-            exit_code=EXIT_USAGE,
-            details=[*problems, "move them out of output_dir, or choose another output_dir"],
-        )
+    # The run's own config.yaml, read as the config, is rewritten from what was loaded at once.
+    own_config = output_dir.resolve() / "config.yaml"
+    inputs = [(key, path) for key, path in protected if not (key == "the config file" and path == own_config)]
+    refuse_foreign_overwrite(output_dir, foreign_entries(output_dir), inputs, writer="dpo", kind="run")
 
 
 def init_run_dir(
@@ -220,10 +243,7 @@ def init_run_dir(
             child = output_dir / name
             if name in (LAUNCH_DIR, REF_CACHE_DIR) or not (child.exists() or child.is_symlink()):
                 continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+            remove_entry(child)
         for child in output_dir.iterdir():
             if _TEMP_RE.match(child.name) and child.is_file():
                 child.unlink()

@@ -22,7 +22,6 @@ import gc
 import hashlib
 import json
 import re
-import shutil
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from dpo_cli.config.schema import RunConfig
 from dpo_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, DpoError
 from dpo_cli.fsio import atomic_write_json, atomic_write_text, read_json
 from dpo_cli.generation import Prompt
-from dpo_cli.rundir import config_inputs, run_lock
+from dpo_cli.rundir import config_inputs, refuse_foreign_overwrite, remove_entry, run_lock
 
 STATE = "iterate.json"
 
@@ -147,25 +146,11 @@ def clear_loop(out: Path, protected: Iterable[tuple[str, Path]] = ()) -> None:
     The same rule as `dpo train --overwrite` (`rundir.check_run_dir`): a folder the user also keeps
     other files in, or one holding a file this loop reads, is refused with the names.
     """
-    problems = [
-        f"{c.name}: not a file dpo iterate writes" for c in sorted(out.iterdir()) if not LOOP_ENTRY.match(c.name)
-    ]
-    folder = out.resolve()
-    for key, path in protected:
-        if path == folder or path.is_relative_to(folder):
-            problems.append(f"{key}: {path} is inside the loop it would replace")
-    if problems:
-        raise DpoError(
-            f"{out}: --overwrite would delete files that are not the earlier loop's own",
-            exit_code=EXIT_USAGE,
-            details=[*problems, "move them out of output_dir, or choose another output_dir"],
-        )
+    foreign = [c.name for c in sorted(out.iterdir()) if not LOOP_ENTRY.match(c.name)]
+    refuse_foreign_overwrite(out, foreign, protected, writer="dpo iterate", kind="loop")
     # iterate.json last: a deletion cut short still leaves a folder that --overwrite recognises.
     for child in sorted(out.iterdir(), key=lambda c: c.name == STATE):
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+        remove_entry(child)
 
 
 def heldout_prompts(base: RunConfig) -> list[Prompt]:
