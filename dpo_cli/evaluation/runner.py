@@ -200,7 +200,6 @@ def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any
     prompts = eval_prompts(data.eval, target.cfg.eval.num_prompts)
     models = load_generation_models(target.cfg, target.weights)
     gen_dir = target.out_dir / "generations"
-    common = {"progress": progress}
     policy_rows = generate(
         models.policy,
         models.tokenizer,
@@ -209,7 +208,7 @@ def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any
         label="policy",
         model_id=models.policy_id,
         out_path=gen_dir / "policy.jsonl",
-        **common,
+        progress=progress,
     )
     with models.reference_context():
         reference_rows = generate(
@@ -220,7 +219,7 @@ def _generations(target: EvalTarget, progress: bool) -> tuple[list[dict[str, Any
             label="reference",
             model_id=models.reference_id,
             out_path=gen_dir / "reference.jsonl",
-            **common,
+            progress=progress,
         )
     del models
     gc.collect()
